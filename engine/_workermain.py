@@ -1,0 +1,58 @@
+"""Entry point of a worker process: ``python -m engine._workermain SPEC``.
+
+The engine starts each worker as a fresh interpreter (fork + exec), so a
+worker never inherits the parent's threads, sockets or locks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+# A worker's drain loop returns this often when idle, to notice an orphaning.
+IDLE_NS = 100_000_000
+
+
+def main(spec: dict) -> None:
+    """Attach the engine's segments, signal readiness, drain until stopped.
+
+    Parameters
+    ----------
+    spec : dict
+        Segment names, byte offsets and settings, built by the engine.
+    """
+    # The engine coordinates shutdown; a Ctrl-C aimed at the terminal's
+    # process group must not kill workers halfway through a batch.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    from ._worker import STATUS_STOPPED, WorkerLoop
+    from .shm import Segment
+
+    control = Segment.attach(spec["control"])
+    table = Segment.attach(spec["table"])
+    loop = WorkerLoop(
+        control.buf,
+        table.buf,
+        spec["rings"],
+        spec["block"],
+        spec["ts_min"],
+        spec["ts_max"],
+        spec["ewma_alpha"],
+        spec["wait_code"],
+    )
+    try:
+        loop.mark_ready(os.getpid())
+        while True:
+            if loop.run(IDLE_NS) == STATUS_STOPPED:
+                break
+            if os.getppid() != spec["parent_pid"]:
+                break
+    finally:
+        loop.release_buffers()
+        control.close()
+        table.close()
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))

@@ -1,0 +1,535 @@
+"""The embedded engine: worker processes, rings and state tables, driven from
+the calling process."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+import weakref
+
+import numpy as np
+
+from . import _ring, _router, _table, _worker
+from .config import (
+    PRODUCER_BLOCK_BYTES,
+    WORKER_BLOCK_BYTES,
+    EngineConfig,
+    Layout,
+)
+from .errors import (
+    STATUS_OK,
+    STATUS_TIMEOUT,
+    Backpressure,
+    EngineClosed,
+    EngineError,
+    FlushTimeout,
+    WorkerDied,
+    raise_for_status,
+)
+from .records import STATE_DTYPE, as_events, entity_id, metric_id
+from .shm import Segment
+
+__all__ = ["Engine", "Producer"]
+
+# Kernels wait in slices this long, then come back to Python to notice a dead
+# worker or an expired timeout.
+_SLICE_NS = 50_000_000
+
+
+def _series_key(key) -> int:
+    return entity_id(key) if isinstance(key, str) else int(key)
+
+
+def _series_metric(metric) -> int:
+    return metric_id(metric) if isinstance(metric, str) else int(metric)
+
+
+def _cleanup(procs: list, segments: list, wake_fd: list) -> None:
+    """Last-resort cleanup (garbage collection, interpreter exit, failed
+    start): kill what still runs and unlink what was created."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    for p in procs:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+    for seg in segments:
+        try:
+            seg.close()
+        except BufferError:
+            # A view is still exported: the unlink below still removes the
+            # name, and the memory goes when the mapping does.
+            pass
+        seg.unlink()
+    for fd in wake_fd:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    wake_fd.clear()
+
+
+class Producer:
+    """One producer slot of an engine, for one thread.
+
+    Each ring has exactly one producer, so two threads that submit at the
+    same time need two producers: take one per thread from
+    :meth:`Engine.producer`.  A producer used from two threads at once
+    refuses the second call instead of taking a lock.
+    """
+
+    def __init__(self, engine: Engine, slot: int, kernel: _router.Producer) -> None:
+        self._engine = engine
+        self.slot = slot
+        self._kernel = kernel
+
+    def submit(self, events: np.ndarray, timeout: float | None = None) -> int:
+        """Route a batch into the workers' rings.
+
+        Parameters
+        ----------
+        events : numpy.ndarray
+            1-d C-contiguous array of :data:`engine.EVENT_DTYPE`.
+        timeout : float, optional
+            Seconds to wait for room while the rings are full; ``None``
+            waits as long as it takes.
+
+        Returns
+        -------
+        int
+            Events accepted.  The others had a NaN or infinite value or an
+            event time outside the sane range; they are counted in
+            :meth:`Engine.stats` under ``rejected_invalid``.
+
+        Raises
+        ------
+        Backpressure
+            The rings stayed full past ``timeout``; its ``accepted`` events
+            were taken and will be applied.
+        WorkerDied
+            A worker process is gone.
+        """
+        eng = self._engine
+        eng._check()
+        ev = as_events(events)
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        done = 0
+        invalid = 0
+        slice_ns = _SLICE_NS
+        while True:
+            status, done, bad = self._kernel.submit(ev, done, slice_ns)
+            invalid += bad
+            if status == STATUS_OK:
+                return done - invalid
+            if status != STATUS_TIMEOUT:
+                raise_for_status(status, "submit")
+            eng._check()
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Backpressure(
+                        f"rings full for {timeout:g}s; {done - invalid} of {len(ev)} "
+                        "events accepted",
+                        accepted=done - invalid,
+                        handled=done,
+                    )
+                slice_ns = min(_SLICE_NS, int(left * 1e9))
+
+
+class Engine:
+    """A running ringflow engine: worker processes, their rings and tables.
+
+    Parameters
+    ----------
+    workers : int
+        Worker processes (shards).
+    config : EngineConfig, optional
+        Every other setting; keyword arguments override its fields.
+    **settings
+        Fields of :class:`engine.EngineConfig`.
+
+    Examples
+    --------
+    >>> import engine
+    >>> with engine.Engine(workers=2) as eng:                    # doctest: +SKIP
+    ...     eng.submit(engine.make_events(["web-01"], "cpu", None, [0.5]))
+    ...     eng.flush()
+    ...     eng.get("web-01", "cpu")["last"]
+    1
+    0.5
+    """
+
+    def __init__(self, workers: int | None = None, *, config: EngineConfig | None = None,
+                 **settings) -> None:
+        base = config or EngineConfig()
+        if workers is not None:
+            settings["workers"] = workers
+        if settings:
+            from dataclasses import replace
+
+            base = replace(base, **settings)
+        self.config = cfg = base
+        self.layout = lay = Layout(cfg.workers, cfg.producers, cfg.ring_slots)
+        self._closed = False
+        self._closing = False
+        self._dead: WorkerDied | None = None
+        self._procs: list = []
+        self._segments: list[Segment] = []
+        self._wake_fd: list[int] = []
+        self._finalizer = weakref.finalize(
+            self, _cleanup, self._procs, self._segments, self._wake_fd
+        )
+        self._producers: list[Producer | None] = [None] * cfg.producers
+        try:
+            self._start(cfg, lay)
+        except BaseException:
+            self._finalizer()
+            self._closed = True
+            raise
+
+    # --- start-up -------------------------------------------------------
+
+    def _start(self, cfg: EngineConfig, lay: Layout) -> None:
+        self._control = Segment.create(lay.total_bytes, "ctl")
+        self._segments.append(self._control)
+        buf = self._control.buf
+        for p in range(cfg.producers):
+            for w in range(cfg.workers):
+                _ring.init_header(
+                    buf, lay.ring_header(p, w), lay.ring_slots, lay.ring_data(p, w),
+                    lay.producer_block(p), lay.worker_block(w),
+                )
+        self._table_segments = []
+        for w in range(cfg.workers):
+            seg = Segment.create(cfg.table_bytes(), f"t{w}")
+            self._segments.append(seg)
+            _table.init_table(seg.buf, cfg.table_slots, cfg.table_capacity)
+            self._table_segments.append(seg)
+
+        # Workers are fresh interpreters (fork + exec): they inherit no
+        # threads, sockets or locks, and unlike multiprocessing's spawn they
+        # never re-run the embedding program's __main__.
+        for w in range(cfg.workers):
+            spec = {
+                "control": self._control.name,
+                "table": self._table_segments[w].name,
+                "rings": lay.rings_of_worker(w),
+                "block": lay.worker_block(w),
+                "ts_min": int(cfg.ts_min),
+                "ts_max": int(cfg.ts_max),
+                "ewma_alpha": float(cfg.ewma_alpha),
+                "wait_code": cfg.wait_code,
+                "parent_pid": os.getpid(),
+            }
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "engine._workermain", json.dumps(spec)],
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+            )
+            self._procs.append(proc)
+
+        deadline = time.monotonic() + cfg.start_timeout
+        for w, proc in enumerate(self._procs):
+            ready_at = lay.worker_block(w) + _worker.CONTROL_OFFSET + 8
+            while not _ring.load_u64(buf, ready_at)[0]:
+                if proc.poll() is not None:
+                    raise WorkerDied(w, proc.returncode, proc.pid)
+                if time.monotonic() > deadline:
+                    raise EngineError(f"worker {w} did not start within {cfg.start_timeout}s")
+                time.sleep(0.002)
+
+        self._tables = [_table.Table(seg.buf) for seg in self._table_segments]
+        self._tableset = _table.TableSet(self._tables)
+        self._default = self.producer()
+
+        read_fd, write_fd = os.pipe()
+        self._wake_fd.extend([read_fd, write_fd])
+        pidfds = {}
+        for w, p in enumerate(self._procs):
+            fd = os.pidfd_open(p.pid)
+            self._wake_fd.append(fd)
+            pidfds[fd] = (w, p)
+        self._watcher = threading.Thread(
+            target=self._watch, args=(read_fd, pidfds), name="ringflow-watcher", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch(self, read_fd: int, pidfds: dict) -> None:
+        # Blocks on the workers' pidfds: a worker's death is seen the moment
+        # it happens, at no cost to the calls on the hot path.
+        ready, _, _ = select.select([*pidfds, read_fd], [], [])
+        if self._closing:
+            return
+        for fd in ready:
+            if fd in pidfds:
+                w, p = pidfds[fd]
+                p.wait()
+                self._dead = WorkerDied(w, p.returncode, p.pid)
+                return
+
+    def _check(self) -> None:
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        if self._dead is not None:
+            raise self._dead
+
+    # --- producers ------------------------------------------------------
+
+    def producer(self) -> Producer:
+        """Claim the next free producer slot, for a thread of its own.
+
+        Returns
+        -------
+        Producer
+            Its :meth:`Producer.submit` may run concurrently with every other
+            producer's, without a lock.
+
+        Raises
+        ------
+        EngineError
+            Every slot (``config.producers``) is taken.
+        """
+        self._check()
+        for slot, taken in enumerate(self._producers):
+            if taken is None:
+                lay, cfg = self.layout, self.config
+                kernel = _router.Producer(
+                    self._control.buf, lay.rings_of_producer(slot), lay.producer_block(slot),
+                    lay.all_rings(), int(cfg.ts_min), int(cfg.ts_max), cfg.wait_code,
+                )
+                handle = Producer(self, slot, kernel)
+                self._producers[slot] = handle
+                return handle
+        raise EngineError(
+            f"all {self.config.producers} producer slots are taken; "
+            "start the engine with more producers="
+        )
+
+    def submit(self, events: np.ndarray, timeout: float | None = None) -> int:
+        """Submit a batch through the engine's default producer.
+
+        See :meth:`Producer.submit`; not for concurrent use from several
+        threads (take a :meth:`producer` per thread).
+        """
+        return self._default.submit(events, timeout)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Return once every event accepted so far, by any producer, has been
+        applied to the state tables.
+
+        Raises
+        ------
+        FlushTimeout
+            Not everything was applied within ``timeout`` seconds.
+        WorkerDied
+            A worker process is gone.
+        """
+        self._check()
+        kernel = self._default._kernel
+        kernel.flush_begin()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            slice_ns = _SLICE_NS
+            if deadline is not None:
+                slice_ns = max(0, min(slice_ns, int((deadline - time.monotonic()) * 1e9)))
+            if kernel.flush_wait(slice_ns) == STATUS_OK:
+                return
+            self._check()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise FlushTimeout(f"events still pending after {timeout:g}s")
+
+    # --- lock-free reads -------------------------------------------------
+
+    def get(self, key: int | str, metric: int | str) -> np.void | None:
+        """One series' state, read directly from shared memory.
+
+        Parameters
+        ----------
+        key : int or str
+            Entity id, or name (hashed with :func:`engine.entity_id`).
+        metric : int or str
+            Metric id, or name (hashed with :func:`engine.metric_id`).
+
+        Returns
+        -------
+        numpy.void or None
+            A :data:`engine.STATE_DTYPE` record, or ``None`` for a series the
+            engine has not seen.
+        """
+        self._check()
+        k = _series_key(key)
+        out = np.empty(1, STATE_DTYPE)
+        if self._tableset.find_into(k, _series_metric(metric), out):
+            return out[0]
+        return None
+
+    def get_many(self, keys, metrics) -> np.ndarray:
+        """Vectorised :meth:`get`.
+
+        Parameters
+        ----------
+        keys : array_like of int or str
+        metrics : array_like of int or str
+            Same length as ``keys``, or one metric for all.
+
+        Returns
+        -------
+        numpy.ndarray
+            :data:`engine.STATE_DTYPE` rows in the order asked; a series the
+            engine has not seen reads as a row with ``count == 0``.
+        """
+        self._check()
+        from .records import _ids
+
+        k = np.ascontiguousarray(_ids(keys, entity_id, np.uint64, "keys"))
+        m = np.ascontiguousarray(_ids(metrics, metric_id, np.uint32, "metrics"))
+        if m.size == 1 and k.size != 1:
+            m = np.full(k.size, m[0], np.uint32)
+        if m.size != k.size:
+            raise ValueError(f"{k.size} keys but {m.size} metrics")
+        out = np.empty(k.size, STATE_DTYPE)
+        self._tableset.get_many_into(k, m, out)
+        return out
+
+    def snapshot(self) -> np.ndarray:
+        """Every series of every worker, as :data:`engine.STATE_DTYPE` rows.
+
+        Each row is a consistent (seqlock) read; rows of different series
+        may come from slightly different instants while ingest runs.
+        """
+        self._check()
+        parts = []
+        for t in self._tables:
+            size = t.used + 1024
+            while True:
+                out = np.empty(size, STATE_DTYPE)
+                n = t.snapshot_into(out)
+                if n >= 0:
+                    parts.append(out[:n])
+                    break
+                size = -n + 1024
+        return np.concatenate(parts) if parts else np.empty(0, STATE_DTYPE)
+
+    def stats(self) -> dict:
+        """Counters of the engine, per worker and per producer.
+
+        Returns
+        -------
+        dict
+            ``applied``, ``rejected_invalid`` (at submit and in workers),
+            ``rejected_table_full``, ``stale`` (out-of-order events), ``series``;
+            ``workers``: per worker its pid, liveness, counters, table fill and
+            ring fill; ``producers``: per slot accepted, invalid and batches.
+        """
+        self._check()
+        lay, cfg, buf = self.layout, self.config, self._control.buf
+        names = _worker.COUNTER_NAMES
+        workers = []
+        for w, proc in enumerate(self._procs):
+            values = _ring.load_u64(buf, lay.worker_block(w) + _worker.COUNTERS_OFFSET,
+                                    len(names))
+            row = dict(zip(names, values))
+            pending = []
+            for off in lay.rings_of_worker(w):
+                pub, cons = (_ring.load_u64(buf, off + 64)[0], _ring.load_u64(buf, off + 128)[0])
+                pending.append(pub - cons)
+            used = self._tables[w].used
+            row.update(
+                worker=w,
+                pid=proc.pid,
+                alive=proc.poll() is None,
+                series=used,
+                table_capacity=cfg.table_capacity,
+                table_fill=used / cfg.table_capacity,
+                ring_pending=sum(pending),
+                ring_fill=max(pending) / lay.ring_slots,
+            )
+            workers.append(row)
+        producers = []
+        for p in range(cfg.producers):
+            values = _ring.load_u64(buf, lay.producer_block(p) + 64, len(_router.COUNTER_NAMES))
+            producers.append(dict(zip(_router.COUNTER_NAMES, values), producer=p,
+                                  in_use=self._producers[p] is not None))
+        return {
+            "workers": workers,
+            "producers": producers,
+            "accepted": sum(p["accepted"] for p in producers),
+            "applied": sum(w["applied"] for w in workers),
+            "rejected_invalid": sum(p["invalid"] for p in producers)
+            + sum(w["invalid"] for w in workers),
+            "rejected_table_full": sum(w["full"] for w in workers),
+            "stale": sum(w["stale"] for w in workers),
+            "series": sum(w["series"] for w in workers),
+        }
+
+    # --- shutdown -------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        return self._closed
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the workers."""
+        return [p.pid for p in self._procs]
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Drain what was accepted, stop the workers, remove every segment.
+
+        Safe to call twice, and after a worker died (its pending events are
+        then lost; the others are drained).
+        """
+        if self._closed:
+            return
+        self._closing = True
+        try:
+            if self._dead is None:
+                try:
+                    self.flush(timeout)
+                except EngineError:
+                    pass
+            lay = self.layout
+            for w in range(self.config.workers):
+                _ring.store_u64(self._control.buf, lay.worker_block(w) + _worker.CONTROL_OFFSET, 1)
+                _ring.ring_bell(self._control.buf, lay.worker_block(w))
+            deadline = time.monotonic() + timeout
+            for p in self._procs:
+                try:
+                    p.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+            if self._wake_fd:
+                os.write(self._wake_fd[1], b"x")
+                self._watcher.join(5)
+            for handle in self._producers:
+                if handle is not None:
+                    handle._kernel.release_buffer()
+            for t in self._tables:
+                t.release_buffer()
+            self._tableset = None
+        finally:
+            self._closed = True
+            self._finalizer()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running"
+        return f"<Engine workers={self.config.workers} {state}>"
+
+
+# Worker and producer block sizes are also baked into the compiled modules.
+assert _worker.BLOCK_BYTES == WORKER_BLOCK_BYTES
+assert PRODUCER_BLOCK_BYTES >= 64 + 8 * len(_router.COUNTER_NAMES)

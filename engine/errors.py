@@ -1,0 +1,102 @@
+"""Exceptions raised by ringflow.
+
+Every error the engine raises derives from :class:`EngineError`, and the
+status codes that compiled kernels return are turned into exceptions in one
+place, :func:`raise_for_status`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EngineError",
+    "ConfigError",
+    "EngineClosed",
+    "Backpressure",
+    "FlushTimeout",
+    "WorkerDied",
+    "InvalidEvents",
+    "raise_for_status",
+]
+
+# Kernel status codes (ext/rf.pxd); kept here so that Python never has to
+# import a compiled module just to name one.
+STATUS_OK = 0
+STATUS_TIMEOUT = 1
+STATUS_STOPPED = 2
+STATUS_PARENT_GONE = 3
+STATUS_BAD_ARGUMENT = 4
+STATUS_TABLE_FULL = 5
+
+
+class EngineError(Exception):
+    """Root of every error ringflow raises."""
+
+
+class ConfigError(EngineError, ValueError):
+    """An engine setting is out of range or inconsistent."""
+
+
+class EngineClosed(EngineError):
+    """The engine was used after :meth:`engine.Engine.close`."""
+
+
+class InvalidEvents(EngineError, TypeError):
+    """A batch is not a contiguous array of :data:`engine.EVENT_DTYPE`."""
+
+
+class Backpressure(EngineError):
+    """The rings stayed full for longer than the caller's timeout.
+
+    Attributes
+    ----------
+    accepted : int
+        Events of the batch that were accepted before the timeout; they will
+        be applied.  Resubmit ``events[handled:]`` to send the rest.
+    handled : int
+        Index of the first event of the batch that was not taken.
+    """
+
+    def __init__(self, message: str, accepted: int = 0, handled: int = 0):
+        super().__init__(message)
+        self.accepted = accepted
+        self.handled = handled
+
+
+class FlushTimeout(EngineError, TimeoutError):
+    """:meth:`engine.Engine.flush` gave up before every event was applied."""
+
+
+class WorkerDied(EngineError):
+    """A worker process exited while the engine was running.
+
+    Attributes
+    ----------
+    worker : int
+        Index of the worker.
+    exitcode : int or None
+        Its exit code (negative: killed by that signal number).
+    """
+
+    def __init__(self, worker: int, exitcode: int | None, pid: int | None = None):
+        how = f"killed by signal {-exitcode}" if exitcode and exitcode < 0 else f"exit code {exitcode}"
+        super().__init__(f"worker {worker} (pid {pid}) died: {how}")
+        self.worker = worker
+        self.exitcode = exitcode
+        self.pid = pid
+
+
+def raise_for_status(status: int, what: str) -> None:
+    """Map a kernel status code to an exception; return for ``STATUS_OK``.
+
+    ``STATUS_TIMEOUT`` is not an error by itself: callers that wait in slices
+    handle it before calling this.
+    """
+    if status == STATUS_OK:
+        return
+    if status == STATUS_TIMEOUT:
+        raise Backpressure(f"{what}: timed out waiting for the workers")
+    if status == STATUS_BAD_ARGUMENT:
+        raise EngineError(f"{what}: bad argument")
+    if status == STATUS_TABLE_FULL:
+        raise EngineError(f"{what}: state table full")
+    raise EngineError(f"{what}: kernel status {status}")

@@ -1,0 +1,178 @@
+"""Record layouts and name hashing.
+
+The event record is the unit that crosses every boundary (socket, ring,
+kernel), so its layout is fixed here once and mirrored by ``ext/rf.pxd``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from .errors import InvalidEvents
+
+__all__ = [
+    "EVENT_DTYPE",
+    "STATE_DTYPE",
+    "entity_id",
+    "metric_id",
+    "make_events",
+    "as_events",
+    "DEFAULT_TS_MIN",
+    "DEFAULT_TS_MAX",
+]
+
+#: 32-byte event record: little-endian, packed, no padding.
+EVENT_DTYPE = np.dtype(
+    [("key", "<u8"), ("ts", "<i8"), ("metric", "<u4"), ("flags", "<u4"), ("value", "<f8")]
+)
+
+#: 128-byte per-series state row (two cache lines), as kept in a state table.
+#: ``var`` is the population variance; ``stale`` counts events older than
+#: ``last_ts`` when they arrived (they count in the aggregates but never
+#: replace ``last``); ``version`` is the row's seqlock word (even when read).
+STATE_DTYPE = np.dtype(
+    [
+        ("version", "<u8"),
+        ("key", "<u8"),
+        ("metric", "<u4"),
+        ("flags", "<u4"),
+        ("count", "<u8"),
+        ("sum", "<f8"),
+        ("min", "<f8"),
+        ("max", "<f8"),
+        ("last", "<f8"),
+        ("last_ts", "<i8"),
+        ("first_ts", "<i8"),
+        ("mean", "<f8"),
+        ("m2", "<f8"),
+        ("var", "<f8"),
+        ("ewma", "<f8"),
+        ("stale", "<u8"),
+        ("reserved", "<u8"),
+    ]
+)
+
+#: Default sane range of event times: 2000-01-01 to 2100-01-01 (ns).
+DEFAULT_TS_MIN = 946_684_800 * 10**9
+DEFAULT_TS_MAX = 4_102_444_800 * 10**9
+
+
+def entity_id(name: str) -> int:
+    """Stable 64-bit id of an entity name.
+
+    The 8-byte BLAKE2b digest of the UTF-8 name read as a little-endian
+    integer: the same in every process and every language.
+
+    Parameters
+    ----------
+    name : str
+        Entity (host) name, e.g. ``"web-01"``.
+
+    Returns
+    -------
+    int
+        The id, in ``0 .. 2**64 - 1``.
+    """
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+
+
+def metric_id(name: str) -> int:
+    """Stable 32-bit id of a metric name (4-byte BLAKE2b, little-endian).
+
+    Parameters
+    ----------
+    name : str
+        Metric name, e.g. ``"cpu"``.
+
+    Returns
+    -------
+    int
+        The id, in ``0 .. 2**32 - 1``.
+    """
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "little")
+
+
+def _ids(values, hasher, dtype, what: str) -> np.ndarray:
+    if isinstance(values, str):
+        values = [values]
+    arr = np.asarray(values)
+    if arr.dtype.kind in "UO":
+        return np.fromiter((hasher(str(v)) for v in arr.ravel()), dtype=dtype, count=arr.size)
+    if arr.dtype.kind not in "ui":
+        raise InvalidEvents(f"{what} must be integer ids or names, got dtype {arr.dtype}")
+    if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
+        raise InvalidEvents(f"{what} ids must not be negative")
+    return arr.astype(dtype, copy=False).ravel()
+
+
+def make_events(
+    keys: Iterable[int] | Iterable[str] | np.ndarray,
+    metrics: Iterable[int] | Iterable[str] | np.ndarray,
+    ts: Iterable[int] | np.ndarray | None,
+    values: Iterable[float] | np.ndarray,
+) -> np.ndarray:
+    """Build a contiguous array of :data:`EVENT_DTYPE` records.
+
+    Parameters
+    ----------
+    keys : array_like of int or str
+        Entity ids, or names hashed with :func:`entity_id`.
+    metrics : array_like of int or str
+        Metric ids, or names hashed with :func:`metric_id`.  A single value
+        is broadcast to every event.
+    ts : array_like of int or None
+        Event times in nanoseconds since the Unix epoch; ``None`` stamps
+        every event with the current time.
+    values : array_like of float
+        The readings.
+
+    Returns
+    -------
+    numpy.ndarray
+        One record per reading.
+    """
+    vals = np.asarray(values, dtype=np.float64).ravel()
+    n = vals.size
+    out = np.zeros(n, dtype=EVENT_DTYPE)
+    out["value"] = vals
+    k = _ids(keys, entity_id, np.uint64, "keys")
+    m = _ids(metrics, metric_id, np.uint32, "metrics")
+    for name, arr in (("keys", k), ("metrics", m)):
+        if arr.size not in (1, n):
+            raise InvalidEvents(f"{name} has {arr.size} elements, values has {n}")
+    out["key"] = k
+    out["metric"] = m
+    if ts is None:
+        out["ts"] = time.time_ns()
+    else:
+        t = np.asarray(ts)
+        if t.dtype.kind not in "ui":
+            raise InvalidEvents(f"ts must be integer nanoseconds, got dtype {t.dtype}")
+        t = t.astype(np.int64, copy=False).ravel()
+        if t.size not in (1, n):
+            raise InvalidEvents(f"ts has {t.size} elements, values has {n}")
+        out["ts"] = t
+    return out
+
+
+def as_events(events) -> np.ndarray:
+    """Check that ``events`` is a C-contiguous 1-d EVENT_DTYPE array (no copy).
+
+    Raises
+    ------
+    InvalidEvents
+        For any other object, dtype or layout.
+    """
+    if not isinstance(events, np.ndarray):
+        raise InvalidEvents(
+            f"events must be a numpy array of engine.EVENT_DTYPE, got {type(events).__name__}"
+        )
+    if events.dtype != EVENT_DTYPE:
+        raise InvalidEvents(f"events must have dtype engine.EVENT_DTYPE, got {events.dtype}")
+    if events.ndim != 1 or not events.flags.c_contiguous:
+        raise InvalidEvents("events must be a 1-d C-contiguous array (use np.ascontiguousarray)")
+    return events

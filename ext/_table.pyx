@@ -1,0 +1,259 @@
+# cython: language_level=3
+"""State tables: the per-series update kernel and lock-free seqlock reads
+(private module; see :mod:`engine.table`)."""
+
+cimport numpy as cnp
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
+from libc.stdint cimport int64_t, uint64_t, uint32_t
+from libc.string cimport memset, memcpy
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from rf cimport *
+from table cimport *
+
+cnp.import_array()
+
+ROW_BYTES = sizeof(StateRow)
+HEADER_BYTES = sizeof(TableHeader)
+
+
+def row_offsets():
+    """Byte offset of every StateRow field, for the layout test."""
+    cdef StateRow r
+    cdef size_t b = <size_t>&r
+    return {
+        "version": <size_t>&r.version - b, "key": <size_t>&r.key - b,
+        "metric": <size_t>&r.metric - b, "flags": <size_t>&r.flags - b,
+        "count": <size_t>&r.count - b, "sum": <size_t>&r.sum - b,
+        "min": <size_t>&r.min - b, "max": <size_t>&r.max - b,
+        "last": <size_t>&r.last - b, "last_ts": <size_t>&r.last_ts - b,
+        "first_ts": <size_t>&r.first_ts - b, "mean": <size_t>&r.mean - b,
+        "m2": <size_t>&r.m2 - b, "var": <size_t>&r.var - b,
+        "ewma": <size_t>&r.ewma - b, "stale": <size_t>&r.stale - b,
+        "reserved": <size_t>&r.reserved - b,
+    }
+
+
+def event_offsets():
+    """Byte offset of every Event field, for the layout test."""
+    cdef Event e
+    cdef size_t b = <size_t>&e
+    return {"key": <size_t>&e.key - b, "ts": <size_t>&e.ts - b,
+            "metric": <size_t>&e.metric - b, "flags": <size_t>&e.flags - b,
+            "value": <size_t>&e.value - b, "itemsize": sizeof(Event)}
+
+
+def table_bytes(uint64_t slots):
+    """Bytes a table of ``slots`` rows takes (header included)."""
+    return sizeof(TableHeader) + slots * sizeof(StateRow)
+
+
+def init_table(buffer, uint64_t slots, uint64_t limit):
+    """Write an empty table of ``slots`` rows (a power of two) at the start
+    of ``buffer``; at most ``limit`` series will ever be admitted."""
+    cdef Py_buffer view
+    if slots == 0 or slots & (slots - 1):
+        raise ValueError(f"table slots must be a power of two, got {slots}")
+    if limit == 0 or limit > slots:
+        raise ValueError(f"table limit must be in 1..{slots}, got {limit}")
+    PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+    try:
+        if <size_t>view.len < sizeof(TableHeader) + slots * sizeof(StateRow):
+            raise ValueError("table does not fit in the buffer")
+        th = <TableHeader *>view.buf
+        # A fresh /dev/shm segment is zero already; clearing again would
+        # touch every page of a large table for nothing.
+        th.capacity = slots
+        th.mask = slots - 1
+        th.limit = limit
+        rf_store_relaxed_u64(&th.used, 0)
+        rf_store_release_u64(&th.magic, TABLE_MAGIC)
+    finally:
+        PyBuffer_Release(&view)
+
+
+def mix64(cnp.ndarray keys):
+    """The 64-bit mixer applied to every element of a uint64 array."""
+    cdef const uint64_t[::1] k = keys
+    out = cnp.PyArray_EMPTY(1, [k.shape[0]], cnp.NPY_UINT64, 0)
+    cdef uint64_t[::1] o = out
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(k.shape[0]):
+            o[i] = rf_mix64(k[i])
+    return out
+
+
+def series_slots(cnp.ndarray keys, cnp.ndarray metrics, uint64_t mask):
+    """Home slot of each (key, metric) in a table with this mask."""
+    cdef const uint64_t[::1] k = keys
+    cdef const uint32_t[::1] m = metrics
+    out = cnp.PyArray_EMPTY(1, [k.shape[0]], cnp.NPY_UINT64, 0)
+    cdef uint64_t[::1] o = out
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(k.shape[0]):
+            o[i] = series_hash(k[i], m[i]) & mask
+    return out
+
+
+cdef class Table:
+    """A state table in ``buffer`` (written by :func:`init_table`).
+
+    Any number of ``Table`` objects in any processes may read the same
+    table; exactly one may :meth:`apply` to it."""
+    cdef Py_buffer view
+    cdef bint has_view
+    cdef TableHeader *th
+
+    def __cinit__(self, buffer):
+        self.has_view = False
+        PyObject_GetBuffer(buffer, &self.view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        self.has_view = True
+        self.th = <TableHeader *>self.view.buf
+        if <size_t>self.view.len < sizeof(TableHeader) or \
+                rf_load_acquire_u64(&self.th.magic) != TABLE_MAGIC:
+            self.release_buffer()
+            raise ValueError("no state table in this buffer (bad magic)")
+
+    def __dealloc__(self):
+        self.release_buffer()
+
+    def release_buffer(self):
+        if self.has_view:
+            PyBuffer_Release(&self.view)
+            self.has_view = False
+            self.th = NULL
+
+    cdef inline void check(self) except *:
+        if self.th == NULL:
+            raise ValueError("table is closed")
+
+    cdef TableHeader *header(self) noexcept:
+        return self.th
+
+    @property
+    def slots(self):
+        self.check()
+        return self.th.capacity
+
+    @property
+    def limit(self):
+        self.check()
+        return self.th.limit
+
+    @property
+    def used(self):
+        self.check()
+        return rf_load_relaxed_u64(&self.th.used)
+
+    def apply(self, cnp.ndarray events, int64_t ts_min, int64_t ts_max,
+              double ewma_alpha):
+        """Run the update kernel over ``events`` (EVENT_DTYPE, contiguous).
+
+        Returns ``(applied, invalid, full, stale)`` counts for the batch."""
+        self.check()
+        if not cnp.PyArray_IS_C_CONTIGUOUS(events) or events.itemsize != sizeof(Event):
+            raise ValueError("events must be a C-contiguous EVENT_DTYPE array")
+        cdef Params p
+        cdef BatchCounters c
+        p.ts_min = ts_min
+        p.ts_max = ts_max
+        p.ewma_alpha = ewma_alpha
+        memset(&c, 0, sizeof(c))
+        cdef const Event *ev = <const Event *>cnp.PyArray_DATA(events)
+        cdef int64_t n = events.shape[0]
+        with nogil:
+            apply_batch(self.th, ev, n, &p, &c)
+        return c.applied, c.invalid, c.full, c.stale
+
+    def find_into(self, uint64_t key, uint32_t metric, cnp.ndarray out):
+        """Seqlock-read the row of (key, metric) into ``out[0]``; return
+        whether the series exists."""
+        self.check()
+        cdef bint found
+        cdef StateRow *dst = <StateRow *>cnp.PyArray_DATA(out)
+        with nogil:
+            found = table_find(self.th, key, metric, dst)
+        return found
+
+    def snapshot_into(self, cnp.ndarray out):
+        """Copy every used row into ``out`` (a STATE_DTYPE array).
+
+        Returns the number of rows written, or ``-needed`` when ``out`` is
+        too small (series may be added while the scan runs)."""
+        self.check()
+        cdef StateRow *dst = <StateRow *>cnp.PyArray_DATA(out)
+        cdef int64_t room = out.shape[0], n = 0
+        cdef StateRow *rows = table_rows(self.th)
+        cdef uint64_t i, slots = self.th.capacity
+        cdef StateRow tmp
+        with nogil:
+            for i in range(slots):
+                # A row whose version was never bumped was never written:
+                # skip it without a seqlock read.
+                if rf_load_acquire_u64(&rows[i].version) == 0:
+                    continue
+                row_read(&rows[i], &tmp)
+                if not (tmp.flags & ROW_USED):
+                    continue
+                if n < room:
+                    memcpy(&dst[n], &tmp, sizeof(StateRow))
+                n += 1
+        return n if n <= room else -n
+
+
+cdef class TableSet:
+    """Read access to the tables of every worker of one engine, routed by
+    shard: ``worker = mix64(key) % len(tables)``."""
+    cdef list tables
+    cdef TableHeader **headers
+    cdef Py_ssize_t count
+
+    def __cinit__(self, list tables):
+        self.tables = list(tables)
+        self.count = len(tables)
+        if self.count == 0:
+            raise ValueError("a TableSet needs at least one table")
+        self.headers = <TableHeader **>PyMem_Malloc(self.count * sizeof(TableHeader *))
+        for i, t in enumerate(self.tables):
+            self.headers[i] = (<Table?>t).header()
+
+    def __dealloc__(self):
+        PyMem_Free(self.headers)
+
+    def find_into(self, uint64_t key, uint32_t metric, cnp.ndarray out):
+        """Seqlock-read (key, metric) from its shard's table into ``out[0]``;
+        return whether the series exists."""
+        cdef StateRow *dst = <StateRow *>cnp.PyArray_DATA(out)
+        cdef bint found
+        cdef TableHeader *th = self.headers[rf_mix64(key) % <uint64_t>self.count]
+        if out.shape[0] < 1 or out.itemsize != sizeof(StateRow):
+            raise ValueError("out must be a STATE_DTYPE array with room for one row")
+        (<Table>self.tables[rf_mix64(key) % <uint64_t>self.count]).check()
+        with nogil:
+            found = table_find(th, key, metric, dst)
+        return found
+
+    def get_many_into(self, cnp.ndarray keys, cnp.ndarray metrics, cnp.ndarray out):
+        """Seqlock-read each (keys[i], metrics[i]) into out[i]; rows of
+        unknown series are zero but for key and metric.  Returns how many
+        were found."""
+        cdef const uint64_t[::1] k = keys
+        cdef const uint32_t[::1] m = metrics
+        cdef StateRow *dst = <StateRow *>cnp.PyArray_DATA(out)
+        cdef Py_ssize_t i, n = k.shape[0]
+        cdef int64_t found = 0
+        cdef uint64_t w = <uint64_t>self.count
+        if m.shape[0] != n or out.shape[0] < n:
+            raise ValueError("keys, metrics and out must have the same length")
+        for t in self.tables:
+            (<Table>t).check()
+        with nogil:
+            for i in range(n):
+                if table_find(self.headers[rf_mix64(k[i]) % w], k[i], m[i], &dst[i]):
+                    found += 1
+                else:
+                    memset(&dst[i], 0, sizeof(StateRow))
+                    dst[i].key = k[i]
+                    dst[i].metric = m[i]
+        return found

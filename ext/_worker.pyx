@@ -1,0 +1,180 @@
+# cython: language_level=3
+"""A worker's drain loop: take everything its rings hold as one batch per
+ring and fold it into the worker's state table, without the GIL (private
+module; :mod:`engine._workermain` runs it in each worker process)."""
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.stdint cimport int64_t, uint64_t, uint32_t
+from libc.string cimport memset
+from rf cimport *
+from table cimport *
+
+# Worker block: doorbell line, control line, counters line(s).
+cdef enum:
+    WB_BYTES = 256
+    WB_CONTROL = 64
+    WB_COUNTERS = 128
+
+BLOCK_BYTES = WB_BYTES
+CONTROL_OFFSET = WB_CONTROL
+COUNTERS_OFFSET = WB_COUNTERS
+CONTROL_NAMES = ("stop", "ready", "pid")
+COUNTER_NAMES = ("applied", "invalid", "full", "stale", "batches", "max_batch")
+cdef enum:
+    WC_STOP = 0
+    WC_READY = 1
+    WC_PID = 2
+    WK_APPLIED = 0
+    WK_INVALID = 1
+    WK_FULL = 2
+    WK_STALE = 3
+    WK_BATCHES = 4
+    WK_MAX_BATCH = 5
+
+STATUS_TIMEOUT = RF_TIMEOUT
+STATUS_STOPPED = RF_STOPPED
+
+
+cdef class WorkerLoop:
+    """The consumer end of every ring feeding one worker, plus its table."""
+    cdef Py_buffer ctrl
+    cdef Py_buffer tbl
+    cdef bint has_ctrl, has_tbl
+    cdef char *base
+    cdef TableHeader *th
+    cdef Py_ssize_t nrings
+    cdef RingHeader **rings
+    cdef int64_t *cursor
+    cdef uint32_t *bell
+    cdef uint64_t *control
+    cdef uint64_t *counters
+    cdef Params params
+    cdef Waiter waiter
+    cdef BatchCounters totals
+
+    def __cinit__(self, control_buffer, table_buffer, list ring_offsets,
+                  Py_ssize_t block_offset, int64_t ts_min, int64_t ts_max,
+                  double ewma_alpha, int wait_kind):
+        self.has_ctrl = self.has_tbl = False
+        self.rings = NULL
+        self.cursor = NULL
+        PyObject_GetBuffer(control_buffer, &self.ctrl, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        self.has_ctrl = True
+        PyObject_GetBuffer(table_buffer, &self.tbl, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        self.has_tbl = True
+        self.base = <char *>self.ctrl.buf
+        self.th = <TableHeader *>self.tbl.buf
+        if rf_load_acquire_u64(&self.th.magic) != TABLE_MAGIC:
+            raise ValueError("no state table in the table buffer")
+        self.nrings = len(ring_offsets)
+        self.rings = <RingHeader **>PyMem_Malloc(self.nrings * sizeof(void *))
+        self.cursor = <int64_t *>PyMem_Malloc(self.nrings * sizeof(int64_t))
+        for i, off in enumerate(ring_offsets):
+            self.rings[i] = <RingHeader *>(self.base + <Py_ssize_t>off)
+            self.cursor[i] = rf_load_acquire_i64(&self.rings[i].consumed)
+        self.bell = <uint32_t *>(self.base + block_offset)
+        self.control = <uint64_t *>(self.base + block_offset + WB_CONTROL)
+        self.counters = <uint64_t *>(self.base + block_offset + WB_COUNTERS)
+        self.params.ts_min = ts_min
+        self.params.ts_max = ts_max
+        self.params.ewma_alpha = ewma_alpha
+        waiter_init(&self.waiter, wait_kind)
+        memset(&self.totals, 0, sizeof(BatchCounters))
+        # Resume the counters a previous life of this worker left behind.
+        self.totals.applied = self.counters[WK_APPLIED]
+        self.totals.invalid = self.counters[WK_INVALID]
+        self.totals.full = self.counters[WK_FULL]
+        self.totals.stale = self.counters[WK_STALE]
+
+    def __dealloc__(self):
+        PyMem_Free(self.rings)
+        PyMem_Free(self.cursor)
+        self.release_buffers()
+
+    def release_buffers(self):
+        if self.has_ctrl:
+            PyBuffer_Release(&self.ctrl)
+            self.has_ctrl = False
+        if self.has_tbl:
+            PyBuffer_Release(&self.tbl)
+            self.has_tbl = False
+        self.base = NULL
+
+    def mark_ready(self, uint64_t pid):
+        rf_store_relaxed_u64(&self.control[WC_PID], pid)
+        rf_store_release_u64(&self.control[WC_READY], 1)
+
+    cdef bint any_readable(self) noexcept nogil:
+        cdef Py_ssize_t r
+        for r in range(self.nrings):
+            if ring_readable(self.rings[r], self.cursor[r]) > 0:
+                return True
+        return False
+
+    cdef int64_t drain_once(self) noexcept nogil:
+        cdef Py_ssize_t r
+        cdef int64_t avail, start, first, got = 0
+        cdef RingHeader *h
+        cdef Event *data
+        for r in range(self.nrings):
+            h = self.rings[r]
+            avail = ring_readable(h, self.cursor[r])
+            if avail <= 0:
+                continue
+            data = ring_data(self.base, h)
+            start = self.cursor[r] & <int64_t>h.mask
+            first = <int64_t>h.capacity - start
+            if first > avail:
+                first = avail
+            apply_batch(self.th, data + start, first, &self.params, &self.totals)
+            if avail > first:
+                apply_batch(self.th, data, avail - first, &self.params, &self.totals)
+            self.cursor[r] += avail
+            ring_release(self.base, h, self.cursor[r])
+            got += avail
+        if got:
+            rf_store_relaxed_u64(&self.counters[WK_APPLIED], self.totals.applied)
+            rf_store_relaxed_u64(&self.counters[WK_INVALID], self.totals.invalid)
+            rf_store_relaxed_u64(&self.counters[WK_FULL], self.totals.full)
+            rf_store_relaxed_u64(&self.counters[WK_STALE], self.totals.stale)
+            rf_store_relaxed_u64(&self.counters[WK_BATCHES], self.counters[WK_BATCHES] + 1)
+            if <uint64_t>got > self.counters[WK_MAX_BATCH]:
+                rf_store_relaxed_u64(&self.counters[WK_MAX_BATCH], <uint64_t>got)
+        return got
+
+    cdef int loop(self, int64_t idle_ns) noexcept nogil:
+        cdef int64_t idle_deadline = rf_now_ns() + idle_ns, seen, remaining
+        cdef bint stop_seen = False
+        while True:
+            if self.drain_once():
+                waiter_reset(&self.waiter)
+                idle_deadline = rf_now_ns() + idle_ns
+                continue
+            if rf_load_acquire_u64(&self.control[WC_STOP]):
+                # One more pass after seeing the flag: whatever was published
+                # before the flag was raised is visible now.
+                if stop_seen:
+                    return RF_STOPPED
+                stop_seen = True
+                continue
+            remaining = idle_deadline - rf_now_ns()
+            if remaining <= 0:
+                return RF_TIMEOUT
+            seen = waiter_arm(&self.waiter, self.bell)
+            if seen >= 0:
+                if self.any_readable() or rf_load_acquire_u64(&self.control[WC_STOP]):
+                    waiter_disarm(self.bell)
+                else:
+                    waiter_park(self.bell, <uint32_t>seen, remaining)
+
+    def run(self, int64_t idle_ns):
+        """Drain until the stop flag is seen with empty rings (returns
+        STATUS_STOPPED) or nothing arrived for ``idle_ns`` (STATUS_TIMEOUT),
+        so the caller can check on its parent."""
+        if self.base == NULL:
+            raise ValueError("worker loop is closed")
+        cdef int status
+        with nogil:
+            status = self.loop(idle_ns)
+        return status
