@@ -19,9 +19,8 @@ PRODUCER_BLOCK_BYTES = 128
 EVENT_BYTES = 32
 CONTROL_HEADER_BYTES = 64
 ROW_BYTES = 128
+INDEX_ENTRY_BYTES = 16
 TABLE_HEADER_BYTES = 128
-# A table is kept at most 7/8 full so that probe chains stay short.
-TABLE_MAX_LOAD = 7 / 8
 
 
 def _pow2_at_least(n: int) -> int:
@@ -98,10 +97,12 @@ class EngineConfig:
 
     @property
     def table_slots(self) -> int:
-        return _pow2_at_least(int(self.table_capacity / TABLE_MAX_LOAD) + 1)
+        """Index entries per table: the index is kept at most half full."""
+        return _pow2_at_least(2 * self.table_capacity)
 
     def table_bytes(self) -> int:
-        return TABLE_HEADER_BYTES + self.table_slots * ROW_BYTES
+        return (TABLE_HEADER_BYTES + self.table_slots * INDEX_ENTRY_BYTES
+                + self.table_capacity * ROW_BYTES)
 
 
 @dataclass(frozen=True)

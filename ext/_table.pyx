@@ -42,27 +42,32 @@ def event_offsets():
             "value": <size_t>&e.value - b, "itemsize": sizeof(Event)}
 
 
-def table_bytes(uint64_t slots):
-    """Bytes a table of ``slots`` rows takes (header included)."""
-    return sizeof(TableHeader) + slots * sizeof(StateRow)
+INDEX_ENTRY_BYTES = sizeof(IndexEntry)
+
+
+def table_bytes(uint64_t slots, uint64_t limit):
+    """Bytes a table with ``slots`` index entries and ``limit`` rows takes."""
+    return sizeof(TableHeader) + slots * sizeof(IndexEntry) + limit * sizeof(StateRow)
 
 
 def init_table(buffer, uint64_t slots, uint64_t limit):
-    """Write an empty table of ``slots`` rows (a power of two) at the start
-    of ``buffer``; at most ``limit`` series will ever be admitted."""
+    """Write an empty table at the start of a zero-filled ``buffer``: an
+    index of ``slots`` entries (a power of two) and room for ``limit``
+    series, at most half of ``slots`` so that probe chains stay short."""
     cdef Py_buffer view
     if slots == 0 or slots & (slots - 1):
-        raise ValueError(f"table slots must be a power of two, got {slots}")
-    if limit == 0 or limit > slots:
-        raise ValueError(f"table limit must be in 1..{slots}, got {limit}")
+        raise ValueError(f"index slots must be a power of two, got {slots}")
+    if limit == 0 or 2 * limit > slots or limit >= 0xFFFFFFFF:
+        raise ValueError(f"table limit must be in 1..{slots // 2}, got {limit}")
     PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
     try:
-        if <size_t>view.len < sizeof(TableHeader) + slots * sizeof(StateRow):
+        if <size_t>view.len < sizeof(TableHeader) + slots * sizeof(IndexEntry) \
+                + limit * sizeof(StateRow):
             raise ValueError("table does not fit in the buffer")
         th = <TableHeader *>view.buf
         # A fresh /dev/shm segment is zero already; clearing again would
         # touch every page of a large table for nothing.
-        th.capacity = slots
+        th.slots = slots
         th.mask = slots - 1
         th.limit = limit
         rf_store_relaxed_u64(&th.used, 0)
@@ -134,7 +139,7 @@ cdef class Table:
     @property
     def slots(self):
         self.check()
-        return self.th.capacity
+        return self.th.slots
 
     @property
     def limit(self):
@@ -144,7 +149,7 @@ cdef class Table:
     @property
     def used(self):
         self.check()
-        return rf_load_relaxed_u64(&self.th.used)
+        return rf_load_acquire_u64(&self.th.used)
 
     def apply(self, cnp.ndarray events, int64_t ts_min, int64_t ts_max,
               double ewma_alpha):
@@ -177,29 +182,27 @@ cdef class Table:
         return found
 
     def snapshot_into(self, cnp.ndarray out):
-        """Copy every used row into ``out`` (a STATE_DTYPE array).
+        """Copy every series' row into ``out`` (a STATE_DTYPE array).
 
         Returns the number of rows written, or ``-needed`` when ``out`` is
         too small (series may be added while the scan runs)."""
         self.check()
         cdef StateRow *dst = <StateRow *>cnp.PyArray_DATA(out)
-        cdef int64_t room = out.shape[0], n = 0
         cdef StateRow *rows = table_rows(self.th)
-        cdef uint64_t i, slots = self.th.capacity
-        cdef StateRow tmp
+        cdef uint64_t i, used = rf_load_acquire_u64(&self.th.used)
+        if out.itemsize != sizeof(StateRow):
+            raise ValueError("out must be a STATE_DTYPE array")
+        if <uint64_t>out.shape[0] < used:
+            return -<int64_t>used
         with nogil:
-            for i in range(slots):
-                # A row whose version was never bumped was never written:
-                # skip it without a seqlock read.
-                if rf_load_acquire_u64(&rows[i].version) == 0:
-                    continue
-                row_read(&rows[i], &tmp)
-                if not (tmp.flags & ROW_USED):
-                    continue
-                if n < room:
-                    memcpy(&dst[n], &tmp, sizeof(StateRow))
-                n += 1
-        return n if n <= room else -n
+            for i in range(used):
+                row_read(&rows[i], &dst[i])
+        return <int64_t>used
+
+    def series_slots(self, cnp.ndarray keys, cnp.ndarray metrics):
+        """Home index slot of each (key, metric) in this table."""
+        self.check()
+        return series_slots(keys, metrics, self.th.mask)
 
 
 cdef class TableSet:

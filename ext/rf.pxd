@@ -18,6 +18,7 @@ cdef extern from "rf_atomic.h" nogil:
     uint32_t rf_load_acquire_u32(const uint32_t *p)
     void rf_store_seqcst_u32(uint32_t *p, uint32_t v)
     void rf_store_relaxed_u32(uint32_t *p, uint32_t v)
+    void rf_store_release_u32(uint32_t *p, uint32_t v)
     void rf_fence_acquire()
     void rf_fence_release()
     void rf_fence_seqcst()

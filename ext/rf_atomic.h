@@ -51,6 +51,9 @@ static inline uint32_t rf_load_acquire_u32(const uint32_t *p) {
 static inline void rf_store_seqcst_u32(uint32_t *p, uint32_t v) {
     __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
 }
+static inline void rf_store_release_u32(uint32_t *p, uint32_t v) {
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
 static inline void rf_store_relaxed_u32(uint32_t *p, uint32_t v) {
     __atomic_store_n(p, v, __ATOMIC_RELAXED);
 }
