@@ -1,0 +1,93 @@
+"""The NumPy dtypes mirror the C structs byte for byte, and the control
+segment layout keeps every shared word on its own cache line."""
+
+import numpy as np
+import pytest
+
+import engine
+from engine import _table
+from engine.config import EngineConfig, Layout
+
+
+def test_event_dtype_matches_the_c_struct():
+    offsets = _table.event_offsets()
+    assert engine.EVENT_DTYPE.itemsize == offsets.pop("itemsize") == 32
+    for name, off in offsets.items():
+        assert engine.EVENT_DTYPE.fields[name][1] == off, name
+
+
+def test_state_dtype_matches_the_c_struct():
+    offsets = _table.row_offsets()
+    assert engine.STATE_DTYPE.itemsize == _table.ROW_BYTES == 128
+    assert set(offsets) == set(engine.STATE_DTYPE.names)
+    for name, off in offsets.items():
+        assert engine.STATE_DTYPE.fields[name][1] == off, name
+
+
+@pytest.mark.parametrize("workers,producers,slots", [(1, 1, 16), (2, 2, 1024), (7, 3, 4096)])
+def test_layout_regions_do_not_overlap_and_are_aligned(workers, producers, slots):
+    lay = Layout(workers, producers, slots)
+    regions = []
+    for w in range(workers):
+        regions.append((lay.worker_block(w), 256))
+    for p in range(producers):
+        regions.append((lay.producer_block(p), 128))
+        for w in range(workers):
+            regions.append((lay.ring_header(p, w), 192))
+            regions.append((lay.ring_data(p, w), slots * 32))
+    regions.sort()
+    for (a, alen), (b, _) in zip(regions, regions[1:]):
+        assert a + alen <= b
+    assert all(off % 64 == 0 for off, _ in regions)
+    assert regions[-1][0] + regions[-1][1] == lay.total_bytes
+
+
+def test_table_sizing_keeps_the_index_at_most_half_full():
+    cfg = EngineConfig(table_capacity=100_000)
+    assert cfg.table_slots >= 2 * cfg.table_capacity
+    assert cfg.table_slots & (cfg.table_slots - 1) == 0
+    assert cfg.table_bytes() == _table.table_bytes(cfg.table_slots, cfg.table_capacity)
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("workers", 0, "workers"),
+        ("workers", 2.5, "workers"),
+        ("ring_capacity", 8, "ring_capacity"),
+        ("table_capacity", 0, "table_capacity"),
+        ("wait", "nap", "wait"),
+        ("ewma_alpha", 0.0, "ewma_alpha"),
+        ("ts_min", engine.DEFAULT_TS_MAX, "ts_min"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_clear_error(field, value, match):
+    with pytest.raises(engine.errors.ConfigError, match=match):
+        EngineConfig(**{field: value})
+
+
+def test_names_hash_as_the_design_says():
+    import hashlib
+
+    digest = hashlib.blake2b(b"web-01", digest_size=8).digest()
+    assert engine.entity_id("web-01") == int.from_bytes(digest, "little")
+    assert engine.metric_id("cpu") == int.from_bytes(
+        hashlib.blake2b(b"cpu", digest_size=4).digest(), "little"
+    )
+    assert engine.entity_id("web-01") != engine.entity_id("web-02")
+
+
+def test_make_events_accepts_names_ids_and_broadcasts():
+    ev = engine.make_events(["a", "b"], "cpu", [10, 20], [1.0, 2.0])
+    assert ev.dtype == engine.EVENT_DTYPE
+    assert list(ev["key"]) == [engine.entity_id("a"), engine.entity_id("b")]
+    assert set(ev["metric"]) == {engine.metric_id("cpu")}
+    assert list(ev["ts"]) == [10, 20]
+    ev = engine.make_events(np.array([1, 2, 3], np.uint64), 7, None, [1, 2, 3])
+    assert (ev["ts"] > engine.DEFAULT_TS_MIN).all()
+    with pytest.raises(engine.errors.InvalidEvents, match="keys has 2"):
+        engine.make_events([1, 2], 1, None, [1.0, 2.0, 3.0])
+    with pytest.raises(engine.errors.InvalidEvents, match="negative"):
+        engine.make_events([-1], 1, None, [1.0])
+    with pytest.raises(engine.errors.InvalidEvents, match="ts must be integer"):
+        engine.make_events([1], 1, [1.5], [1.0])
