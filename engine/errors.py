@@ -78,7 +78,10 @@ class WorkerDied(EngineError):
     """
 
     def __init__(self, worker: int, exitcode: int | None, pid: int | None = None):
-        how = f"killed by signal {-exitcode}" if exitcode and exitcode < 0 else f"exit code {exitcode}"
+        if exitcode is not None and exitcode < 0:
+            how = f"killed by signal {-exitcode}"
+        else:
+            how = f"exit code {exitcode}"
         super().__init__(f"worker {worker} (pid {pid}) died: {how}")
         self.worker = worker
         self.exitcode = exitcode

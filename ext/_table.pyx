@@ -5,7 +5,7 @@
 cimport numpy as cnp
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from libc.stdint cimport int64_t, uint64_t, uint32_t
-from libc.string cimport memset, memcpy
+from libc.string cimport memset
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from rf cimport *
 from table cimport *

@@ -1,0 +1,8 @@
+"""``python -m engine``: the same command as ``ringflow``."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

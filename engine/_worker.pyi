@@ -1,0 +1,27 @@
+"""Stubs for the compiled module engine._worker (ext/_worker.pyx)."""
+
+from collections.abc import Buffer
+
+BLOCK_BYTES: int
+CONTROL_OFFSET: int
+COUNTERS_OFFSET: int
+CONTROL_NAMES: tuple[str, ...]
+COUNTER_NAMES: tuple[str, ...]
+STATUS_TIMEOUT: int
+STATUS_STOPPED: int
+
+class WorkerLoop:
+    def __init__(
+        self,
+        control_buffer: Buffer,
+        table_buffer: Buffer,
+        ring_offsets: list[int],
+        block_offset: int,
+        ts_min: int,
+        ts_max: int,
+        ewma_alpha: float,
+        wait_kind: int,
+    ) -> None: ...
+    def release_buffers(self) -> None: ...
+    def mark_ready(self, pid: int) -> None: ...
+    def run(self, idle_ns: int) -> int: ...
