@@ -263,11 +263,15 @@ class Engine:
 
     def _watch(self, read_fd: int, pidfds: dict) -> None:
         # Blocks on the workers' pidfds: a worker's death is seen the moment
-        # it happens, at no cost to the calls on the hot path.
-        ready, _, _ = select.select([*pidfds, read_fd], [], [])
+        # it happens, at no cost to the calls on the hot path.  poll(), not
+        # select(): a process with many sockets has descriptors past 1024.
+        poller = select.poll()
+        for fd in [*pidfds, read_fd]:
+            poller.register(fd, select.POLLIN)
+        ready = poller.poll()
         if self._closing:
             return
-        for fd in ready:
+        for fd, _event in ready:
             if fd in pidfds:
                 w, p = pidfds[fd]
                 p.wait()
@@ -339,8 +343,11 @@ class Engine:
             slice_ns = _SLICE_NS
             if deadline is not None:
                 slice_ns = max(0, min(slice_ns, int((deadline - time.monotonic()) * 1e9)))
-            if kernel.flush_wait(slice_ns) == STATUS_OK:
+            status = kernel.flush_wait(slice_ns)
+            if status == STATUS_OK:
                 return
+            if status != STATUS_TIMEOUT:
+                raise_for_status(status, "flush")
             self._check()
             if deadline is not None and time.monotonic() >= deadline:
                 raise FlushTimeout(f"events still pending after {timeout:g}s")

@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "EngineClosed",
     "Backpressure",
+    "ConcurrentUse",
     "FlushTimeout",
     "WorkerDied",
     "InvalidEvents",
@@ -26,6 +27,7 @@ STATUS_STOPPED = 2
 STATUS_PARENT_GONE = 3
 STATUS_BAD_ARGUMENT = 4
 STATUS_TABLE_FULL = 5
+STATUS_BUSY = 6
 
 
 class EngineError(Exception):
@@ -60,6 +62,11 @@ class Backpressure(EngineError):
         super().__init__(message)
         self.accepted = accepted
         self.handled = handled
+
+
+class ConcurrentUse(EngineError):
+    """One producer was used from two threads at once; each thread needs its
+    own (:meth:`engine.Engine.producer`)."""
 
 
 class FlushTimeout(EngineError, TimeoutError):
@@ -98,6 +105,11 @@ def raise_for_status(status: int, what: str) -> None:
         return
     if status == STATUS_TIMEOUT:
         raise Backpressure(f"{what}: timed out waiting for the workers")
+    if status == STATUS_BUSY:
+        raise ConcurrentUse(
+            f"{what}: this producer is in use by another thread; "
+            "give each thread its own producer (Engine.producer())"
+        )
     if status == STATUS_BAD_ARGUMENT:
         raise EngineError(f"{what}: bad argument")
     if status == STATUS_TABLE_FULL:

@@ -124,13 +124,15 @@ cdef class Producer:
             self.has_view = False
             self.base = NULL
 
-    cdef void enter(self) except *:
+    cdef int enter(self) except -1:
+        # Runs under the GIL with no Python code between test and set, so
+        # two threads cannot both get in: the second is told, not locked out.
         if self.base == NULL:
             raise ValueError("producer is closed")
         if self.busy:
-            raise RuntimeError("this producer is already in use by another thread; "
-                               "give each thread its own producer")
+            return RF_BUSY
         self.busy = True
+        return RF_OK
 
     cdef bint has_room(self) noexcept nogil:
         cdef Py_ssize_t w
@@ -202,11 +204,12 @@ cdef class Producer:
         ``slice_ns`` for room.  Returns ``(status, done, invalid)``: events
         before index ``done`` are handled (accepted or rejected), ``invalid``
         of them were rejected."""
-        self.enter()
         cdef int64_t done = start, invalid = 0
         cdef int status
         cdef const Event *ev
         cdef int64_t n
+        if self.enter() != RF_OK:
+            return RF_BUSY, start, 0
         try:
             if not cnp.PyArray_IS_C_CONTIGUOUS(events) or events.itemsize != sizeof(Event):
                 raise ValueError("events must be a C-contiguous EVENT_DTYPE array")
@@ -236,9 +239,10 @@ cdef class Producer:
     def flush_wait(self, int64_t slice_ns):
         """Wait at most ``slice_ns`` until every ring has been consumed up to
         what :meth:`flush_begin` saw.  Returns a status code."""
-        self.enter()
         cdef int64_t deadline = rf_now_ns() + slice_ns, remaining, seen
         cdef int status = RF_OK
+        if self.enter() != RF_OK:
+            return RF_BUSY
         try:
             with nogil:
                 waiter_reset(&self.waiter)

@@ -41,6 +41,7 @@ cdef enum:
     RF_PARENT_GONE = 3    # the engine process that started a worker is gone
     RF_BAD_ARGUMENT = 4
     RF_TABLE_FULL = 5
+    RF_BUSY = 6           # a single-threaded endpoint was entered twice
 
 # The 32-byte event record (engine.EVENT_DTYPE mirrors it field for field).
 ctypedef struct Event:

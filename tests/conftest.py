@@ -30,16 +30,22 @@ def _our_workers() -> list[psutil.Process]:
     return found
 
 
+def _our_segments() -> set[str]:
+    # Segment names carry the creator's pid: other ringflow users of this
+    # machine (a benchmark running beside the tests) are not our leaks.
+    return {n for n in engine.list_segments() if n.startswith(f"ringflow-{os.getpid()}-")}
+
+
 @pytest.fixture(autouse=True)
 def no_leaks():
     """Fail a test that leaves a worker process or a /dev/shm segment."""
-    before = set(engine.list_segments())
+    before = _our_segments()
     yield
     deadline = time.monotonic() + 5
     while _our_workers() and time.monotonic() < deadline:
         time.sleep(0.02)
     workers = _our_workers()
-    leaked = sorted(set(engine.list_segments()) - before)
+    leaked = sorted(_our_segments() - before)
     for p in workers:
         p.kill()
     assert not workers, f"worker processes left running: {[p.pid for p in workers]}"

@@ -340,3 +340,22 @@ def test_a_killed_embedding_process_leaves_no_workers_and_no_segments():
         time.sleep(0.05)
     assert not alive, f"workers outlived their engine: {alive}"
     assert not left, f"segments outlived their engine: {left}"
+
+
+def test_one_producer_from_two_threads_is_refused_not_locked():
+    ev = stream(50_000, 100, seed=10, bad=0)
+    with engine.Engine(workers=1, ring_capacity=64) as eng:
+        os.kill(eng.pids[0], signal.SIGSTOP)
+        outcome = []
+        try:
+            t = threading.Thread(target=lambda: outcome.append(eng.submit(ev)))
+            t.start()
+            time.sleep(0.2)  # the thread now waits inside the kernel for room
+            with pytest.raises(engine.errors.ConcurrentUse, match="own producer"):
+                eng.submit(ev[:10])
+        finally:
+            os.kill(eng.pids[0], signal.SIGCONT)
+        t.join(30)
+        assert outcome == [len(ev)]
+        eng.flush()
+        assert eng.stats()["applied"] == len(ev)
