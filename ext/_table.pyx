@@ -12,6 +12,20 @@ from table cimport *
 
 cnp.import_array()
 
+
+cdef StateRow *rows_out(cnp.ndarray out, Py_ssize_t need) except NULL:
+    """The row buffer of a caller's ``out`` array, once it is known to be a
+    writable, C-contiguous STATE_DTYPE array with room for ``need`` rows:
+    the kernels write through this pointer without further checks."""
+    if out.itemsize != sizeof(StateRow) or out.ndim != 1 or out.dtype.names is None:
+        raise ValueError("out must be a 1-d STATE_DTYPE array")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(out) or not cnp.PyArray_ISWRITEABLE(out):
+        raise ValueError("out must be C-contiguous and writable")
+    if out.shape[0] < need:
+        raise ValueError(f"out has room for {out.shape[0]} rows, {need} needed")
+    return <StateRow *>cnp.PyArray_DATA(out)
+
+
 ROW_BYTES = sizeof(StateRow)
 HEADER_BYTES = sizeof(TableHeader)
 
@@ -176,7 +190,7 @@ cdef class Table:
         whether the series exists."""
         self.check()
         cdef bint found
-        cdef StateRow *dst = <StateRow *>cnp.PyArray_DATA(out)
+        cdef StateRow *dst = rows_out(out, 1)
         with nogil:
             found = table_find(self.th, key, metric, dst)
         return found
@@ -187,11 +201,9 @@ cdef class Table:
         Returns the number of rows written, or ``-needed`` when ``out`` is
         too small (series may be added while the scan runs)."""
         self.check()
-        cdef StateRow *dst = <StateRow *>cnp.PyArray_DATA(out)
+        cdef StateRow *dst = rows_out(out, 0)
         cdef StateRow *rows = table_rows(self.th)
         cdef uint64_t i, used = rf_load_acquire_u64(&self.th.used)
-        if out.itemsize != sizeof(StateRow):
-            raise ValueError("out must be a STATE_DTYPE array")
         if <uint64_t>out.shape[0] < used:
             return -<int64_t>used
         with nogil:
@@ -227,11 +239,9 @@ cdef class TableSet:
     def find_into(self, uint64_t key, uint32_t metric, cnp.ndarray out):
         """Seqlock-read (key, metric) from its shard's table into ``out[0]``;
         return whether the series exists."""
-        cdef StateRow *dst = <StateRow *>cnp.PyArray_DATA(out)
+        cdef StateRow *dst = rows_out(out, 1)
         cdef bint found
         cdef TableHeader *th = self.headers[rf_mix64(key) % <uint64_t>self.count]
-        if out.shape[0] < 1 or out.itemsize != sizeof(StateRow):
-            raise ValueError("out must be a STATE_DTYPE array with room for one row")
         (<Table>self.tables[rf_mix64(key) % <uint64_t>self.count]).check()
         with nogil:
             found = table_find(th, key, metric, dst)
@@ -243,12 +253,12 @@ cdef class TableSet:
         were found."""
         cdef const uint64_t[::1] k = keys
         cdef const uint32_t[::1] m = metrics
-        cdef StateRow *dst = <StateRow *>cnp.PyArray_DATA(out)
         cdef Py_ssize_t i, n = k.shape[0]
         cdef int64_t found = 0
         cdef uint64_t w = <uint64_t>self.count
-        if m.shape[0] != n or out.shape[0] < n:
-            raise ValueError("keys, metrics and out must have the same length")
+        if m.shape[0] != n:
+            raise ValueError(f"{n} keys but {m.shape[0]} metrics")
+        cdef StateRow *dst = rows_out(out, n)
         for t in self.tables:
             (<Table>t).check()
         with nogil:

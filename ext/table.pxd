@@ -101,7 +101,10 @@ cdef inline void row_update(StateRow *r, const Event *e, double alpha) noexcept 
         r.min = x
     if x > r.max:
         r.max = x
-    r.mean += delta * inv
+    # Scaled before subtracting: x - mean overflows for readings near
+    # DBL_MAX of opposite signs, and the mean must stay finite whenever the
+    # readings are (the variance may legitimately overflow to inf).
+    r.mean += x * inv - r.mean * inv
     r.m2 += delta * (x - r.mean)
     r.var = r.m2 * inv
     if e.ts >= r.last_ts:
