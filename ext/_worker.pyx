@@ -131,16 +131,21 @@ cdef class WorkerLoop:
             if avail > first:
                 apply_batch(self.th, data, avail - first, &self.params, &self.totals)
             self.cursor[r] += avail
-            ring_release(self.base, h, self.cursor[r])
             got += avail
-        if got:
-            rf_store_relaxed_u64(&self.counters[WK_APPLIED], self.totals.applied)
-            rf_store_relaxed_u64(&self.counters[WK_INVALID], self.totals.invalid)
-            rf_store_relaxed_u64(&self.counters[WK_FULL], self.totals.full)
-            rf_store_relaxed_u64(&self.counters[WK_STALE], self.totals.stale)
-            rf_store_relaxed_u64(&self.counters[WK_BATCHES], self.counters[WK_BATCHES] + 1)
-            if <uint64_t>got > self.counters[WK_MAX_BATCH]:
-                rf_store_relaxed_u64(&self.counters[WK_MAX_BATCH], <uint64_t>got)
+        if not got:
+            return 0
+        # Counters first, cursors second: whoever sees a ring released (a
+        # flush returning) also sees the counters that include its events.
+        rf_store_relaxed_u64(&self.counters[WK_APPLIED], self.totals.applied)
+        rf_store_relaxed_u64(&self.counters[WK_INVALID], self.totals.invalid)
+        rf_store_relaxed_u64(&self.counters[WK_FULL], self.totals.full)
+        rf_store_relaxed_u64(&self.counters[WK_STALE], self.totals.stale)
+        rf_store_relaxed_u64(&self.counters[WK_BATCHES], self.counters[WK_BATCHES] + 1)
+        if <uint64_t>got > self.counters[WK_MAX_BATCH]:
+            rf_store_relaxed_u64(&self.counters[WK_MAX_BATCH], <uint64_t>got)
+        for r in range(self.nrings):
+            if self.cursor[r] != rf_load_relaxed_i64(&self.rings[r].consumed):
+                ring_release(self.base, self.rings[r], self.cursor[r])
         return got
 
     cdef int loop(self, int64_t idle_ns) noexcept nogil:

@@ -79,7 +79,7 @@ cdef enum WaitKind:
 cdef enum:
     SPIN_LIMIT = 200
     SLEEP_MIN_NS = 1000
-    SLEEP_MAX_NS = 200000
+    SLEEP_MAX_NS = 1000000
 
 ctypedef struct Waiter:
     int kind

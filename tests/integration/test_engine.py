@@ -359,3 +359,14 @@ def test_one_producer_from_two_threads_is_refused_not_locked():
         assert outcome == [len(ev)]
         eng.flush()
         assert eng.stats()["applied"] == len(ev)
+
+
+def test_counters_are_current_the_moment_flush_returns():
+    """A flush that returns has seen the rings released, and the worker
+    publishes its counters before it releases them."""
+    ev = stream(2_000, 50, seed=11, bad=0)
+    with engine.Engine(workers=2) as eng:
+        for i in range(1, 301):
+            eng.submit(ev)
+            eng.flush()
+            assert eng.stats()["applied"] == i * len(ev)
