@@ -40,6 +40,7 @@ import numpy as np
 
 import engine
 from engine import _table
+from engine.config import EngineConfig
 from engine.shm import Segment
 
 try:
@@ -57,7 +58,7 @@ def make_table(series: int, memory: str = "shm"):
     back with transparent huge pages (``"numpy"``).  Returns (segment or
     array, table, bytes)."""
     limit = series
-    slots = 1 << max(1, (2 * limit - 1).bit_length())
+    slots = EngineConfig(table_capacity=limit).table_slots  # sized as an engine sizes it
     nbytes = _table.table_bytes(slots, limit)
     if memory == "shm":
         owner = Segment.create(nbytes, "bench")

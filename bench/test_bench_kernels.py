@@ -22,6 +22,7 @@ import pytest
 
 import engine
 from engine import _ring, _router, _table
+from engine.config import EngineConfig
 from engine.shm import Segment
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -58,7 +59,7 @@ def no_leaks():
 def warm_table(request):
     """A table in a /dev/shm segment (as a worker's), every series present."""
     series = request.param
-    slots = 1 << max(1, (2 * series - 1).bit_length())
+    slots = EngineConfig(table_capacity=series).table_slots
     seg = Segment.create(_table.table_bytes(slots, series), "bench")
     table = None
     try:

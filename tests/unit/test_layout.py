@@ -42,9 +42,9 @@ def test_layout_regions_do_not_overlap_and_are_aligned(workers, producers, slots
     assert regions[-1][0] + regions[-1][1] == lay.total_bytes
 
 
-def test_table_sizing_keeps_the_index_at_most_half_full():
+def test_table_sizing_keeps_the_index_at_most_a_quarter_full():
     cfg = EngineConfig(table_capacity=100_000)
-    assert cfg.table_slots >= 2 * cfg.table_capacity
+    assert cfg.table_slots >= 4 * cfg.table_capacity
     assert cfg.table_slots & (cfg.table_slots - 1) == 0
     assert cfg.table_bytes() == _table.table_bytes(cfg.table_slots, cfg.table_capacity)
 
