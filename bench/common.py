@@ -194,11 +194,11 @@ def python_fold(keys: Sequence[int], tss: Sequence[int], metrics: Sequence[int],
         n, sm, mn, mx, mean, m2, _var, ewma, last, last_ts, first_ts, stale = s
         n += 1
         delta = x - mean
-        mean += delta / n
+        mean += x / n - mean / n
         m2 += delta * (x - mean)
         if t >= last_ts:
             # Newest event time: it becomes the series' current state.
-            ewma = x if n == 1 else ewma + alpha * (x - ewma)
+            ewma = x if n == 1 else (1.0 - alpha) * ewma + alpha * x
             last = x
             last_ts = t
         else:

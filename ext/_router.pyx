@@ -211,8 +211,9 @@ cdef class Producer:
         if self.enter() != RF_OK:
             return RF_BUSY, start, 0
         try:
-            if not cnp.PyArray_IS_C_CONTIGUOUS(events) or events.itemsize != sizeof(Event):
-                raise ValueError("events must be a C-contiguous EVENT_DTYPE array")
+            if not cnp.PyArray_IS_C_CONTIGUOUS(events) or events.itemsize != sizeof(Event) \
+                    or events.ndim != 1:
+                raise ValueError("events must be a 1-d C-contiguous EVENT_DTYPE array")
             ev = <const Event *>cnp.PyArray_DATA(events)
             n = events.shape[0]
             with nogil:

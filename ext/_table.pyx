@@ -171,8 +171,9 @@ cdef class Table:
 
         Returns ``(applied, invalid, full, stale)`` counts for the batch."""
         self.check()
-        if not cnp.PyArray_IS_C_CONTIGUOUS(events) or events.itemsize != sizeof(Event):
-            raise ValueError("events must be a C-contiguous EVENT_DTYPE array")
+        if not cnp.PyArray_IS_C_CONTIGUOUS(events) or events.itemsize != sizeof(Event) \
+                or events.ndim != 1:
+            raise ValueError("events must be a 1-d C-contiguous EVENT_DTYPE array")
         cdef Params p
         cdef BatchCounters c
         p.ts_min = ts_min

@@ -111,7 +111,9 @@ cdef inline void row_update(StateRow *r, const Event *e, double alpha) noexcept 
         # Newest (or equal) event time: it becomes the series' current state.
         r.last = x
         r.last_ts = e.ts
-        r.ewma = x if n == 1 else r.ewma + alpha * (x - r.ewma)
+        # A weighted sum, not ewma + alpha * (x - ewma): the difference of
+        # two finite readings near DBL_MAX overflows.
+        r.ewma = x if n == 1 else (1.0 - alpha) * r.ewma + alpha * x
     else:
         # Older than what the series already shows: it counts in the
         # aggregates but never replaces the current value.

@@ -64,7 +64,7 @@ def series_state_ref(events: np.ndarray, ts_min: int, ts_max: int, alpha: float)
         s["count"] += 1
         s["values"].append(x)
         if s["last_ts"] is None or ts >= s["last_ts"]:
-            s["ewma"] = x if s["count"] == 1 else s["ewma"] + alpha * (x - s["ewma"])
+            s["ewma"] = x if s["count"] == 1 else (1.0 - alpha) * s["ewma"] + alpha * x
             s["last"] = x
             s["last_ts"] = ts
         else:
@@ -105,3 +105,57 @@ def aggregate_ref(events: np.ndarray, ts_min: int, ts_max: int) -> np.ndarray:
     res["last_ts"] = ev["ts"][ends]
     res["first_ts"] = ev["ts"][starts]
     return res
+
+
+def sequential_moments_ref(values) -> dict:
+    """count, sum, mean, m2 and var (population) folded in arrival order
+    the way the update kernel does it: a running sum, and Welford's update
+    with one reciprocal ``1/n``, the mean scaled before subtracting
+    (``mean += x/n - mean/n``) so that it stays finite for readings near
+    DBL_MAX of opposite signs.
+
+    NumPy's pairwise sum and two-pass variance are the better oracles for
+    ordinary data; this one is for adversarial values (cancellation,
+    overflow to inf, denormals) where a correct sequential fold legitimately
+    differs from them.  Without FMA contraction it currently matches the
+    kernel bit for bit, but the tests compare with a rounding tolerance so
+    that an equally good reordering of the arithmetic still passes.
+    """
+    n, total, mean, m2, var = 0, 0.0, 0.0, 0.0, 0.0
+    for x in values:
+        x = float(x)
+        n += 1
+        inv = 1.0 / float(n)
+        delta = x - mean
+        total += x
+        mean += x * inv - mean * inv
+        m2 += delta * (x - mean)
+        var = m2 * inv
+    return {"count": n, "sum": total, "mean": mean, "m2": m2, "var": var}
+
+
+def admitted_mask_ref(events: np.ndarray, ts_min: int, ts_max: int, limit: int,
+                      known=()) -> np.ndarray:
+    """Which events a table with room for ``limit`` series applies.
+
+    An event is applied when it is valid and its series is one of the first
+    ``limit`` distinct series (``known`` ones, already in the table, first;
+    then new valid series in arrival order).  Valid events of any later
+    series are refused (the kernel's ``full`` counter); invalid events never
+    create a series.
+    """
+    seen = dict.fromkeys(known)
+    ok = valid_mask(events, ts_min, ts_max)
+    out = np.zeros(len(events), bool)
+    for i, (key, metric, good) in enumerate(
+        zip(events["key"].tolist(), events["metric"].tolist(), ok.tolist())
+    ):
+        if not good:
+            continue
+        s = (key, metric)
+        if s not in seen:
+            if len(seen) >= limit:
+                continue
+            seen[s] = None
+        out[i] = True
+    return out
