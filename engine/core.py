@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import weakref
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from .errors import (
 )
 from .records import STATE_DTYPE, as_events, entity_id, metric_id
 from .shm import Segment
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 __all__ = ["Engine", "Producer"]
 
@@ -187,6 +191,7 @@ class Engine:
             self, _cleanup, self._procs, self._segments, self._wake_fd
         )
         self._producers: list[Producer | None] = [None] * cfg.producers
+        self._gateway = None
         try:
             self._start(cfg, lay)
         except BaseException:
@@ -405,6 +410,22 @@ class Engine:
         self._tableset.get_many_into(k, m, out)
         return out
 
+    def entity_rows(self, key: int | str) -> np.ndarray:
+        """Every series of one entity (all its metrics), as STATE_DTYPE rows.
+
+        Scans the one table that owns the entity's shard, comparing keys
+        only, and seqlock-reads the matches.
+        """
+        self._check()
+        table = self._tableset.table_of(_series_key(key))
+        size = 64
+        while True:
+            out = np.empty(size, STATE_DTYPE)
+            n = table.select_key_into(_series_key(key), out)
+            if n >= 0:
+                return out[:n]
+            size = -n + 64
+
     def snapshot(self) -> np.ndarray:
         """Every series of every worker, as :data:`engine.STATE_DTYPE` rows.
 
@@ -476,6 +497,38 @@ class Engine:
             "series": sum(w["series"] for w in workers),
         }
 
+    # --- network gateway ------------------------------------------------
+
+    def serve(self, endpoints: dict | None = None, **settings) -> Gateway:
+        """Start the ZeroMQ gateway in front of this engine.
+
+        Parameters
+        ----------
+        endpoints : dict, optional
+            ``ingest`` (PULL), ``acked`` (ROUTER), ``query`` (ROUTER) and
+            ``alerts`` (PUB) URLs; by default 127.0.0.1 ports 7710-7713.
+        **settings
+            ``max_message_bytes``, ``ack_timeout``, ``hwm``: see
+            :class:`engine.gateway.GatewayConfig`.
+
+        Returns
+        -------
+        Gateway
+            Running; it takes one producer slot and stops with :meth:`close`.
+        """
+        self._check()
+        if self._gateway is not None:
+            raise EngineError("this engine already serves a gateway")
+        from .gateway import Gateway, GatewayConfig
+
+        self._gateway = Gateway(self, GatewayConfig(endpoints, **settings))
+        return self._gateway
+
+    @property
+    def gateway(self) -> Gateway | None:
+        """The running gateway, if :meth:`serve` started one."""
+        return self._gateway
+
     # --- shutdown -------------------------------------------------------
 
     @property
@@ -498,6 +551,9 @@ class Engine:
             return
         self._closing = True
         try:
+            if self._gateway is not None:
+                # Stop reading the network first; what was read is submitted.
+                self._gateway.close()
             if self._dead is None:
                 try:
                     self.flush(timeout)

@@ -212,6 +212,25 @@ cdef class Table:
                 row_read(&rows[i], &dst[i])
         return <int64_t>used
 
+    def select_key_into(self, uint64_t key, cnp.ndarray out):
+        """Seqlock-read every row of entity ``key`` into ``out``.
+
+        Returns the number of rows written, or ``-needed`` when ``out`` is
+        too small.  A row's key never changes once the row is published, so
+        the scan compares keys without a seqlock and reads only the matches."""
+        self.check()
+        cdef StateRow *dst = rows_out(out, 0)
+        cdef StateRow *rows = table_rows(self.th)
+        cdef uint64_t i, used = rf_load_acquire_u64(&self.th.used)
+        cdef int64_t n = 0, room = out.shape[0]
+        with nogil:
+            for i in range(used):
+                if rows[i].key == key:
+                    if n < room:
+                        row_read(&rows[i], &dst[n])
+                    n += 1
+        return n if n <= room else -n
+
     def series_slots(self, cnp.ndarray keys, cnp.ndarray metrics):
         """Home index slot of each (key, metric) in this table."""
         self.check()
@@ -247,6 +266,10 @@ cdef class TableSet:
         with nogil:
             found = table_find(th, key, metric, dst)
         return found
+
+    def table_of(self, uint64_t key):
+        """The table that owns ``key``'s shard."""
+        return self.tables[rf_mix64(key) % <uint64_t>self.count]
 
     def get_many_into(self, cnp.ndarray keys, cnp.ndarray metrics, cnp.ndarray out):
         """Seqlock-read each (keys[i], metrics[i]) into out[i]; rows of

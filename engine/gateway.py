@@ -1,0 +1,411 @@
+"""The ZeroMQ gateway: ingest (PULL and acked ROUTER), queries (ROUTER) and
+alerts (PUB) in front of an :class:`engine.Engine`.
+
+Two threads, each owning its sockets (ZeroMQ sockets are not thread-safe):
+
+* the **ingest** thread reads the PULL and acked ROUTER sockets, validates
+  each frame's header and hands the records to its own producer slot, so it
+  never shares a ring with ``Engine.submit`` and takes no lock.  While the
+  rings are full it stops reading; ZeroMQ's high-water marks then push back
+  on the senders, and the gateway's memory stays bounded.
+* the **query** thread answers JSON requests and binary lookups from the
+  shared state tables (seqlock reads): queries never wait for ingest.
+
+Small frames are coalesced: every frame already waiting on a socket is read
+without blocking, and their records are submitted as one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+
+import numpy as np
+import zmq
+
+from . import protocol as P
+from .errors import Backpressure, EngineError
+from .records import EVENT_DTYPE, STATE_DTYPE, entity_id, metric_id
+
+__all__ = ["Gateway", "GatewayConfig", "endpoint_urls"]
+
+_POLL_MS = 100
+# Frames read without blocking before the batch is submitted.
+_COALESCE_FRAMES = 1024
+_COALESCE_RECORDS = 65536
+_SERIES_FIELDS = ("count", "sum", "min", "max", "mean", "var", "ewma", "last", "last_ts",
+                  "first_ts", "stale")
+
+
+def endpoint_urls(host: str = P.DEFAULT_HOST, ports: dict | None = None) -> dict:
+    """``{"ingest": "tcp://127.0.0.1:7710", ...}`` for a host and ports."""
+    merged = {**P.DEFAULT_PORTS, **(ports or {})}
+    return {name: f"{host}:{port}" for name, port in merged.items()}
+
+
+class GatewayConfig:
+    """Settings of a gateway.
+
+    Parameters
+    ----------
+    endpoints : dict, optional
+        ``ingest``, ``acked``, ``query``, ``alerts`` URLs; defaults bind
+        127.0.0.1 on ports 7710-7713.
+    max_message_bytes : int
+        Larger messages are rejected (``too_large``, with a reply on the acked
+        endpoint).  libzmq drops peers that send more than 4x this.
+    ack_timeout : float
+        Seconds an acked message may wait for room in the rings before it is
+        answered with ``backpressure`` (the records taken so far are kept).
+    hwm : int
+        ZeroMQ receive high-water mark, in messages, of the ingest sockets.
+    """
+
+    def __init__(self, endpoints: dict | None = None, max_message_bytes: int = 64 << 20,
+                 ack_timeout: float = 5.0, hwm: int = 1000) -> None:
+        self.endpoints = {**endpoint_urls(), **(endpoints or {})}
+        unknown = set(self.endpoints) - set(P.DEFAULT_PORTS)
+        if unknown:
+            raise EngineError(f"unknown endpoint(s) {sorted(unknown)}; "
+                              f"expected {sorted(P.DEFAULT_PORTS)}")
+        if max_message_bytes < P.HEADER.size:
+            raise EngineError("max_message_bytes must hold at least a header")
+        self.max_message_bytes = int(max_message_bytes)
+        self.ack_timeout = float(ack_timeout)
+        self.hwm = int(hwm)
+
+
+class Gateway:
+    """ZeroMQ front end of an engine; see the module docstring.
+
+    Use :meth:`engine.Engine.serve` to start one; :meth:`close` stops it
+    (the engine's ``close`` does too).
+    """
+
+    def __init__(self, engine, config: GatewayConfig | None = None) -> None:
+        self.engine = engine
+        self.config = config or GatewayConfig()
+        self.names = {"entities": {}, "metrics": {}}
+        self.counters = {
+            "messages": 0, "accepted": 0, "invalid": 0,
+            "rejected": {reason: 0 for reason in P.REASONS},
+            "queries": 0, "query_errors": 0,
+        }
+        self._producer = engine.producer()
+        self._ctx = zmq.Context()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+        self._staging = np.empty(_COALESCE_RECORDS, EVENT_DTYPE)
+        self.alerts = None
+        try:
+            for name, target in (("ingest", self._ingest_loop), ("query", self._query_loop)):
+                ready = threading.Event()
+                t = threading.Thread(target=self._run, args=(target, ready),
+                                     name=f"ringflow-gateway-{name}", daemon=True)
+                t.start()
+                ready.wait(10)
+                self._threads.append(t)
+                if self._errors:
+                    raise self._errors[0]
+            self.alerts = self._ctx.socket(zmq.PUB)
+            self.alerts.setsockopt(zmq.LINGER, 0)
+            self.alerts.bind(self.config.endpoints["alerts"])
+        except BaseException:
+            self.close()
+            raise
+
+    # --- plumbing ---------------------------------------------------------
+
+    def _run(self, target, ready: threading.Event) -> None:
+        try:
+            target(ready)
+        except BaseException as exc:  # surfaced by start-up or close()
+            self._errors.append(exc)
+            ready.set()
+
+    def _bind(self, kind: int, url: str) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, self.config.hwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.config.max_message_bytes)
+        try:
+            sock.bind(url)
+        except zmq.ZMQError as exc:
+            sock.close()
+            raise EngineError(f"cannot bind {url}: {exc}") from exc
+        return sock
+
+    @property
+    def endpoints(self) -> dict:
+        return dict(self.config.endpoints)
+
+    def close(self) -> None:
+        """Stop reading, finish what was read, close the sockets."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+        if self.alerts is not None:
+            self.alerts.close()
+            self.alerts = None
+        self._ctx.term()
+
+    def stats(self) -> dict:
+        """The gateway's counters: messages, records accepted and invalid,
+        rejected messages by reason, queries."""
+        c = self.counters
+        return {**c, "rejected": dict(c["rejected"])}
+
+    # --- ingest -------------------------------------------------------------
+
+    def _ingest_loop(self, ready: threading.Event) -> None:
+        pull = self._bind(zmq.PULL, self.config.endpoints["ingest"])
+        acked = self._bind(zmq.ROUTER, self.config.endpoints["acked"])
+        ready.set()
+        poller = zmq.Poller()
+        poller.register(pull, zmq.POLLIN)
+        poller.register(acked, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(_POLL_MS))
+                if pull in events:
+                    self._drain_pull(pull)
+                if acked in events:
+                    self._serve_acked(acked)
+        finally:
+            pull.close()
+            acked.close()
+
+    def _decode(self, frame) -> tuple[np.ndarray | None, str | None, str]:
+        """Records of one ingest frame, or (None, reason, message)."""
+        try:
+            kind, count = P.parse_header(frame, self.config.max_message_bytes)
+            if kind == P.TYPE_EVENTS:
+                return P.parse_events(frame, count), None, ""
+            if kind == P.TYPE_JSON:
+                body = memoryview(frame)[P.HEADER.size:]
+                return P.parse_json_lines(body, self.names), None, ""
+            raise P.ProtocolError("bad_type", f"message type {kind} is not an ingest type")
+        except P.ProtocolError as exc:
+            self.counters["rejected"][exc.reason] += 1
+            return None, exc.reason, str(exc)
+
+    def _submit(self, events: np.ndarray, timeout: float | None) -> tuple[int, int, bool]:
+        """Submit through the gateway's producer, waiting in slices so that a
+        stop request is noticed.  Returns (accepted, handled, complete)."""
+        accepted = handled = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while handled < len(events):
+            try:
+                accepted += self._producer.submit(events[handled:], timeout=0.1)
+                handled = len(events)
+            except Backpressure as bp:
+                accepted += bp.accepted
+                handled += bp.handled
+                if deadline is not None and time.monotonic() >= deadline:
+                    return accepted, handled, False
+                # On shutdown the workers keep draining, so finishing what
+                # was read is bounded; only a dead worker ends it early.
+                self.engine._check()
+        return accepted, handled, True
+
+    def _count(self, accepted: int, handled: int) -> None:
+        self.counters["accepted"] += accepted
+        self.counters["invalid"] += handled - accepted
+        self.counters["rejected"]["invalid_record"] += handled - accepted
+
+    def _drain_pull(self, pull: zmq.Socket) -> None:
+        staging = self._staging
+        fill = 0
+        for _ in range(_COALESCE_FRAMES):
+            try:
+                frame = pull.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            self.counters["messages"] += 1
+            records, _reason, _msg = self._decode(frame.buffer)
+            if records is None or len(records) == 0:
+                continue
+            if len(records) > len(staging) - fill:
+                # Flush what is staged, then send big frames straight from
+                # the received buffer (no copy).
+                if fill:
+                    self._count(*self._submit(staging[:fill], None)[:2])
+                    fill = 0
+                if len(records) > len(staging) // 4:
+                    self._count(*self._submit(records, None)[:2])
+                    continue
+            staging[fill:fill + len(records)] = records
+            fill += len(records)
+        if fill:
+            self._count(*self._submit(staging[:fill], None)[:2])
+
+    def _serve_acked(self, sock: zmq.Socket) -> None:
+        for _ in range(_COALESCE_FRAMES):
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self.counters["messages"] += 1
+            envelope, frame = parts[:-1], parts[-1]
+            records, reason, message = self._decode(frame.buffer)
+            if records is None:
+                reply = {"ok": False, "reason": reason, "error": message}
+            else:
+                accepted, handled, complete = self._submit(records, self.config.ack_timeout)
+                self._count(accepted, handled)
+                reply = {"ok": True, "accepted": accepted, "rejected": handled - accepted}
+                if not complete:
+                    self.counters["rejected"]["backpressure"] += 1
+                    reply = {"ok": False, "reason": "backpressure", "accepted": accepted,
+                             "handled": handled,
+                             "error": f"rings full for {self.config.ack_timeout:g}s; "
+                                      f"{handled} of {len(records)} records taken, resend the rest"}
+            sock.send_multipart([*envelope, json.dumps(reply).encode()])
+
+    # --- queries ------------------------------------------------------------
+
+    def _query_loop(self, ready: threading.Event) -> None:
+        sock = self._bind(zmq.ROUTER, self.config.endpoints["query"])
+        ready.set()
+        try:
+            while not self._stop.is_set():
+                if not sock.poll(_POLL_MS):
+                    continue
+                for _ in range(_COALESCE_FRAMES):
+                    try:
+                        parts = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    envelope, frame = parts[:-1], parts[-1]
+                    sock.send_multipart([*envelope, self.answer(frame)])
+        finally:
+            sock.close()
+
+    def answer(self, frame: bytes) -> bytes:
+        """The reply to one query frame (JSON request or binary lookup)."""
+        self.counters["queries"] += 1
+        if frame[:2] == P.MAGIC:
+            try:
+                kind, count = P.parse_header(frame, self.config.max_message_bytes)
+                if kind != P.TYPE_LOOKUP:
+                    raise P.ProtocolError("bad_type", f"type {kind} is not a query type")
+                keys, metrics = P.parse_lookup(frame, count)
+                return P.pack_rows(self.engine.get_many(keys, metrics))
+            except (P.ProtocolError, EngineError) as exc:
+                self.counters["query_errors"] += 1
+                return json.dumps({"ok": False, "error": str(exc)}).encode()
+        request_id = None
+        try:
+            request = json.loads(frame)
+            if not isinstance(request, dict):
+                raise ValueError("a query is a JSON object")
+            request_id = request.get("id")
+            op = request.get("op")
+            handler = _QUERY_OPS.get(op)
+            if handler is None:
+                raise ValueError(f"unknown op {op!r}; ops: {', '.join(sorted(_QUERY_OPS))}")
+            reply = {"ok": True, "op": op, **handler(self, request)}
+        except (ValueError, TypeError, KeyError, EngineError) as exc:
+            self.counters["query_errors"] += 1
+            reply = {"ok": False, "error": str(exc)}
+        if request_id is not None:
+            reply["id"] = request_id
+        return json.dumps(reply, allow_nan=False).encode()
+
+    # JSON query operations: each returns the reply's payload.
+
+    def _entity_arg(self, request: dict) -> int:
+        value = request.get("entity")
+        if isinstance(value, str):
+            ident = entity_id(value)
+            self.names["entities"].setdefault(ident, value)
+            return ident
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64:
+            return value
+        raise ValueError("entity must be a name or a u64 id")
+
+    def _metric_arg(self, request: dict) -> int:
+        value = request.get("metric")
+        if isinstance(value, str):
+            ident = metric_id(value)
+            self.names["metrics"].setdefault(ident, value)
+            return ident
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32:
+            return value
+        raise ValueError("metric must be a name or a u32 id")
+
+    def series_json(self, row) -> dict:
+        """One STATE_DTYPE row as JSON: names where known, non-finite as null."""
+        key, metric = int(row["key"]), int(row["metric"])
+        out = {"entity": self.names["entities"].get(key), "entity_id": key,
+               "metric": self.names["metrics"].get(metric), "metric_id": metric}
+        for f in _SERIES_FIELDS:
+            v = row[f].item()
+            out[f] = v if not isinstance(v, float) or math.isfinite(v) else None
+        return out
+
+    def _op_ping(self, request: dict) -> dict:
+        return {"time_ns": time.time_ns()}
+
+    def _op_get(self, request: dict) -> dict:
+        row = self.engine.get(self._entity_arg(request), self._metric_arg(request))
+        return {"series": None if row is None else self.series_json(row)}
+
+    def _op_entity(self, request: dict) -> dict:
+        rows = self.engine.entity_rows(self._entity_arg(request))
+        return {"series": [self.series_json(r) for r in rows]}
+
+    def _limit(self, request: dict, name: str = "limit", default: int = 100) -> int:
+        value = request.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
+            raise ValueError(f"{name} must be an integer in 1..100000")
+        return value
+
+    def _op_status(self, request: dict) -> dict:
+        # Until rules exist (issue #4) every series is OK: list them all.
+        limit = self._limit(request)
+        snap = self.engine.snapshot()
+        return {"total": len(snap), "series": [self.series_json(r) for r in snap[:limit]]}
+
+    def _op_top(self, request: dict) -> dict:
+        field = request.get("field", "last")
+        if field not in _SERIES_FIELDS:
+            raise ValueError(f"field must be one of {', '.join(_SERIES_FIELDS)}")
+        k = self._limit(request, "k", 10)
+        order = request.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise ValueError("order must be 'asc' or 'desc'")
+        snap = self.engine.snapshot()
+        values = snap[field].astype(np.float64)
+        values = np.where(np.isnan(values), -np.inf if order == "desc" else np.inf, values)
+        idx = np.argsort(-values if order == "desc" else values, kind="stable")[:k]
+        return {"series": [self.series_json(r) for r in snap[idx]]}
+
+    def _op_stats(self, request: dict) -> dict:
+        return {"stats": {**self.engine.stats(), "gateway": self.stats()}}
+
+    def _op_names(self, request: dict) -> dict:
+        added = 0
+        for kind, hasher in (("entities", entity_id), ("metrics", metric_id)):
+            values = request.get(kind, [])
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise ValueError(f"{kind} must be a list of names")
+            for name in values:
+                added += self.names[kind].setdefault(hasher(name), name) == name
+        return {"registered": added}
+
+
+_QUERY_OPS = {
+    "ping": Gateway._op_ping,
+    "get": Gateway._op_get,
+    "entity": Gateway._op_entity,
+    "status": Gateway._op_status,
+    "top": Gateway._op_top,
+    "stats": Gateway._op_stats,
+    "names": Gateway._op_names,
+}
+
+assert STATE_DTYPE.names is not None

@@ -1,0 +1,238 @@
+"""Wire protocol, version 1: frame layouts, message types, rejection reasons.
+
+Every message is one ZeroMQ frame that starts with an 8-byte header::
+
+    bytes 0-1  magic b"RF"
+    byte  2    version (1)
+    byte  3    type (see ``TYPE_*``)
+    bytes 4-7  u32 little-endian count: records for binary types, bytes of
+               body for JSON lines
+
+PROTOCOL.md at the repository root documents every frame for clients in any
+language; this module is the one place in Python that packs and parses them.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+
+import numpy as np
+
+from .records import EVENT_DTYPE, STATE_DTYPE, entity_id, metric_id
+
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "HEADER",
+    "TYPE_EVENTS",
+    "TYPE_JSON",
+    "TYPE_LOOKUP",
+    "TYPE_ROWS",
+    "LOOKUP_DTYPE",
+    "REASONS",
+    "DEFAULT_HOST",
+    "DEFAULT_PORTS",
+    "ProtocolError",
+    "pack_events",
+    "pack_json",
+    "pack_lookup",
+    "pack_rows",
+    "parse_header",
+    "parse_events",
+    "parse_json_lines",
+    "parse_lookup",
+    "parse_rows",
+]
+
+MAGIC = b"RF"
+VERSION = 1
+HEADER = struct.Struct("<2sBBI")
+
+TYPE_EVENTS = 1   #: body: count x 32-byte EVENT_DTYPE records
+TYPE_JSON = 2     #: body: count bytes of UTF-8 JSON lines
+TYPE_LOOKUP = 3   #: query endpoint, body: count x 16-byte LOOKUP_DTYPE (key, metric)
+TYPE_ROWS = 4     #: reply to a lookup, body: count x 128-byte STATE_DTYPE rows
+
+#: One (key, metric) pair of a binary lookup: 16 bytes, little-endian.
+LOOKUP_DTYPE = np.dtype([("key", "<u8"), ("metric", "<u4"), ("pad", "<u4")])
+
+#: Every reason a message (or, for ``invalid_record``, a record) is rejected.
+REASONS = (
+    "short_frame",     # fewer than 8 bytes
+    "bad_magic",
+    "bad_version",
+    "bad_type",
+    "bad_length",      # body length does not match the header
+    "too_large",       # over the gateway's --max-message-bytes
+    "bad_utf8",
+    "bad_json",        # a line is not a JSON object
+    "bad_field",       # unknown, missing or mistyped field in a JSON line
+    "invalid_record",  # NaN/inf value or event time out of range (per record)
+    "backpressure",    # acked endpoint only: rings stayed full past the ack timeout
+)
+
+DEFAULT_HOST = "tcp://127.0.0.1"
+#: Default ports: ingest PULL, ingest ROUTER (acked), query ROUTER, alerts PUB.
+DEFAULT_PORTS = {"ingest": 7710, "acked": 7711, "query": 7712, "alerts": 7713}
+
+_JSON_FIELDS = {"entity", "metric", "ts", "value"}
+
+
+class ProtocolError(ValueError):
+    """A message that breaks the protocol; ``reason`` is one of REASONS."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def pack_header(kind: int, count: int) -> bytes:
+    return HEADER.pack(MAGIC, VERSION, kind, count)
+
+
+def pack_events(events: np.ndarray) -> bytes:
+    """One binary ingest frame (type 1) carrying ``events``."""
+    ev = np.ascontiguousarray(events, dtype=EVENT_DTYPE)
+    return pack_header(TYPE_EVENTS, len(ev)) + ev.tobytes()
+
+
+def pack_json(records) -> bytes:
+    """One JSON-lines ingest frame (type 2) from dicts with entity, metric,
+    value and optionally ts (ns); names stay names on the wire."""
+    body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
+    return pack_header(TYPE_JSON, len(body)) + body
+
+
+def pack_lookup(keys, metrics) -> bytes:
+    """One binary lookup frame (type 3) for the query endpoint."""
+    k = np.asarray(keys, dtype=np.uint64).ravel()
+    m = np.asarray(metrics, dtype=np.uint32).ravel()
+    if m.size == 1 and k.size != 1:
+        m = np.full(k.size, m[0], np.uint32)
+    body = np.zeros(k.size, LOOKUP_DTYPE)
+    body["key"] = k
+    body["metric"] = m
+    return pack_header(TYPE_LOOKUP, k.size) + body.tobytes()
+
+
+def pack_rows(rows: np.ndarray) -> bytes:
+    """The reply to a lookup (type 4): STATE_DTYPE rows in the order asked."""
+    return pack_header(TYPE_ROWS, len(rows)) + np.ascontiguousarray(rows, STATE_DTYPE).tobytes()
+
+
+def parse_header(frame, max_bytes: int | None = None) -> tuple[int, int]:
+    """Check the header of ``frame`` (any buffer) and its length.
+
+    Returns
+    -------
+    (type, count)
+
+    Raises
+    ------
+    ProtocolError
+        With the reason the whole message is rejected.
+    """
+    size = len(frame)
+    if max_bytes is not None and size > max_bytes:
+        raise ProtocolError("too_large", f"message of {size} bytes is over the {max_bytes} limit")
+    if size < HEADER.size:
+        raise ProtocolError("short_frame", f"message of {size} bytes is shorter than the header")
+    magic, version, kind, count = HEADER.unpack_from(frame, 0)
+    if magic != MAGIC:
+        raise ProtocolError("bad_magic", f"bad magic {bytes(magic)!r}, expected b'RF'")
+    if version != VERSION:
+        raise ProtocolError("bad_version", f"protocol version {version} is not supported (1 is)")
+    item = {TYPE_EVENTS: EVENT_DTYPE.itemsize, TYPE_JSON: 1, TYPE_LOOKUP: LOOKUP_DTYPE.itemsize,
+            TYPE_ROWS: STATE_DTYPE.itemsize}.get(kind)
+    if item is None:
+        raise ProtocolError("bad_type", f"unknown message type {kind}")
+    if size - HEADER.size != count * item:
+        raise ProtocolError(
+            "bad_length",
+            f"header says {count} {'bytes' if kind == TYPE_JSON else 'records'} "
+            f"({count * item} bytes of body) but the body has {size - HEADER.size}",
+        )
+    return kind, count
+
+
+def parse_events(frame, count: int) -> np.ndarray:
+    """The records of a type-1 frame as a read-only EVENT_DTYPE view (no copy)."""
+    return np.frombuffer(frame, EVENT_DTYPE, count=count, offset=HEADER.size)
+
+
+def parse_lookup(frame, count: int) -> tuple[np.ndarray, np.ndarray]:
+    pairs = np.frombuffer(frame, LOOKUP_DTYPE, count=count, offset=HEADER.size)
+    return np.ascontiguousarray(pairs["key"]), np.ascontiguousarray(pairs["metric"])
+
+
+def parse_rows(frame) -> np.ndarray:
+    kind, count = parse_header(frame)
+    if kind != TYPE_ROWS:
+        raise ProtocolError("bad_type", f"expected a rows reply (type 4), got type {kind}")
+    return np.frombuffer(frame, STATE_DTYPE, count=count, offset=HEADER.size).copy()
+
+
+def parse_json_lines(body: bytes, names: dict | None = None) -> np.ndarray:
+    """Decode a JSON-lines body into EVENT_DTYPE records.
+
+    Each non-blank line is an object with ``entity`` (name or id), ``metric``
+    (name or id), ``value`` (number) and optionally ``ts`` (integer ns; the
+    gateway's clock when absent).  A NaN value is kept here and rejected
+    (counted) by the router like any invalid record.
+
+    Parameters
+    ----------
+    body : bytes
+        The body of a type-2 frame.
+    names : dict, optional
+        ``{"entities": {id: name}, "metrics": {id: name}}`` to record the names seen.
+
+    Raises
+    ------
+    ProtocolError
+        ``bad_utf8``, ``bad_json`` or ``bad_field``: the whole message is rejected.
+    """
+    try:
+        text = bytes(body).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("bad_utf8", f"body is not UTF-8: {exc}") from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    out = np.zeros(len(lines), EVENT_DTYPE)
+    now = time.time_ns()
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except ValueError as exc:
+            raise ProtocolError("bad_json", f"line {i + 1}: {exc}") from None
+        if not isinstance(rec, dict):
+            raise ProtocolError("bad_json", f"line {i + 1}: not a JSON object")
+        extra = set(rec) - _JSON_FIELDS
+        if extra:
+            raise ProtocolError("bad_field", f"line {i + 1}: unknown field(s) {sorted(extra)}")
+        for need in ("entity", "metric", "value"):
+            if need not in rec:
+                raise ProtocolError("bad_field", f"line {i + 1}: missing field {need!r}")
+        out[i]["key"] = _id(rec["entity"], entity_id, 64, "entity", i, names, "entities")
+        out[i]["metric"] = _id(rec["metric"], metric_id, 32, "metric", i, names, "metrics")
+        value = rec["value"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ProtocolError("bad_field", f"line {i + 1}: value must be a number")
+        out[i]["value"] = float(value)
+        ts = rec.get("ts", now)
+        if isinstance(ts, bool) or not isinstance(ts, int) or not -(2**63) <= ts < 2**63:
+            raise ProtocolError("bad_field", f"line {i + 1}: ts must be integer nanoseconds")
+        out[i]["ts"] = ts
+    return out
+
+
+def _id(value, hasher, bits: int, field: str, line: int, names: dict | None, kind: str) -> int:
+    if isinstance(value, str):
+        ident = hasher(value)
+        if names is not None:
+            names[kind].setdefault(ident, value)
+        return ident
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**bits:
+        raise ProtocolError("bad_field", f"line {line + 1}: {field} must be a name or a u{bits} id")
+    return value
