@@ -10,7 +10,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("RINGFLOW_DEBUG", "") not in ("", "0")
-MODULES = ["_ring", "_table", "_router", "_worker"]
+MODULES = ["_ring", "_table", "_router", "_worker", "_wire"]
 
 compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
 extensions = [

@@ -11,8 +11,9 @@ Two threads, each owning its sockets (ZeroMQ sockets are not thread-safe):
 * the **query** thread answers JSON requests and binary lookups from the
   shared state tables (seqlock reads): queries never wait for ingest.
 
-Small frames are coalesced: every frame already waiting on a socket is read
-without blocking, and their records are submitted as one batch.
+Small frames are coalesced: every frame already waiting on the PULL socket
+is received by :mod:`engine._wire` in C, without blocking and without a
+Python object per frame, and their records are submitted as one batch.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 import numpy as np
 import zmq
 
+from . import _wire
 from . import protocol as P
 from .errors import Backpressure, EngineError
 from .records import EVENT_DTYPE, STATE_DTYPE, entity_id, metric_id
@@ -34,7 +36,10 @@ __all__ = ["Gateway", "GatewayConfig", "endpoint_urls"]
 _POLL_MS = 100
 # Frames read without blocking before the batch is submitted.
 _COALESCE_FRAMES = 1024
+_COALESCE_ROUNDS = 64
 _COALESCE_RECORDS = 65536
+# Frames at least this large skip the staging copy.
+_DIRECT_RECORDS = 1024
 _SERIES_FIELDS = ("count", "sum", "min", "max", "mean", "var", "ewma", "last", "last_ts",
                   "first_ts", "stale")
 
@@ -99,6 +104,7 @@ class Gateway:
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
         self._staging = np.empty(_COALESCE_RECORDS, EVENT_DTYPE)
+        self._pull_drain = None
         self.alerts = None
         try:
             for name, target in (("ingest", self._ingest_loop), ("query", self._query_loop)):
@@ -156,12 +162,22 @@ class Gateway:
         """The gateway's counters: messages, records accepted and invalid,
         rejected messages by reason, queries."""
         c = self.counters
-        return {**c, "rejected": dict(c["rejected"])}
+        out = {**c, "rejected": dict(c["rejected"])}
+        drain = self._pull_drain
+        if drain is not None:
+            # Frames of the PULL socket are counted in C; the few handed back
+            # to Python (JSON, large) were counted there once already.
+            out["messages"] += drain.frames
+            for reason, n in drain.rejected.items():
+                out["rejected"][reason] += n
+        return out
 
     # --- ingest -------------------------------------------------------------
 
     def _ingest_loop(self, ready: threading.Event) -> None:
         pull = self._bind(zmq.PULL, self.config.endpoints["ingest"])
+        self._pull_drain = _wire.Drain(self._staging, self.config.max_message_bytes,
+                                       _DIRECT_RECORDS)
         acked = self._bind(zmq.ROUTER, self.config.endpoints["acked"])
         ready.set()
         poller = zmq.Poller()
@@ -217,30 +233,24 @@ class Gateway:
         self.counters["rejected"]["invalid_record"] += handled - accepted
 
     def _drain_pull(self, pull: zmq.Socket) -> None:
-        staging = self._staging
-        fill = 0
-        for _ in range(_COALESCE_FRAMES):
-            try:
-                frame = pull.recv(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            self.counters["messages"] += 1
-            records, _reason, _msg = self._decode(frame.buffer)
-            if records is None or len(records) == 0:
-                continue
-            if len(records) > len(staging) - fill:
-                # Flush what is staged, then send big frames straight from
-                # the received buffer (no copy).
-                if fill:
-                    self._count(*self._submit(staging[:fill], None)[:2])
-                    fill = 0
-                if len(records) > len(staging) // 4:
+        # engine._wire receives in C: binary frames are checked and their
+        # records copied into the staging batch with no Python per frame.
+        # JSON frames and large frames come back as zero-copy Frames.
+        drain = self._pull_drain
+        for _ in range(_COALESCE_ROUNDS):
+            status = drain.drain(pull.underlying, _COALESCE_FRAMES)
+            if drain.fill:
+                self._count(*self._submit(drain.take_batch(), None)[:2])
+            frame = drain.take_pending()
+            if frame is not None:
+                records, _reason, _msg = self._decode(frame)
+                if records is not None and len(records):
                     self._count(*self._submit(records, None)[:2])
-                    continue
-            staging[fill:fill + len(records)] = records
-            fill += len(records)
-        if fill:
-            self._count(*self._submit(staging[:fill], None)[:2])
+            if status == _wire.ERROR:
+                raise EngineError(
+                    f"receiving on the ingest socket failed: errno {drain.last_errno}")
+            if status == _wire.DRAINED:
+                return
 
     def _serve_acked(self, sock: zmq.Socket) -> None:
         for _ in range(_COALESCE_FRAMES):

@@ -1,0 +1,273 @@
+# cython: language_level=3
+"""The gateway's receive loop for binary frames, in C (private module).
+
+pyzmq costs about a microsecond of Python per received message, which caps
+one-event messages far below what the rings take.  This module calls libzmq
+directly, through the function addresses of the libzmq that pyzmq itself
+loaded (so no second copy of libzmq and no build-time dependency on its
+headers): frames are received, checked and their records copied into a
+staging batch without the GIL and without a Python object per message.
+
+Frames that C should not handle (JSON lines, or a batch that is full) are
+handed back to Python as a :class:`Frame`, a zero-copy buffer over the
+received message.
+"""
+
+cimport numpy as cnp
+from cpython.buffer cimport PyBUF_WRITABLE
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.string cimport memcpy, memset
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    typedef struct { unsigned char _[64]; } __attribute__((aligned(8))) rf_zmq_msg_t;
+    """
+    ctypedef struct rf_zmq_msg_t:
+        pass
+
+ctypedef int (*msg_init_t)(rf_zmq_msg_t *) noexcept nogil
+ctypedef int (*msg_recv_t)(rf_zmq_msg_t *, void *, int) noexcept nogil
+ctypedef void *(*msg_data_t)(rf_zmq_msg_t *) noexcept nogil
+ctypedef size_t (*msg_size_t)(const rf_zmq_msg_t *) noexcept nogil
+ctypedef int (*msg_close_t)(rf_zmq_msg_t *) noexcept nogil
+ctypedef int (*send_t)(void *, const void *, size_t, int) noexcept nogil
+ctypedef int (*errno_t)() noexcept nogil
+
+cdef enum:
+    ZMQ_DONTWAIT = 1
+    RECORD = 32
+    HEADER = 8
+
+# Outcomes of one drain() call.
+cdef enum:
+    D_DRAINED = 0      # the socket has nothing more now
+    D_BATCH_FULL = 1   # the staging batch is full; the frame that did not fit is pending
+    D_PENDING = 2      # a frame for Python is pending (JSON lines, or large)
+    D_LIMIT = 3        # max_frames frames were read
+    D_ERROR = 4        # libzmq failed; errno in .last_errno
+
+DRAINED = D_DRAINED
+PENDING = D_PENDING
+LIMIT = D_LIMIT
+ERROR = D_ERROR
+
+# Reasons, in engine.protocol.REASONS order for the ones C can detect.
+REASON_NAMES = ("short_frame", "bad_magic", "bad_version", "bad_type", "bad_length",
+                "too_large")
+
+cdef msg_init_t z_msg_init
+cdef msg_recv_t z_msg_recv
+cdef msg_data_t z_msg_data
+cdef msg_size_t z_msg_size
+cdef msg_close_t z_msg_close
+cdef send_t z_send
+cdef errno_t z_errno
+cdef bint bound = False
+
+
+def bind_libzmq():
+    """Resolve the libzmq entry points from the library pyzmq loaded."""
+    global z_msg_init, z_msg_recv, z_msg_data, z_msg_size, z_msg_close, z_send, z_errno, bound
+    if bound:
+        return
+    import ctypes
+
+    import zmq.backend.cython._zmq as backend
+    lib = ctypes.CDLL(backend.__file__)
+
+    def address(name):
+        return <size_t>ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+
+    cdef size_t a
+    a = address("zmq_msg_init")
+    z_msg_init = <msg_init_t>a
+    a = address("zmq_msg_recv")
+    z_msg_recv = <msg_recv_t>a
+    a = address("zmq_msg_data")
+    z_msg_data = <msg_data_t>a
+    a = address("zmq_msg_size")
+    z_msg_size = <msg_size_t>a
+    a = address("zmq_msg_close")
+    z_msg_close = <msg_close_t>a
+    a = address("zmq_send")
+    z_send = <send_t>a
+    a = address("zmq_errno")
+    z_errno = <errno_t>a
+    bound = True
+
+
+cdef class Frame:
+    """A received message handed to Python: a read-only buffer over libzmq's
+    own memory, released when this object goes."""
+    cdef rf_zmq_msg_t msg
+    cdef bint live
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+    def __dealloc__(self):
+        if self.live:
+            z_msg_close(&self.msg)
+
+    def __len__(self):
+        return z_msg_size(&self.msg) if self.live else 0
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("a received frame is read-only")
+        self.shape[0] = z_msg_size(&self.msg)
+        self.strides[0] = 1
+        view.buf = z_msg_data(&self.msg)
+        view.obj = self
+        view.len = self.shape[0]
+        view.readonly = 1
+        view.itemsize = 1
+        view.format = NULL
+        view.ndim = 1
+        view.shape = self.shape
+        view.strides = self.strides
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *view):
+        pass
+
+
+cdef class Drain:
+    """Receives binary ingest frames from one socket into a staging batch.
+
+    Parameters
+    ----------
+    staging : numpy.ndarray
+        C-contiguous EVENT_DTYPE array the records are copied into.
+    max_message_bytes : int
+        Frames larger than this are rejected as ``too_large``.
+    direct_records : int
+        Frames with at least this many records are handed to Python whole
+        (zero-copy) instead of being copied into the batch.
+    """
+    cdef cnp.ndarray staging
+    cdef char *batch
+    cdef int64_t room
+    cdef readonly int64_t fill
+    cdef size_t max_bytes
+    cdef int64_t direct
+    cdef uint64_t rejected[6]
+    cdef readonly uint64_t frames
+    cdef readonly int last_errno
+    cdef Frame pending
+
+    def __cinit__(self, cnp.ndarray staging, size_t max_message_bytes, int64_t direct_records):
+        bind_libzmq()
+        if not cnp.PyArray_IS_C_CONTIGUOUS(staging) or staging.itemsize != RECORD:
+            raise ValueError("staging must be a C-contiguous EVENT_DTYPE array")
+        self.staging = staging
+        self.batch = <char *>cnp.PyArray_DATA(staging)
+        self.room = staging.shape[0]
+        self.fill = 0
+        self.max_bytes = max_message_bytes
+        self.direct = direct_records if direct_records > 0 else 1
+        memset(self.rejected, 0, sizeof(self.rejected))
+        self.frames = 0
+        self.pending = None
+
+    @property
+    def rejected(self):
+        """Frames rejected in C, by reason."""
+        return {REASON_NAMES[i]: self.rejected[i] for i in range(6)}
+
+    def take_batch(self):
+        """The staged records (a view of the staging array); empties it."""
+        n = self.fill
+        self.fill = 0
+        return self.staging[:n]
+
+    def take_pending(self):
+        """The frame left for Python, or None."""
+        f = self.pending
+        self.pending = None
+        return f
+
+    cdef int classify(self, const uint8_t *p, size_t size, int64_t *count) noexcept nogil:
+        # -1: binary events (count set); -2: hand to Python; >=0: reason.
+        cdef uint32_t n
+        if size > self.max_bytes:
+            return 5
+        if size < HEADER:
+            return 0
+        if p[0] != 0x52 or p[1] != 0x46:
+            return 1
+        if p[2] != 1:
+            return 2
+        if p[3] == 2:
+            return -2
+        if p[3] != 1:
+            return 3
+        memcpy(&n, p + 4, 4)
+        if <uint64_t>size - HEADER != <uint64_t>n * RECORD:
+            return 4
+        count[0] = n
+        return -1
+
+    def drain(self, size_t socket, int max_frames):
+        """Receive without blocking until the socket is empty, the batch is
+        full, a frame needs Python, or ``max_frames`` were read.  Returns one
+        of DRAINED, BATCH_FULL, PENDING, LIMIT, ERROR."""
+        if self.pending is not None:
+            return D_PENDING
+        cdef Frame holder = Frame.__new__(Frame)
+        cdef rf_zmq_msg_t *msg = &holder.msg
+        cdef void *sock = <void *>socket
+        cdef int rc, kind, status = D_LIMIT, i
+        cdef int64_t count
+        cdef const uint8_t *p
+        cdef size_t size
+        with nogil:
+            for i in range(max_frames):
+                z_msg_init(msg)
+                rc = z_msg_recv(msg, sock, ZMQ_DONTWAIT)
+                if rc < 0:
+                    z_msg_close(msg)
+                    self.last_errno = z_errno()
+                    status = D_DRAINED if self.last_errno == 11 else D_ERROR
+                    break
+                self.frames += 1
+                p = <const uint8_t *>z_msg_data(msg)
+                size = z_msg_size(msg)
+                kind = self.classify(p, size, &count)
+                if kind >= 0:
+                    self.rejected[kind] += 1
+                    z_msg_close(msg)
+                    continue
+                if kind == -2 or count >= self.direct:
+                    status = D_PENDING
+                    break
+                if count > self.room - self.fill:
+                    status = D_BATCH_FULL
+                    break
+                memcpy(self.batch + self.fill * RECORD, p + HEADER, count * RECORD)
+                self.fill += count
+                z_msg_close(msg)
+        if status == D_PENDING or status == D_BATCH_FULL:
+            holder.live = True
+            self.pending = holder
+            if status == D_BATCH_FULL:
+                status = D_PENDING
+        return status
+
+
+def send_copies(size_t socket, bytes frame, int64_t count):
+    """Send ``frame`` ``count`` times on a socket (blocking sends), from C:
+    a load generator that measures the gateway, not the sender's Python."""
+    bind_libzmq()
+    cdef const char *data = frame
+    cdef size_t size = len(frame)
+    cdef void *sock = <void *>socket
+    cdef int64_t i, sent = 0
+    with nogil:
+        for i in range(count):
+            if z_send(sock, data, size, 0) < 0:
+                break
+            sent += 1
+    return sent
