@@ -219,12 +219,12 @@ cdef class Drain:
         cdef Frame holder = Frame.__new__(Frame)
         cdef rf_zmq_msg_t *msg = &holder.msg
         cdef void *sock = <void *>socket
-        cdef int rc, kind, status = D_LIMIT, i
+        cdef int rc, kind, status = D_LIMIT, _i
         cdef int64_t count
         cdef const uint8_t *p
         cdef size_t size
         with nogil:
-            for i in range(max_frames):
+            for _i in range(max_frames):
                 z_msg_init(msg)
                 rc = z_msg_recv(msg, sock, ZMQ_DONTWAIT)
                 if rc < 0:
@@ -264,9 +264,9 @@ def send_copies(size_t socket, bytes frame, int64_t count):
     cdef const char *data = frame
     cdef size_t size = len(frame)
     cdef void *sock = <void *>socket
-    cdef int64_t i, sent = 0
+    cdef int64_t _i, sent = 0
     with nogil:
-        for i in range(count):
+        for _i in range(count):
             if z_send(sock, data, size, 0) < 0:
                 break
             sent += 1
