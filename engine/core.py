@@ -94,6 +94,14 @@ class Producer:
         self.slot = slot
         self._kernel = kernel
 
+    def release(self) -> None:
+        """Give the slot back to the engine; the next :meth:`Engine.producer`
+        may hand it out again (its rings carry on from their cursors)."""
+        eng = self._engine
+        if eng._producers[self.slot] is self:
+            eng._producers[self.slot] = None
+            self._kernel.release_buffer()
+
     def submit(self, events: np.ndarray, timeout: float | None = None) -> int:
         """Route a batch into the workers' rings.
 
@@ -521,8 +529,9 @@ class Engine:
             raise EngineError("this engine already serves a gateway")
         from .gateway import Gateway, GatewayConfig
 
-        self._gateway = Gateway(self, GatewayConfig(endpoints, **settings))
-        return self._gateway
+        gateway = Gateway(self, GatewayConfig(endpoints, **settings))
+        self._gateway = gateway
+        return gateway
 
     @property
     def gateway(self) -> Gateway | None:

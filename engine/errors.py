@@ -17,6 +17,9 @@ __all__ = [
     "WorkerDied",
     "InvalidEvents",
     "raise_for_status",
+    "GatewayTimeout",
+    "Rejected",
+    "QueryError",
 ]
 
 # Kernel status codes (ext/rf.pxd); kept here so that Python never has to
@@ -115,3 +118,54 @@ def raise_for_status(status: int, what: str) -> None:
     if status == STATUS_TABLE_FULL:
         raise EngineError(f"{what}: state table full")
     raise EngineError(f"{what}: kernel status {status}")
+
+
+class GatewayTimeout(EngineError, TimeoutError):
+    """A ZeroMQ gateway did not take a message or did not reply in time.
+
+    Raised by :class:`engine.client.Client` and
+    :class:`engine.client.AsyncClient`.  When a reply was awaited, the
+    request socket has been closed and will be replaced, so a late reply is
+    never taken for the next request's.
+    """
+
+
+class Rejected(EngineError):
+    """The acked ingest endpoint rejected a message (its reply had ``ok: false``).
+
+    Attributes
+    ----------
+    reason : str or None
+        One of :data:`engine.protocol.REASONS`, as the gateway sent it.
+    accepted : int
+        Records of the call that were accepted before the rejection (earlier
+        frames of a split send, plus those taken from the rejected frame
+        under ``backpressure``); they will be applied.
+    handled : int
+        Index, in the records given to the call, of the first record the
+        gateway did not take: resend ``records[handled:]``.
+    reply : dict or None
+        The gateway's reply, decoded.
+    """
+
+    def __init__(self, message: str, reason: str | None = None, accepted: int = 0,
+                 reply: dict | None = None, handled: int = 0):
+        super().__init__(message)
+        self.reason = reason
+        self.accepted = accepted
+        self.reply = reply
+        self.handled = handled
+
+
+class QueryError(EngineError):
+    """The query endpoint answered ``ok: false``; the message is its ``error``.
+
+    Attributes
+    ----------
+    reply : dict or None
+        The gateway's reply, decoded.
+    """
+
+    def __init__(self, message: str, reply: dict | None = None):
+        super().__init__(message)
+        self.reply = reply

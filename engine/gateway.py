@@ -100,6 +100,7 @@ class Gateway:
         }
         self._producer = engine.producer()
         self._ctx = zmq.Context()
+        self._closed = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
@@ -128,9 +129,14 @@ class Gateway:
     def _run(self, target, ready: threading.Event) -> None:
         try:
             target(ready)
-        except BaseException as exc:  # surfaced by start-up or close()
+        except BaseException as exc:  # surfaced by start-up, stats() and healthy
             self._errors.append(exc)
             ready.set()
+
+    @property
+    def healthy(self) -> bool:
+        """False once a gateway thread has stopped on an error (see ``stats()``)."""
+        return not self._errors and all(t.is_alive() for t in self._threads)
 
     def _bind(self, kind: int, url: str) -> zmq.Socket:
         sock = self._ctx.socket(kind)
@@ -149,7 +155,11 @@ class Gateway:
         return dict(self.config.endpoints)
 
     def close(self) -> None:
-        """Stop reading, finish what was read, close the sockets."""
+        """Stop reading, finish what was read, close the sockets, give the
+        producer slot back.  Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
         self._stop.set()
         for t in self._threads:
             t.join(30)
@@ -157,12 +167,14 @@ class Gateway:
             self.alerts.close()
             self.alerts = None
         self._ctx.term()
+        self._producer.release()
 
     def stats(self) -> dict:
         """The gateway's counters: messages, records accepted and invalid,
         rejected messages by reason, queries."""
         c = self.counters
-        out = {**c, "rejected": dict(c["rejected"])}
+        out = {**c, "rejected": dict(c["rejected"]), "healthy": self.healthy,
+               "errors": [repr(e) for e in self._errors]}
         drain = self._pull_drain
         if drain is not None:
             # Frames of the PULL socket are counted in C; the few handed back
@@ -207,6 +219,9 @@ class Gateway:
         except P.ProtocolError as exc:
             self.counters["rejected"][exc.reason] += 1
             return None, exc.reason, str(exc)
+        except Exception as exc:  # noqa: BLE001 - one message must never stop ingest
+            self.counters["rejected"]["bad_json"] += 1
+            return None, "bad_json", f"undecodable message: {exc!r}"
 
     def _submit(self, events: np.ndarray, timeout: float | None) -> tuple[int, int, bool]:
         """Submit through the gateway's producer, waiting in slices so that a
@@ -264,7 +279,15 @@ class Gateway:
             if records is None:
                 reply = {"ok": False, "reason": reason, "error": message}
             else:
-                accepted, handled, complete = self._submit(records, self.config.ack_timeout)
+                try:
+                    accepted, handled, complete = self._submit(records, self.config.ack_timeout)
+                except EngineError as exc:
+                    # A dead worker: answer this sender, then stop (healthy
+                    # turns false and stats() says why).
+                    self.counters["rejected"]["unavailable"] += 1
+                    reply = {"ok": False, "reason": "unavailable", "error": str(exc)}
+                    sock.send_multipart([*envelope, json.dumps(reply).encode()])
+                    raise
                 self._count(accepted, handled)
                 reply = {"ok": True, "accepted": accepted, "rejected": handled - accepted}
                 if not complete:
@@ -290,7 +313,12 @@ class Gateway:
                     except zmq.Again:
                         break
                     envelope, frame = parts[:-1], parts[-1]
-                    sock.send_multipart([*envelope, self.answer(frame)])
+                    try:
+                        reply = self.answer(frame)
+                    except Exception as exc:  # noqa: BLE001 - one query must not stop the rest
+                        self.counters["query_errors"] += 1
+                        reply = json.dumps({"ok": False, "error": f"internal: {exc!r}"}).encode()
+                    sock.send_multipart([*envelope, reply])
         finally:
             sock.close()
 
@@ -318,12 +346,17 @@ class Gateway:
             if handler is None:
                 raise ValueError(f"unknown op {op!r}; ops: {', '.join(sorted(_QUERY_OPS))}")
             reply = {"ok": True, "op": op, **handler(self, request)}
-        except (ValueError, TypeError, KeyError, EngineError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError, EngineError) as exc:
             self.counters["query_errors"] += 1
             reply = {"ok": False, "error": str(exc)}
         if request_id is not None:
             reply["id"] = request_id
-        return json.dumps(reply, allow_nan=False).encode()
+        try:
+            return json.dumps(reply, allow_nan=False).encode()
+        except (ValueError, TypeError):
+            # The id the client chose is not representable (1e400, NaN).
+            self.counters["query_errors"] += 1
+            return json.dumps({"ok": False, "error": "id must be a finite JSON value"}).encode()
 
     # JSON query operations: each returns the reply's payload.
 
@@ -404,7 +437,10 @@ class Gateway:
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 raise ValueError(f"{kind} must be a list of names")
             for name in values:
-                added += self.names[kind].setdefault(hasher(name), name) == name
+                ident = hasher(name)
+                if ident not in self.names[kind]:
+                    self.names[kind][ident] = name
+                    added += 1
         return {"registered": added}
 
 

@@ -71,6 +71,7 @@ REASONS = (
     "bad_field",       # unknown, missing or mistyped field in a JSON line
     "invalid_record",  # NaN/inf value or event time out of range (per record)
     "backpressure",    # acked endpoint only: rings stayed full past the ack timeout
+    "unavailable",     # acked endpoint only: the engine lost a worker
 )
 
 DEFAULT_HOST = "tcp://127.0.0.1"
@@ -204,7 +205,7 @@ def parse_json_lines(body: bytes, names: dict | None = None) -> np.ndarray:
     for i, line in enumerate(lines):
         try:
             rec = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ProtocolError("bad_json", f"line {i + 1}: {exc}") from None
         if not isinstance(rec, dict):
             raise ProtocolError("bad_json", f"line {i + 1}: not a JSON object")
@@ -219,7 +220,10 @@ def parse_json_lines(body: bytes, names: dict | None = None) -> np.ndarray:
         value = rec["value"]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ProtocolError("bad_field", f"line {i + 1}: value must be a number")
-        out[i]["value"] = float(value)
+        try:
+            out[i]["value"] = float(value)
+        except OverflowError:
+            raise ProtocolError("bad_field", f"line {i + 1}: value does not fit a double") from None
         ts = rec.get("ts", now)
         if isinstance(ts, bool) or not isinstance(ts, int) or not -(2**63) <= ts < 2**63:
             raise ProtocolError("bad_field", f"line {i + 1}: ts must be integer nanoseconds")
@@ -229,7 +233,11 @@ def parse_json_lines(body: bytes, names: dict | None = None) -> np.ndarray:
 
 def _id(value, hasher, bits: int, field: str, line: int, names: dict | None, kind: str) -> int:
     if isinstance(value, str):
-        ident = hasher(value)
+        try:
+            ident = hasher(value)
+        except UnicodeEncodeError:
+            raise ProtocolError(
+                "bad_field", f"line {line + 1}: {field} name is not valid Unicode") from None
         if names is not None:
             names[kind].setdefault(ident, value)
         return ident

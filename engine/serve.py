@@ -1,0 +1,477 @@
+"""``ringflow serve``: an engine and its ZeroMQ gateway as a long-running
+server, configured from a TOML file and command-line flags.
+
+Settings come from three layers, each overriding the one before: the
+defaults, the ``--config`` file, then the flags.  The file has the sections
+and keys of :data:`SCHEMA` (the flag ``--ring-capacity`` is the key
+``ring_capacity`` of ``[engine]``)::
+
+    [engine]
+    workers = 4
+    ring_capacity = 65536
+    table_capacity = 262144
+    wait = "block"            # block | sleep | yield | spin
+    ewma_alpha = 0.1
+
+    [gateway]
+    host = "tcp://127.0.0.1"
+    ports = 7710              # base port (ports 7710-7713), or [7710, 7711, 7712, 7713]
+    ingest_port = 7710        # each of these wins over ``ports``
+    acked_port = 7711
+    query_port = 7712
+    alerts_port = 7713
+    max_message_bytes = 67108864
+    ack_timeout = 5.0
+    hwm = 1000
+
+    [serve]
+    quiet = false
+    status_interval = 5.0
+
+The server runs until SIGINT, SIGTERM or SIGHUP.  Each one stops the gateway
+from reading, drains what it read into the state tables, prints the final
+counters and stops the workers; the exit code is then 0.
+
+Workers start with SIGTERM and SIGHUP blocked (the signal mask survives fork
+and exec), and they ignore SIGINT themselves: a signal sent to the whole
+process group (Ctrl-C in a terminal, ``kill -- -PGID``, systemd's default
+stop, a closed terminal) reaches only the server, which drains and stops the
+workers itself.  A worker whose server dies notices within 100 ms and exits
+on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .config import WAIT_STRATEGIES, EngineConfig
+from .errors import ConfigError, EngineError, WorkerDied
+from .protocol import DEFAULT_HOST, DEFAULT_PORTS
+
+__all__ = [
+    "SCHEMA",
+    "ServeError",
+    "SettingsError",
+    "Settings",
+    "load_toml",
+    "resolve_settings",
+    "parse_ports",
+    "normalize_host",
+    "run",
+]
+
+PORT_NAMES = tuple(DEFAULT_PORTS)  # ingest, acked, query, alerts
+
+
+class SettingsError(ValueError):
+    """A setting (from a file or a flag) is unknown or out of range."""
+
+
+class ServeError(RuntimeError):
+    """The server could not start (a port in use, a worker that died)."""
+
+
+# --- validators: shared by argparse (type=) and the TOML loader ------------
+
+def positive_int(value) -> int:
+    """An integer >= 1 (from a flag's text or a TOML value)."""
+    if isinstance(value, bool):
+        raise SettingsError(f"must be a positive integer, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = int(value.replace("_", ""), 0)
+        except ValueError:
+            raise SettingsError(f"must be a positive integer, got {value!r}") from None
+    if not isinstance(value, int) or value < 1:
+        raise SettingsError(f"must be a positive integer, got {value!r}")
+    return value
+
+
+def positive_float(value) -> float:
+    """A finite number > 0."""
+    if isinstance(value, bool):
+        raise SettingsError(f"must be a positive number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise SettingsError(f"must be a positive number, got {value!r}") from None
+    if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise SettingsError(f"must be a positive number, got {value!r}")
+    return float(value)
+
+
+def unit_float(value) -> float:
+    """A number in (0, 1]."""
+    x = positive_float(value)
+    if x > 1:
+        raise SettingsError(f"must be in (0, 1], got {value!r}")
+    return x
+
+
+def port(value) -> int:
+    """A TCP port, 1..65535."""
+    try:
+        p = positive_int(value)
+    except SettingsError:
+        raise SettingsError(f"must be a TCP port in 1..65535, got {value!r}") from None
+    if p > 65535:
+        raise SettingsError(f"must be a TCP port in 1..65535, got {value!r}")
+    return p
+
+
+def wait_strategy(value) -> str:
+    if value not in WAIT_STRATEGIES:
+        raise SettingsError(f"must be one of {', '.join(WAIT_STRATEGIES)}, got {value!r}")
+    return value
+
+
+def boolean(value) -> bool:
+    if not isinstance(value, bool):
+        raise SettingsError(f"must be true or false, got {value!r}")
+    return value
+
+
+_HOST_RE = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+)$")
+
+
+def normalize_host(value) -> str:
+    """``tcp://HOST`` (a bare host name or address gets ``tcp://``); ports are
+    given separately, so ``tcp://host:7710`` is refused."""
+    if not isinstance(value, str) or not value.strip():
+        raise SettingsError(f"must be a host such as tcp://127.0.0.1, got {value!r}")
+    text = value.strip()
+    if "://" not in text:
+        text = "tcp://" + text
+    if not _HOST_RE.match(text):
+        if re.match(r"^tcp://[^\[\]]*:\d+$", text):
+            raise SettingsError(f"{value!r} carries a port; give ports with --ports or "
+                                "--ingest-port/--acked-port/--query-port/--alerts-port")
+        raise SettingsError(f"must be tcp://HOST (an address, a name or *), got {value!r}")
+    return text
+
+
+def parse_ports(value) -> dict:
+    """Ports of the four endpoints from a base port (``7710`` means
+    7710-7713) or four ports in the order ingest, acked, query, alerts
+    (``"7710,7711,7712,7713"`` on the command line, a list in TOML)."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+        value = parts[0] if len(parts) == 1 else parts
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(PORT_NAMES):
+            raise SettingsError(
+                f"must be one base port or {len(PORT_NAMES)} ports "
+                f"({','.join(PORT_NAMES)}), got {len(value)} values")
+        return {name: port(v) for name, v in zip(PORT_NAMES, value)}
+    base = port(value)
+    if base + len(PORT_NAMES) - 1 > 65535:
+        raise SettingsError(f"base port {base} leaves no room for {len(PORT_NAMES)} ports")
+    return {name: base + i for i, name in enumerate(PORT_NAMES)}
+
+
+#: Sections and keys of the TOML file, each with its validator and default.
+SCHEMA: dict[str, dict[str, tuple]] = {
+    "engine": {
+        "workers": (positive_int, EngineConfig.workers),
+        "ring_capacity": (positive_int, EngineConfig.ring_capacity),
+        "table_capacity": (positive_int, EngineConfig.table_capacity),
+        "wait": (wait_strategy, EngineConfig.wait),
+        "ewma_alpha": (unit_float, EngineConfig.ewma_alpha),
+    },
+    "gateway": {
+        "host": (normalize_host, DEFAULT_HOST),
+        "ports": (parse_ports, None),
+        **{f"{name}_port": (port, p) for name, p in DEFAULT_PORTS.items()},
+        "max_message_bytes": (positive_int, 64 << 20),
+        "ack_timeout": (positive_float, 5.0),
+        "hwm": (positive_int, 1000),
+    },
+    "serve": {
+        "quiet": (boolean, False),
+        "status_interval": (positive_float, 5.0),
+    },
+}
+
+
+@dataclass
+class Settings:
+    """Everything ``ringflow serve`` needs, after merging file and flags."""
+
+    workers: int = EngineConfig.workers
+    ring_capacity: int = EngineConfig.ring_capacity
+    table_capacity: int = EngineConfig.table_capacity
+    wait: str = EngineConfig.wait
+    ewma_alpha: float = EngineConfig.ewma_alpha
+    host: str = DEFAULT_HOST
+    ports: dict = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    max_message_bytes: int = 64 << 20
+    ack_timeout: float = 5.0
+    hwm: int = 1000
+    quiet: bool = False
+    status_interval: float = 5.0
+    #: Where each setting came from: "default", the file's path, or "flag".
+    origin: dict = field(default_factory=dict)
+
+    @property
+    def endpoints(self) -> dict:
+        return {name: f"{self.host}:{p}" for name, p in self.ports.items()}
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(workers=self.workers, ring_capacity=self.ring_capacity,
+                            table_capacity=self.table_capacity, wait=self.wait,
+                            ewma_alpha=self.ewma_alpha)
+
+
+def _toml_module():
+    if sys.version_info >= (3, 11):
+        import tomllib
+        return tomllib
+    try:
+        import tomli
+    except ImportError:  # pragma: no cover - a dependency on 3.10
+        raise SettingsError("reading a TOML config on Python 3.10 needs the tomli package "
+                            "(pip install tomli)") from None
+    return tomli
+
+
+def load_toml(path: str) -> dict:
+    """Read and check a config file; returns ``{(section, key): value}``.
+
+    Raises
+    ------
+    SettingsError
+        The file is missing or unreadable, is not TOML, or has an unknown
+        section or key, or a value of the wrong type; the message names the
+        file and the key.
+    """
+    toml = _toml_module()
+    try:
+        with open(path, "rb") as fh:
+            data = toml.load(fh)
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from None
+    except toml.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    out = {}
+    for section, body in data.items():
+        if section not in SCHEMA:
+            what = "key" if not isinstance(body, dict) else "section"
+            raise SettingsError(
+                f"{path}: unknown {what} {section!r} (sections: "
+                f"{', '.join(f'[{s}]' for s in SCHEMA)})")
+        if not isinstance(body, dict):
+            raise SettingsError(f"{path}: {section!r} must be a [{section}] section")
+        known = SCHEMA[section]
+        for key, value in body.items():
+            if key not in known:
+                raise SettingsError(
+                    f"{path}: unknown key {key!r} in [{section}] (known keys: "
+                    f"{', '.join(known)})")
+            check = known[key][0]
+            try:
+                out[(section, key)] = check(value)
+            except SettingsError as exc:
+                raise SettingsError(f"{path}: [{section}] {key} {exc}") from None
+    return out
+
+
+#: argparse destination of each flag -> (section, key) in the file.
+FLAG_KEYS = {
+    "workers": ("engine", "workers"),
+    "ring_capacity": ("engine", "ring_capacity"),
+    "table_capacity": ("engine", "table_capacity"),
+    "wait": ("engine", "wait"),
+    "ewma_alpha": ("engine", "ewma_alpha"),
+    "host": ("gateway", "host"),
+    "ports": ("gateway", "ports"),
+    "ingest_port": ("gateway", "ingest_port"),
+    "acked_port": ("gateway", "acked_port"),
+    "query_port": ("gateway", "query_port"),
+    "alerts_port": ("gateway", "alerts_port"),
+    "max_message_bytes": ("gateway", "max_message_bytes"),
+    "ack_timeout": ("gateway", "ack_timeout"),
+    "hwm": ("gateway", "hwm"),
+    "quiet": ("serve", "quiet"),
+    "status_interval": ("serve", "status_interval"),
+}
+
+
+def resolve_settings(args: argparse.Namespace) -> Settings:
+    """Merge defaults, ``args.config`` and the flags (a flag left at ``None``
+    was not given).  Ports: the file's ``ports``, then its ``*_port`` keys,
+    then ``--ports``, then the ``--*-port`` flags."""
+    file_values = load_toml(args.config) if getattr(args, "config", None) else {}
+    s = Settings()
+    for layer, origin in ((file_values, getattr(args, "config", None)), (None, "flag")):
+        for dest, (section, key) in FLAG_KEYS.items():
+            if layer is not None:
+                if (section, key) not in layer:
+                    continue
+                value = layer[(section, key)]
+            else:
+                value = getattr(args, dest, None)
+                if value is None:
+                    continue
+            if key == "ports":
+                s.ports.update(value)
+                for name in PORT_NAMES:
+                    s.origin[f"{name}_port"] = origin
+            elif key.endswith("_port"):
+                s.ports[key[:-5]] = value
+                s.origin[key] = origin
+            else:
+                setattr(s, key, value)
+                s.origin[key] = origin
+    if len(set(s.ports.values())) != len(s.ports):
+        raise SettingsError(f"the four endpoints need four different ports, got {s.ports}")
+    try:
+        s.engine_config()
+    except ConfigError as exc:
+        raise SettingsError(str(exc)) from None
+    return s
+
+
+# --- running --------------------------------------------------------------
+
+_SOCKETS = {"ingest": "PULL", "acked": "ROUTER", "query": "ROUTER", "alerts": "PUB"}
+#: Each one stops the server cleanly (drain, final counters, exit 0).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: Blocked in the workers for their whole life (they ignore SIGINT already).
+_BLOCKED_IN_WORKERS = {signal.SIGTERM, signal.SIGHUP}
+
+
+def _final_counters(stats: dict, gw: dict) -> dict:
+    rejected = gw.get("rejected", {})
+    return {
+        "messages": gw.get("messages", 0),
+        "accepted": gw.get("accepted", 0),
+        "applied": stats["applied"],
+        "pending": sum(w["ring_pending"] for w in stats["workers"]),
+        "invalid": stats["rejected_invalid"],
+        "table_full": stats["rejected_table_full"],
+        "late": stats["stale"],
+        "series": stats["series"],
+        "rejected_messages": sum(v for k, v in rejected.items() if k != "invalid_record"),
+        "queries": gw.get("queries", 0),
+    }
+
+
+def _status_line(counters: dict, prev: dict | None, dt: float) -> str:
+    rate = ""
+    if prev is not None and dt > 0:
+        rate = f" (+{(counters['applied'] - prev['applied']) / dt:,.0f}/s)"
+    return (f"{time.strftime('%H:%M:%S')} applied {counters['applied']:,}{rate}  "
+            f"series {counters['series']:,}  messages {counters['messages']:,}  "
+            f"queries {counters['queries']:,}  invalid {counters['invalid']:,}  "
+            f"rejected {counters['rejected_messages']:,}")
+
+
+def run(settings: Settings, console=None) -> int:
+    """Serve until SIGINT or SIGTERM; returns the exit code.
+
+    Raises
+    ------
+    ServeError
+        The engine or the gateway could not start; nothing is left behind.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .core import Engine
+
+    console = console or Console()
+
+    def say(text: str = "", markup: bool = False) -> None:
+        console.print(text, soft_wrap=True, highlight=False, markup=markup)
+        console.file.flush()
+
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum, _frame) -> None:
+        if not stop.is_set():
+            received.append(signal.Signals(signum).name)
+            stop.set()
+
+    old_handlers = {s: signal.signal(s, on_signal) for s in _STOP_SIGNALS}
+    # Workers inherit the signal mask: with SIGTERM and SIGHUP blocked while
+    # they start, such a signal sent to the whole process group reaches only
+    # this process (they ignore SIGINT themselves).  Here it stays pending
+    # until the engine is up, then runs on_signal.  The resource tracker
+    # starts first: starting it unblocks SIGTERM.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED_IN_WORKERS)
+    eng = None
+    try:
+        try:
+            eng = Engine(config=settings.engine_config())
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED_IN_WORKERS)
+        try:
+            gateway = eng.serve(settings.endpoints, max_message_bytes=settings.max_message_bytes,
+                                ack_timeout=settings.ack_timeout, hwm=settings.hwm)
+        except EngineError as exc:
+            raise ServeError(str(exc)) from None
+        cfg = eng.config
+        say(f"[bold]ringflow serve[/]: {cfg.workers} workers (pids "
+            f"{', '.join(map(str, eng.pids))}), wait={cfg.wait}, rings of "
+            f"{cfg.ring_slots:,} records, {cfg.table_capacity:,} series per worker",
+            markup=True)
+        for name, url in gateway.endpoints.items():
+            say(f"  {name:<7} {_SOCKETS[name]:<7} {url}")
+        ready = " ".join(f"{name}={url}" for name, url in gateway.endpoints.items())
+        say(f"ringflow serving on {ready} (pid {os.getpid()}); Ctrl-C or SIGTERM to stop")
+
+        prev = None
+        t_prev = time.monotonic()
+        next_status = t_prev + settings.status_interval
+        while not stop.is_set():
+            stop.wait(min(1.0, settings.status_interval))
+            if stop.is_set():
+                break
+            # stats() raises WorkerDied once a worker is gone.
+            stats = eng.stats()
+            now = time.monotonic()
+            if not settings.quiet and now >= next_status:
+                counters = _final_counters(stats, gateway.stats())
+                say(_status_line(counters, prev, now - t_prev))
+                prev, t_prev = counters, now
+                next_status = now + settings.status_interval
+
+        say(f"received {received[0] if received else 'stop'}: stopping the gateway, "
+            "draining the rings")
+        gateway.close()                 # stop reading; what was read is submitted
+        eng.flush(30.0)                 # everything accepted is applied
+        stats = eng.stats()
+        counters = _final_counters(stats, gateway.stats())
+        wt = Table(title="workers", title_justify="left")
+        for col in ("worker", "pid", "applied", "late", "invalid", "full", "series",
+                    "batches"):
+            wt.add_column(col, justify="right")
+        for w in stats["workers"]:
+            wt.add_row(str(w["worker"]), str(w["pid"]), f"{w['applied']:,}", f"{w['stale']:,}",
+                       f"{w['invalid']:,}", f"{w['full']:,}", f"{w['series']:,}",
+                       f"{w['batches']:,}")
+        console.print(wt)
+        eng.close()
+        say("final: " + " ".join(f"{k}={v}" for k, v in counters.items()))
+        say("ringflow stopped cleanly")
+        return 0
+    except WorkerDied as exc:
+        raise ServeError(f"{exc}; stopping") from None
+    finally:
+        if eng is not None:
+            eng.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+

@@ -1,0 +1,412 @@
+"""engine.client.Client and AsyncClient: round trips through a live gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+import engine
+from engine import protocol
+from engine.client import AsyncClient, Client
+from engine.errors import (
+    ConfigError,
+    EngineError,
+    GatewayTimeout,
+    InvalidEvents,
+    QueryError,
+    Rejected,
+)
+
+TS = 1_732_300_000_000_000_000
+NAMES = ("ingest", "acked", "query", "alerts")
+
+
+def free_ports() -> dict:
+    """Four free TCP ports on 127.0.0.1 (bound to port 0 together, then released)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in NAMES]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return {name: s.getsockname()[1] for name, s in zip(NAMES, socks)}
+    finally:
+        for s in socks:
+            s.close()
+
+
+def urls(ports: dict) -> dict:
+    return {name: f"tcp://127.0.0.1:{port}" for name, port in ports.items()}
+
+
+@contextlib.contextmanager
+def live(workers: int = 2, **settings):
+    """A running engine with its gateway on free ports: (engine, ports)."""
+    ports = free_ports()
+    with engine.Engine(workers=workers) as eng:
+        eng.serve(endpoints=urls(ports), **settings)
+        yield eng, ports
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def events(n: int, entities: int = 10, metric="cpu") -> np.ndarray:
+    keys = np.arange(n) % entities + 1
+    return engine.make_events(keys, metric, TS + np.arange(n), np.arange(n, dtype=np.float64))
+
+
+@pytest.mark.timeout(30)
+def test_send_fire_and_forget_splits_frames():
+    with live() as (eng, ports), Client(ports=ports, max_frame_records=128) as c:
+        assert c.send(events(1000)) is None
+        wait_for(lambda: c.stats()["applied"] == 1000)
+        stats = eng.gateway.stats()
+        assert stats["messages"] == 8 and stats["accepted"] == 1000
+        row = c.get(3, "cpu")
+        assert row["count"] == 100 and row["entity_id"] == 3 and row["metric"] == "cpu"
+        assert c.send(events(0)) is None
+
+
+@pytest.mark.timeout(30)
+def test_send_acked_counts_accepted_and_invalid():
+    ev = events(500)
+    ev["value"][[3, 7]] = np.nan
+    ev["ts"][11] = 0  # 1970: outside the sane range
+    with live() as (eng, ports), Client(ports=ports, max_frame_records=100) as c:
+        assert c.send(ev, ack=True) == 497
+        stats = eng.gateway.stats()
+        assert stats["messages"] == 5 and stats["invalid"] == 3
+        assert stats["rejected"]["invalid_record"] == 3
+        assert c.send(events(0), ack=True) == 0
+        # Non-contiguous views are copied, other dtypes refused before any I/O.
+        assert c.send(events(20)[::2], ack=True) == 10
+        with pytest.raises(InvalidEvents):
+            c.send(np.zeros(4), ack=True)
+
+
+@pytest.mark.timeout(30)
+def test_rejected_carries_reason_accepted_and_handled():
+    with live(max_message_bytes=1024) as (eng, ports):
+        with Client(ports=ports) as c:
+            # 100 events = 3208 bytes: over the limit (but under libzmq's 4x cut-off).
+            with pytest.raises(Rejected) as info:
+                c.send(events(100), ack=True)
+            assert info.value.reason == "too_large"
+            assert info.value.accepted == 0 and info.value.handled == 0
+            assert info.value.reply["ok"] is False
+        with Client(ports=ports, max_frame_records=2) as c:
+            good = {"entity": "web-01", "metric": "cpu", "value": 1.0}
+            records = [good, good, good, {"entity": "web-01", "metric": "cpu", "value": "x"}]
+            with pytest.raises(Rejected) as info:
+                c.send_json(records, ack=True)
+            assert info.value.reason == "bad_field"
+            assert info.value.accepted == 2 and info.value.handled == 2
+            with pytest.raises(Rejected) as info:
+                c.send_json([{**good, "colour": "red"}], ack=True)
+            assert info.value.reason == "bad_field" and "colour" in str(info.value)
+            assert isinstance(info.value, EngineError)
+        assert eng.gateway.stats()["rejected"]["bad_field"] == 2
+        assert eng.gateway.stats()["rejected"]["too_large"] == 1
+
+
+@pytest.mark.timeout(30)
+def test_send_json_teaches_names():
+    records = [{"entity": "web-01", "metric": "cpu", "value": v, "ts": TS + i}
+               for i, v in enumerate((0.5, 0.7, 0.9))]
+    records.append({"entity": "web-01", "metric": "mem", "value": 0.25, "ts": TS})
+    with live() as (eng, ports), Client(ports=ports) as c:
+        assert c.send_json(records, ack=True) == 4
+        assert c.send_json([{"entity": "db-01", "metric": "cpu", "value": 1.0}]) is None
+        key, metric = engine.entity_id("web-01"), engine.metric_id("cpu")
+        row = wait_for(lambda: (c.get(key, metric) or {}).get("count") == 3 and c.get(key, metric))
+        assert (row["entity"], row["metric"]) == ("web-01", "cpu")
+        assert (row["last"], row["min"], row["max"]) == (0.9, 0.5, 0.9)
+        wait_for(lambda: c.get(engine.entity_id("db-01"), metric))
+        assert c.get(engine.entity_id("db-01"), metric)["entity"] == "db-01"
+        series = wait_for(lambda: len(c.entity(key)) == 2 and c.entity(key))
+        assert sorted(s["metric"] for s in series) == ["cpu", "mem"]
+
+
+@pytest.mark.timeout(30)
+def test_queries():
+    with live() as (eng, ports), Client(ports=ports) as c:
+        c.send(events(100, entities=4), ack=True)
+        eng.flush()
+        assert c.get("nobody", "cpu") is None
+        assert c.entity("nobody") == []
+        status = c.status(limit=2)
+        assert status["total"] == 4 and len(status["series"]) == 2
+        assert set(status) == {"total", "series"}
+        top = c.top("last", k=2)
+        assert [s["last"] for s in top] == [99.0, 98.0]
+        bottom = c.top(field="count", k=1, order="asc")
+        assert bottom[0]["count"] == 25
+        stats = c.stats()
+        assert stats["applied"] == 100 and stats["gateway"]["accepted"] == 100
+        assert 0 < c.ping() < 5
+        assert c.register_names(entities=["web-07", "web-08"], metrics="disk") == 3
+        row = c.get(engine.entity_id("web-07"), "cpu")
+        assert row is None
+        c.send(engine.make_events(["web-07"], "disk", [TS], [1.0]), ack=True)
+        eng.flush()
+        row = c.get(engine.entity_id("web-07"), engine.metric_id("disk"))
+        assert (row["entity"], row["metric"]) == ("web-07", "disk")
+        # NumPy scalars (ids read from rows) work as arguments.
+        rows = c.lookup([engine.entity_id("web-07")], "disk")
+        assert c.get(rows["key"][0], rows["metric"][0])["entity"] == "web-07"
+        assert c.send_json([{"entity": rows["key"][0], "metric": "disk",
+                             "value": np.float32(2.0), "ts": np.int64(TS + 1)}], ack=True) == 1
+        reply = c.query({"op": "ping", "id": "mine"})
+        assert reply["ok"] and reply["op"] == "ping" and "time_ns" in reply and "id" not in reply
+        with pytest.raises(QueryError, match="unknown op") as info:
+            c.query({"op": "frob"})
+        assert info.value.reply["ok"] is False
+        with pytest.raises(QueryError, match="order"):
+            c.top(order="sideways")
+        with pytest.raises(QueryError, match="limit"):
+            c.status(limit=0)
+        assert c.ping() > 0  # the socket still works after errors
+
+
+@pytest.mark.timeout(30)
+def test_lookup():
+    with live() as (eng, ports), Client(ports=ports, max_frame_records=3) as c:
+        c.send(events(100, entities=10), ack=True)
+        c.send_json([{"entity": "web-01", "metric": "cpu", "value": 2.5, "ts": TS}], ack=True)
+        eng.flush()
+        rows = c.lookup([1, 2, "web-01", 99, 5, 6, 7], "cpu")  # 3 frames of at most 3
+        assert rows.dtype == engine.STATE_DTYPE and len(rows) == 7
+        assert rows["key"].tolist() == [1, 2, engine.entity_id("web-01"), 99, 5, 6, 7]
+        assert rows["count"].tolist() == [10, 10, 1, 0, 10, 10, 10]
+        assert rows["last"][2] == 2.5
+        assert (rows["version"] % 2 == 0).all()
+        np.testing.assert_array_equal(rows, eng.get_many(rows["key"], rows["metric"]))
+        pairs = c.lookup(np.array([1, 1], np.uint64), [engine.metric_id("cpu"), 12345])
+        assert pairs["count"].tolist() == [10, 0]
+        assert len(c.lookup([], "cpu")) == 0
+        with pytest.raises(ValueError):
+            c.lookup([1, 2, 3], ["cpu", "mem"])
+
+
+def _fake_query_server(url: str, delay_first: float, stop: threading.Event) -> None:
+    """A ROUTER that answers like the gateway but holds its first reply back."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(url)
+    held, n = None, 0
+    try:
+        while not stop.is_set():
+            if held is not None and time.monotonic() >= held[0]:
+                sock.send_multipart(held[1])
+                held = None
+            if not sock.poll(10):
+                continue
+            identity, frame = sock.recv_multipart()
+            n += 1
+            if frame[:2] == protocol.MAGIC:
+                kind, count = protocol.parse_header(frame)
+                rows = np.zeros(count, engine.STATE_DTYPE)
+                rows["count"] = n
+                reply = protocol.pack_rows(rows)
+            else:
+                request = json.loads(frame)
+                reply = json.dumps({"ok": True, "op": request["op"], "time_ns": n,
+                                    "id": request["id"]}).encode()
+            if n == 1:
+                held = (time.monotonic() + delay_first, [identity, reply])
+            else:
+                sock.send_multipart([identity, reply])
+    finally:
+        sock.close()
+        ctx.term()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_late_reply_is_never_taken_for_the_next(kind):
+    url = f"tcp://127.0.0.1:{free_ports()['query']}"
+    stop = threading.Event()
+    server = threading.Thread(target=_fake_query_server, args=(url, 0.4, stop), daemon=True)
+    server.start()
+    try:
+        if kind == "sync":
+            with Client(endpoints={"query": url}, timeout=0.2) as c:
+                with pytest.raises(GatewayTimeout):
+                    c.query({"op": "ping"})
+                time.sleep(0.5)  # the late reply has been sent by now
+                # A binary lookup has no id to check: only the new socket saves it.
+                assert c.lookup([1], [2])["count"].tolist() == [2]
+                assert c.query({"op": "ping"})["time_ns"] == 3
+        else:
+            async def main():
+                async with AsyncClient(endpoints={"query": url}, timeout=0.2) as c:
+                    with pytest.raises(GatewayTimeout):
+                        await c.query({"op": "ping"})
+                    await asyncio.sleep(0.5)
+                    assert (await c.lookup([1], [2]))["count"].tolist() == [2]
+                    assert (await c.query({"op": "ping"}))["time_ns"] == 3
+
+            asyncio.run(main())
+    finally:
+        stop.set()
+        server.join(5)
+
+
+@pytest.mark.timeout(30)
+def test_timeouts_against_an_endpoint_nobody_serves():
+    ports = free_ports()
+    with Client(ports=ports, timeout=0.2, hwm=2, linger=0.2) as c:
+        for call in (c.ping, lambda: c.get("a", "b"), lambda: c.lookup([1], [1]),
+                     lambda: c.send(events(3), ack=True),
+                     lambda: c.send_json([{"entity": "a", "metric": "b", "value": 1}], ack=True)):
+            start = time.monotonic()
+            with pytest.raises(GatewayTimeout) as info:
+                call()
+            assert isinstance(info.value, TimeoutError)
+            assert 0.15 < time.monotonic() - start < 2
+        # Fire-and-forget queues up to the high-water mark, then times out.
+        with pytest.raises(GatewayTimeout, match="high-water mark"):
+            for _ in range(100):
+                c.send(events(1))
+    # close() gave the queued messages `linger` and returned (checked by the timeout).
+
+
+@pytest.mark.timeout(30)
+def test_async_client_round_trips():
+    async def main(eng, ports):
+        async with AsyncClient(ports=ports, max_frame_records=64) as c:
+            assert await c.send(events(200, entities=4)) is None
+            assert await c.send(events(200, entities=4), ack=True) == 200
+            records = [{"entity": "web-01", "metric": "cpu", "value": 0.5, "ts": TS},
+                       {"entity": "web-01", "metric": "mem", "value": 0.7, "ts": TS}]
+            assert await c.send_json(records, ack=True) == 2
+            await c.send_json(records)
+            with pytest.raises(Rejected) as info:
+                await c.send_json([{"entity": "web-01", "metric": "cpu"}], ack=True)
+            assert info.value.reason == "bad_field"
+            await asyncio.to_thread(eng.flush)
+            await asyncio.to_thread(
+                wait_for, lambda: eng.stats()["applied"] == 404)
+            key = engine.entity_id("web-01")
+            row = await c.get(key, engine.metric_id("cpu"))
+            assert (row["entity"], row["metric"], row["count"]) == ("web-01", "cpu", 2)
+            assert len(await c.entity("web-01")) == 2
+            status = await c.status(limit=3)
+            assert status["total"] == 6 and len(status["series"]) == 3
+            assert (await c.top("count", k=1))[0]["count"] == 100
+            assert (await c.stats())["gateway"]["accepted"] == 404
+            assert await c.ping() > 0
+            assert await c.register_names(["x"], ["y"]) == 2
+            assert (await c.query({"op": "get", "entity": 1, "metric": "cpu"}))["ok"]
+            with pytest.raises(QueryError):
+                await c.query({"op": "get", "entity": -1, "metric": "cpu"})
+            rows = await c.lookup([1, 2, "web-01"], "cpu")
+            assert rows["count"].tolist() == [100, 100, 2]
+            # Concurrent requests share one DEALER, one in flight at a time.
+            got = await asyncio.gather(*[c.get(i % 4 + 1, "cpu") for i in range(20)],
+                                       *[c.lookup([i % 4 + 1], "cpu") for i in range(20)])
+            assert [g["entity_id"] for g in got[:20]] == [i % 4 + 1 for i in range(20)]
+            assert [int(g["key"][0]) for g in got[20:]] == [i % 4 + 1 for i in range(20)]
+            # A cancelled request does not disturb the next one.
+            task = asyncio.ensure_future(c.ping())
+            await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert (await c.get(1, "cpu"))["entity_id"] == 1
+        assert c.closed
+        with pytest.raises(EngineError, match="closed"):
+            await c.ping()
+
+    with live() as (eng, ports):
+        asyncio.run(main(eng, ports))
+
+
+@pytest.mark.timeout(30)
+def test_async_timeouts():
+    async def main(ports):
+        async with AsyncClient(ports=ports, timeout=0.2, hwm=2, linger=0.2) as c:
+            for coro in (c.ping(), c.lookup([1], [1]), c.send(events(2), ack=True)):
+                with pytest.raises(GatewayTimeout):
+                    await coro
+            with pytest.raises(GatewayTimeout, match="high-water mark"):
+                for _ in range(100):
+                    await c.send(events(1))
+
+    asyncio.run(main(free_ports()))
+
+
+@pytest.mark.timeout(30)
+def test_use_after_fork_raises():
+    with live() as (eng, ports):
+        c = Client(ports=ports)
+        a = AsyncClient(ports=ports)
+        assert c.ping() > 0  # sockets exist when the fork happens
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: report, never return into pytest
+            code = 1
+            try:
+                errors = []
+                for call in (c.ping, lambda: c.send(events(1)),
+                             lambda: asyncio.run(a.ping())):
+                    try:
+                        call()
+                        errors.append("no error")
+                    except EngineError as exc:
+                        errors.append("fork" if "forked" in str(exc) else repr(exc))
+                c.close()  # must not touch the parent's sockets
+                asyncio.run(a.close())
+                os.write(write, json.dumps(errors).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        with os.fdopen(read) as f:
+            report = f.read()
+        assert os.waitstatus_to_exitcode(status) == 0, report
+        assert json.loads(report) == ["fork", "fork", "fork"]
+        # The parent's clients are untouched.
+        assert c.ping() > 0
+        assert asyncio.run(a.ping()) > 0
+        c.close()
+        asyncio.run(a.close())
+
+
+@pytest.mark.timeout(30)
+def test_configuration_and_life_cycle():
+    ports = free_ports()
+    c = Client("127.0.0.1", ports={"query": ports["query"]},
+               endpoints={"acked": "ipc:///tmp/nowhere"})
+    assert c.endpoints["query"] == f"tcp://127.0.0.1:{ports['query']}"
+    assert c.endpoints["acked"] == "ipc:///tmp/nowhere"
+    assert c.endpoints["ingest"] == f"tcp://127.0.0.1:{protocol.DEFAULT_PORTS['ingest']}"
+    assert c._sockets == {}  # nothing opened until used
+    c.close()
+    c.close()
+    assert c.closed
+    with pytest.raises(EngineError, match="closed"):
+        c.get("a", "b")
+    with pytest.raises(ConfigError):
+        Client(ports={"bogus": 1})
+    with pytest.raises(ConfigError):
+        Client(endpoints={"bogus": "tcp://127.0.0.1:1"})
+    with pytest.raises(ConfigError):
+        Client(timeout=0)
