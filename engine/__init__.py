@@ -12,8 +12,10 @@ state that any process reads without a lock.
 """
 
 from . import errors
+from .client import AsyncClient, Client
 from .config import WAIT_STRATEGIES, EngineConfig
 from .core import Engine, Producer
+from .gateway import Gateway
 from .records import (
     DEFAULT_TS_MAX,
     DEFAULT_TS_MIN,
@@ -28,6 +30,8 @@ from .shm import list_segments
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
+    "Client",
     "DEFAULT_TS_MAX",
     "DEFAULT_TS_MIN",
     "EVENT_DTYPE",
@@ -36,6 +40,7 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "Producer",
+    "Gateway",
     "entity_id",
     "errors",
     "list_segments",

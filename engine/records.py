@@ -97,16 +97,30 @@ def metric_id(name: str) -> int:
 
 
 def _ids(values, hasher, dtype, what: str) -> np.ndarray:
-    if isinstance(values, str):
+    """Ids from an array of ids, or from names and ids mixed in any sequence."""
+    bits = np.dtype(dtype).itemsize * 8
+    if isinstance(values, (str, int, np.integer)):
         values = [values]
-    arr = np.asarray(values)
-    if arr.dtype.kind in "UO":
-        return np.fromiter((hasher(str(v)) for v in arr.ravel()), dtype=dtype, count=arr.size)
-    if arr.dtype.kind not in "ui":
-        raise InvalidEvents(f"{what} must be integer ids or names, got dtype {arr.dtype}")
-    if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
-        raise InvalidEvents(f"{what} ids must not be negative")
-    return arr.astype(dtype, copy=False).ravel()
+    if isinstance(values, np.ndarray) and values.dtype.kind in "ui":
+        if values.dtype.kind == "i" and values.size and values.min() < 0:
+            raise InvalidEvents(f"{what} ids must not be negative")
+        if values.dtype.itemsize * 8 > bits and values.size and values.max() >= 2**bits:
+            raise InvalidEvents(f"{what} ids must fit in {bits} bits")
+        return values.astype(dtype, copy=False).ravel()
+    if isinstance(values, np.ndarray) and values.dtype.kind not in "UO":
+        raise InvalidEvents(f"{what} must be integer ids or names, got dtype {values.dtype}")
+    items = values.ravel().tolist() if isinstance(values, np.ndarray) else list(values)
+
+    # Element by element: np.asarray would turn [1, "web-01"] into strings and
+    # [2**63, 1] into floats.
+    def one(v) -> int:
+        if isinstance(v, str):
+            return hasher(v)
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < 2**bits:
+            return int(v)
+        raise InvalidEvents(f"{what} must be names or u{bits} ids, got {v!r}")
+
+    return np.fromiter((one(v) for v in items), dtype=dtype, count=len(items))
 
 
 def make_events(

@@ -87,7 +87,17 @@ def test_make_events_accepts_names_ids_and_broadcasts():
     assert (ev["ts"] > engine.DEFAULT_TS_MIN).all()
     with pytest.raises(engine.errors.InvalidEvents, match="keys has 2"):
         engine.make_events([1, 2], 1, None, [1.0, 2.0, 3.0])
-    with pytest.raises(engine.errors.InvalidEvents, match="negative"):
+    with pytest.raises(engine.errors.InvalidEvents, match="u64 ids"):
         engine.make_events([-1], 1, None, [1.0])
     with pytest.raises(engine.errors.InvalidEvents, match="ts must be integer"):
         engine.make_events([1], 1, [1.5], [1.0])
+
+
+def test_ids_and_names_mix_in_one_sequence():
+    ev = engine.make_events([7, "web-01", 2**64 - 1], ["cpu", 3, 2**32 - 1], None, [1, 2, 3])
+    assert ev["key"].tolist() == [7, engine.entity_id("web-01"), 2**64 - 1]
+    assert ev["metric"].tolist() == [engine.metric_id("cpu"), 3, 2**32 - 1]
+    with pytest.raises(engine.errors.InvalidEvents, match="u32 ids"):
+        engine.make_events([1], [2**32], None, [1.0])
+    with pytest.raises(engine.errors.InvalidEvents, match="32 bits"):
+        engine.make_events([1], np.array([2**32], np.uint64), None, [1.0])
