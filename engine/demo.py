@@ -64,6 +64,20 @@ class Fleet:
         return ev
 
 
+def workers_table(stats: dict, title: str = "workers"):
+    """A rich table of ``Engine.stats()["workers"]``: one row a worker."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in ("worker", "pid", "applied", "late", "invalid", "full", "series", "batches"):
+        table.add_column(col, justify="right")
+    for w in stats["workers"]:
+        table.add_row(str(w["worker"]), str(w["pid"]), f"{w['applied']:,}", f"{w['stale']:,}",
+                      f"{w['invalid']:,}", f"{w['full']:,}", f"{w['series']:,}",
+                      f"{w['batches']:,}")
+    return table
+
+
 def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 16384,
         wait: str = "block", show: int = 4) -> dict:
     """Run the demo and print what the engine saw.
@@ -140,15 +154,7 @@ def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 
                               f"{r['ewma']:.3f}", f"{r['stale']:,}")
         console.print(table)
 
-        wt = Table(title="workers")
-        for col in ("worker", "pid", "applied", "late", "invalid", "full", "series",
-                    "batches"):
-            wt.add_column(col, justify="right")
-        for w in stats["workers"]:
-            wt.add_row(str(w["worker"]), str(w["pid"]), f"{w['applied']:,}", f"{w['stale']:,}",
-                       f"{w['invalid']:,}", f"{w['full']:,}", f"{w['series']:,}",
-                       f"{w['batches']:,}")
-        console.print(wt)
+        console.print(workers_table(stats))
     rate = submitted / elapsed
     console.print(f"submitted {submitted:,} events in {elapsed:.2f} s: "
                   f"[bold]{rate / 1e6:.1f} M events/s[/] submit-to-applied; "

@@ -383,9 +383,9 @@ def run(settings: Settings, console=None) -> int:
         The engine or the gateway could not start; nothing is left behind.
     """
     from rich.console import Console
-    from rich.table import Table
 
     from .core import Engine
+    from .demo import workers_table
 
     console = console or Console()
 
@@ -454,15 +454,7 @@ def run(settings: Settings, console=None) -> int:
         eng.flush(30.0)                 # everything accepted is applied
         stats = eng.stats()
         counters = _final_counters(stats, gateway.stats())
-        wt = Table(title="workers", title_justify="left")
-        for col in ("worker", "pid", "applied", "late", "invalid", "full", "series",
-                    "batches"):
-            wt.add_column(col, justify="right")
-        for w in stats["workers"]:
-            wt.add_row(str(w["worker"]), str(w["pid"]), f"{w['applied']:,}", f"{w['stale']:,}",
-                       f"{w['invalid']:,}", f"{w['full']:,}", f"{w['series']:,}",
-                       f"{w['batches']:,}")
-        console.print(wt)
+        console.print(workers_table(stats))
         eng.close()
         say("final: " + " ".join(f"{k}={v}" for k, v in counters.items()))
         say("ringflow stopped cleanly")

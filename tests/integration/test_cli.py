@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,25 +21,13 @@ import pytest
 import engine
 from engine.cli import build_parser, main
 from engine.serve import resolve_settings
+from tests.helpers import free_ports
 
 pytestmark = pytest.mark.timeout(60)
 
 REPO = Path(__file__).resolve().parents[2]
 READY = "ringflow serving on "
 SMALL = ["--workers", "2", "--ring-capacity", "4096", "--table-capacity", "4096", "--quiet"]
-
-
-def free_ports(n: int = 4) -> list[int]:
-    """``n`` distinct ports that were free a moment ago (bound to port 0
-    together, so the kernel hands out different ones)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def ports_arg(ports: list[int]) -> str:

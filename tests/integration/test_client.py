@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import threading
 import time
 
@@ -25,21 +24,15 @@ from engine.errors import (
     QueryError,
     Rejected,
 )
+from tests.helpers import free_ports as free_ports_list
 
 TS = 1_732_300_000_000_000_000
 NAMES = ("ingest", "acked", "query", "alerts")
 
 
 def free_ports() -> dict:
-    """Four free TCP ports on 127.0.0.1 (bound to port 0 together, then released)."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in NAMES]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return {name: s.getsockname()[1] for name, s in zip(NAMES, socks)}
-    finally:
-        for s in socks:
-            s.close()
+    """Four free TCP ports on 127.0.0.1, by endpoint name."""
+    return dict(zip(NAMES, free_ports_list(len(NAMES))))
 
 
 def urls(ports: dict) -> dict:

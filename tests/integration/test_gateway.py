@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 import engine
 from engine import protocol as P
+from tests.helpers import free_ports
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,17 +77,6 @@ def strict_json(data: bytes):
 
 
 # --- a live gateway --------------------------------------------------------
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class Live:
