@@ -5,7 +5,7 @@ has few cores), writes its results as JSON into the output directory, and
 the summary collects every target with its measured value.  A Markdown
 version of the summary is written too (``summary.md``), ready to paste.
 
-    python bench/run_all.py --quick          # a smoke run, well under a minute
+    python bench/run_all.py --quick          # a smoke run, about a minute
     python bench/run_all.py                  # the default settings of every script
     python bench/run_all.py --only ring,kernel --pytest
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHES = ("ring", "kernel", "embedded", "idle", "latency", "rss")
+BENCHES = ("ring", "kernel", "embedded", "idle", "latency", "rss", "gateway", "query")
 
 
 def main(argv: list[str] | None = None) -> int:
