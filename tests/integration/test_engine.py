@@ -321,15 +321,18 @@ def test_a_killed_embedding_process_leaves_no_workers_and_no_segments():
         print(" ".join(map(str, eng.pids)), flush=True)
         sys.stdin.read()
     """)
-    before = set(engine.list_segments())
     child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    pids = [int(p) for p in child.stdout.readline().split()]
-    assert len(pids) == 2
-    ours = set(engine.list_segments()) - before
-    assert len(ours) == 3
-    child.kill()
-    child.wait()
+    try:
+        pids = [int(p) for p in child.stdout.readline().split()]
+        assert len(pids) == 2
+        # Only the child's own segments: other ringflow users of the machine
+        # may create and remove theirs meanwhile.
+        ours = {n for n in engine.list_segments() if n.startswith(f"ringflow-{child.pid}-")}
+        assert len(ours) == 3
+    finally:
+        child.kill()
+        child.wait()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         alive = [p for p in pids if psutil.pid_exists(p)
@@ -340,33 +343,3 @@ def test_a_killed_embedding_process_leaves_no_workers_and_no_segments():
         time.sleep(0.05)
     assert not alive, f"workers outlived their engine: {alive}"
     assert not left, f"segments outlived their engine: {left}"
-
-
-def test_one_producer_from_two_threads_is_refused_not_locked():
-    ev = stream(50_000, 100, seed=10, bad=0)
-    with engine.Engine(workers=1, ring_capacity=64) as eng:
-        os.kill(eng.pids[0], signal.SIGSTOP)
-        outcome = []
-        try:
-            t = threading.Thread(target=lambda: outcome.append(eng.submit(ev)))
-            t.start()
-            time.sleep(0.2)  # the thread now waits inside the kernel for room
-            with pytest.raises(engine.errors.ConcurrentUse, match="own producer"):
-                eng.submit(ev[:10])
-        finally:
-            os.kill(eng.pids[0], signal.SIGCONT)
-        t.join(30)
-        assert outcome == [len(ev)]
-        eng.flush()
-        assert eng.stats()["applied"] == len(ev)
-
-
-def test_counters_are_current_the_moment_flush_returns():
-    """A flush that returns has seen the rings released, and the worker
-    publishes its counters before it releases them."""
-    ev = stream(2_000, 50, seed=11, bad=0)
-    with engine.Engine(workers=2) as eng:
-        for i in range(1, 301):
-            eng.submit(ev)
-            eng.flush()
-            assert eng.stats()["applied"] == i * len(ev)
