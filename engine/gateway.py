@@ -106,6 +106,7 @@ class Gateway:
         self._errors: list[BaseException] = []
         self._staging = np.empty(_COALESCE_RECORDS, EVENT_DTYPE)
         self._pull_drain = None
+        self._lookups = None
         self.alerts = None
         try:
             for name, target in (("ingest", self._ingest_loop), ("query", self._query_loop)):
@@ -175,6 +176,8 @@ class Gateway:
         c = self.counters
         out = {**c, "rejected": dict(c["rejected"]), "healthy": self.healthy,
                "errors": [repr(e) for e in self._errors]}
+        if self._lookups is not None:
+            out["queries"] += self._lookups.answered
         drain = self._pull_drain
         if drain is not None:
             # Frames of the PULL socket are counted in C; the few handed back
@@ -302,23 +305,33 @@ class Gateway:
 
     def _query_loop(self, ready: threading.Event) -> None:
         sock = self._bind(zmq.ROUTER, self.config.endpoints["query"])
+        # Binary lookups are answered in C with the GIL released
+        # (engine._wire.LookupServer); JSON requests come back here.
+        server = _wire.LookupServer(self.engine._tableset.header_addresses(),
+                                    self.config.max_message_bytes)
+        self._lookups = server
         ready.set()
         try:
             while not self._stop.is_set():
                 if not sock.poll(_POLL_MS):
                     continue
-                for _ in range(_COALESCE_FRAMES):
-                    try:
-                        parts = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
+                for _ in range(_COALESCE_ROUNDS):
+                    status = server.serve(sock.underlying, _COALESCE_FRAMES)
+                    parts = server.take_pending()
+                    if parts is not None:
+                        envelope, frame = parts[:-1], parts[-1]
+                        try:
+                            reply = self.answer(frame)
+                        except Exception as exc:  # noqa: BLE001 - one query must not stop the rest
+                            self.counters["query_errors"] += 1
+                            reply = json.dumps({"ok": False,
+                                                "error": f"internal: {exc!r}"}).encode()
+                        sock.send_multipart([*envelope, reply])
+                    if status == _wire.ERROR:
+                        raise EngineError(
+                            f"receiving on the query socket failed: errno {server.last_errno}")
+                    if status == _wire.DRAINED:
                         break
-                    envelope, frame = parts[:-1], parts[-1]
-                    try:
-                        reply = self.answer(frame)
-                    except Exception as exc:  # noqa: BLE001 - one query must not stop the rest
-                        self.counters["query_errors"] += 1
-                        reply = json.dumps({"ok": False, "error": f"internal: {exc!r}"}).encode()
-                    sock.send_multipart([*envelope, reply])
         finally:
             sock.close()
 

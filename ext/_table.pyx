@@ -267,6 +267,11 @@ cdef class TableSet:
             found = table_find(th, key, metric, dst)
         return found
 
+    def header_addresses(self):
+        """Addresses of the table headers in shard order, for compiled
+        readers in other modules; the tables must outlive their use."""
+        return [<size_t>self.headers[i] for i in range(self.count)]
+
     def table_of(self, uint64_t key):
         """The table that owns ``key``'s shard."""
         return self.tables[rf_mix64(key) % <uint64_t>self.count]

@@ -15,8 +15,11 @@ received message.
 
 cimport numpy as cnp
 from cpython.buffer cimport PyBUF_WRITABLE
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
+from rf cimport rf_mix64
+from table cimport TableHeader, StateRow, table_find
 
 cnp.import_array()
 
@@ -34,6 +37,8 @@ ctypedef size_t (*msg_size_t)(const rf_zmq_msg_t *) noexcept nogil
 ctypedef int (*msg_close_t)(rf_zmq_msg_t *) noexcept nogil
 ctypedef int (*send_t)(void *, const void *, size_t, int) noexcept nogil
 ctypedef int (*errno_t)() noexcept nogil
+ctypedef int (*msg_more_t)(const rf_zmq_msg_t *) noexcept nogil
+ctypedef int (*msg_send_t)(rf_zmq_msg_t *, void *, int) noexcept nogil
 
 cdef enum:
     ZMQ_DONTWAIT = 1
@@ -64,12 +69,15 @@ cdef msg_size_t z_msg_size
 cdef msg_close_t z_msg_close
 cdef send_t z_send
 cdef errno_t z_errno
+cdef msg_more_t z_msg_more
+cdef msg_send_t z_msg_send
 cdef bint bound = False
 
 
 def bind_libzmq():
     """Resolve the libzmq entry points from the library pyzmq loaded."""
     global z_msg_init, z_msg_recv, z_msg_data, z_msg_size, z_msg_close, z_send, z_errno, bound
+    global z_msg_more, z_msg_send
     if bound:
         return
     import ctypes
@@ -95,6 +103,10 @@ def bind_libzmq():
     z_send = <send_t>a
     a = address("zmq_errno")
     z_errno = <errno_t>a
+    a = address("zmq_msg_more")
+    z_msg_more = <msg_more_t>a
+    a = address("zmq_msg_send")
+    z_msg_send = <msg_send_t>a
     bound = True
 
 
@@ -271,3 +283,184 @@ def send_copies(size_t socket, bytes frame, int64_t count):
                 break
             sent += 1
     return sent
+
+
+cdef enum:
+    MAX_PARTS = 8         # routing envelope frames kept per request
+    ZMQ_SNDMORE = 2
+    LOOKUP = 16
+
+
+cdef class LookupServer:
+    """Answers binary lookups (type 3) on a ROUTER socket in C.
+
+    Every request waiting on the socket is received, and a lookup is
+    answered right there: seqlock reads from the shared tables into a reply
+    buffer, sent back behind the request's routing envelope, with the GIL
+    released throughout.  Any other request (JSON) is left pending for
+    Python with its envelope, as a list of frames.
+
+    Parameters
+    ----------
+    table_addresses : list of int
+        Addresses of the engine's table headers in shard order
+        (``TableSet.header_addresses()``); the tables must outlive this object.
+    max_message_bytes : int
+        Larger requests are answered with an error by Python.
+    """
+    cdef TableHeader **headers
+    cdef uint64_t count
+    cdef size_t max_bytes
+    cdef rf_zmq_msg_t parts[MAX_PARTS]
+    cdef int nparts
+    cdef char *reply
+    cdef size_t reply_room
+    cdef readonly uint64_t answered
+    cdef readonly int last_errno
+
+    def __cinit__(self, list table_addresses, size_t max_message_bytes):
+        bind_libzmq()
+        self.count = len(table_addresses)
+        if self.count == 0:
+            raise ValueError("a lookup server needs at least one table")
+        self.headers = <TableHeader **>PyMem_Malloc(self.count * sizeof(void *))
+        for i, a in enumerate(table_addresses):
+            self.headers[i] = <TableHeader *><size_t>a
+        self.max_bytes = max_message_bytes
+        self.nparts = 0
+        self.reply_room = HEADER + 64 * sizeof(StateRow)
+        self.reply = <char *>PyMem_Malloc(self.reply_room)
+        self.answered = 0
+
+    def __dealloc__(self):
+        self.drop_parts()
+        PyMem_Free(self.headers)
+        PyMem_Free(self.reply)
+
+    cdef void drop_parts(self) noexcept nogil:
+        cdef int i
+        for i in range(self.nparts):
+            z_msg_close(&self.parts[i])
+        self.nparts = 0
+
+    cdef int recv_request(self, void *sock) noexcept nogil:
+        # 1: a whole request in parts[0:nparts]; 0: nothing waiting; -1: error.
+        cdef int rc, more = 1
+        cdef rf_zmq_msg_t spill
+        while more:
+            if self.nparts < MAX_PARTS:
+                z_msg_init(&self.parts[self.nparts])
+                rc = z_msg_recv(&self.parts[self.nparts], sock,
+                                ZMQ_DONTWAIT if self.nparts == 0 else 0)
+                if rc < 0:
+                    z_msg_close(&self.parts[self.nparts])
+                    self.last_errno = z_errno()
+                    self.drop_parts()
+                    return 0 if self.last_errno == 11 else -1
+                more = z_msg_more(&self.parts[self.nparts])
+                self.nparts += 1
+            else:
+                # An envelope deeper than any client of ours sends: read the
+                # rest and drop the request.
+                z_msg_init(&spill)
+                rc = z_msg_recv(&spill, sock, 0)
+                more = rc >= 0 and z_msg_more(&spill)
+                z_msg_close(&spill)
+                if not more:
+                    self.drop_parts()
+                    return 2
+        return 1
+
+    cdef bint is_lookup(self, int64_t *count) noexcept nogil:
+        cdef rf_zmq_msg_t *req = &self.parts[self.nparts - 1]
+        cdef const uint8_t *p = <const uint8_t *>z_msg_data(req)
+        cdef size_t size = z_msg_size(req)
+        cdef uint32_t n
+        if size < HEADER or size > self.max_bytes:
+            return False
+        if p[0] != 0x52 or p[1] != 0x46 or p[2] != 1 or p[3] != 3:
+            return False
+        memcpy(&n, p + 4, 4)
+        if <uint64_t>size - HEADER != <uint64_t>n * LOOKUP:
+            return False
+        count[0] = n
+        return True
+
+    cdef int answer_lookup(self, void *sock, int64_t n) noexcept nogil:
+        cdef size_t need = HEADER + n * sizeof(StateRow)
+        cdef char *grown
+        cdef const uint8_t *p = <const uint8_t *>z_msg_data(&self.parts[self.nparts - 1])
+        cdef uint64_t key
+        cdef uint32_t metric
+        cdef StateRow *row
+        cdef int64_t i
+        cdef int k
+        if need > self.reply_room:
+            with gil:
+                grown = <char *>PyMem_Malloc(need)
+                if grown == NULL:
+                    return -1
+                PyMem_Free(self.reply)
+                self.reply = grown
+                self.reply_room = need
+        self.reply[0] = 0x52
+        self.reply[1] = 0x46
+        self.reply[2] = 1
+        self.reply[3] = 4
+        memcpy(self.reply + 4, p + 4, 4)
+        for i in range(n):
+            memcpy(&key, p + HEADER + i * LOOKUP, 8)
+            memcpy(&metric, p + HEADER + i * LOOKUP + 8, 4)
+            row = <StateRow *>(self.reply + HEADER + i * sizeof(StateRow))
+            if not table_find(self.headers[rf_mix64(key) % self.count], key, metric, row):
+                memset(row, 0, sizeof(StateRow))
+                row.key = key
+                row.metric = metric
+        # The envelope goes back as it came; zmq_msg_send takes each part.
+        for k in range(self.nparts - 1):
+            if z_msg_send(&self.parts[k], sock, ZMQ_SNDMORE) < 0:
+                z_msg_close(&self.parts[k])
+        z_msg_close(&self.parts[self.nparts - 1])
+        self.nparts = 0
+        z_send(sock, self.reply, need, 0)
+        self.answered += 1
+        return 0
+
+    def serve(self, size_t socket, int max_requests):
+        """Answer the lookups waiting on the socket.  Returns DRAINED when it
+        is empty, PENDING when a request for Python is waiting (take it with
+        :meth:`take_pending`), LIMIT after ``max_requests``, or ERROR."""
+        if self.nparts:
+            return D_PENDING
+        cdef void *sock = <void *>socket
+        cdef int status = D_LIMIT, rc, _i
+        cdef int64_t n
+        with nogil:
+            for _i in range(max_requests):
+                rc = self.recv_request(sock)
+                if rc == 0:
+                    status = D_DRAINED
+                    break
+                if rc < 0:
+                    status = D_ERROR
+                    break
+                if rc == 2:
+                    continue
+                if self.is_lookup(&n):
+                    if self.answer_lookup(sock, n) < 0:
+                        status = D_ERROR
+                        break
+                    continue
+                status = D_PENDING
+                break
+        return status
+
+    def take_pending(self):
+        """The pending request as a list of frames (envelope, then the
+        request), or None."""
+        if not self.nparts:
+            return None
+        parts = [(<char *>z_msg_data(&self.parts[i]))[:z_msg_size(&self.parts[i])]
+                 for i in range(self.nparts)]
+        self.drop_parts()
+        return parts
