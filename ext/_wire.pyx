@@ -18,7 +18,7 @@ from cpython.buffer cimport PyBUF_WRITABLE
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
-from rf cimport rf_mix64
+from rf cimport rf_mix64, rf_now_ns
 from table cimport TableHeader, StateRow, table_find
 
 cnp.import_array()
@@ -464,3 +464,42 @@ cdef class LookupServer:
                  for i in range(self.nparts)]
         self.drop_parts()
         return parts
+
+
+def request_loop(size_t socket, bytes request, int64_t count, int window,
+                 cnp.ndarray latencies):
+    """Send ``request`` ``count`` times on a DEALER socket, keeping ``window``
+    requests in flight, and wait for every reply, from C: a query load
+    generator that measures the server, not the client's Python.
+
+    The DEALER's replies come back in order, so reply ``i`` answers request
+    ``i``; its round trip in nanoseconds goes to ``latencies[i]`` (an int64
+    array of at least ``count``).  Returns the number of replies received
+    (fewer than ``count`` only when a receive failed)."""
+    bind_libzmq()
+    if latencies.dtype.itemsize != 8 or latencies.shape[0] < count \
+            or not cnp.PyArray_IS_C_CONTIGUOUS(latencies):
+        raise ValueError("latencies must be a contiguous int64 array of at least count")
+    if window < 1:
+        raise ValueError("window must be positive")
+    cdef int64_t *lat = <int64_t *>cnp.PyArray_DATA(latencies)
+    cdef const char *data = request
+    cdef size_t size = len(request)
+    cdef void *sock = <void *>socket
+    cdef int64_t sent = 0, got = 0
+    cdef rf_zmq_msg_t msg
+    with nogil:
+        while got < count:
+            while sent < count and sent - got < window:
+                lat[sent] = rf_now_ns()
+                if z_send(sock, data, size, 0) < 0:
+                    break
+                sent += 1
+            z_msg_init(&msg)
+            if z_msg_recv(&msg, sock, 0) < 0:
+                z_msg_close(&msg)
+                break
+            z_msg_close(&msg)
+            lat[got] = rf_now_ns() - lat[got]
+            got += 1
+    return got
