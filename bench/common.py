@@ -364,6 +364,34 @@ class Report:
             console.print(f"[dim]note: {n}[/]")
 
 
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds of these processes so far (gone ones count 0)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def free_ports(n: int = 4) -> list[int]:
+    """``n`` distinct TCP ports free on 127.0.0.1 right now."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def cpu_pressure() -> float | None:
     """Share of the last 10 s in which some runnable task waited for a CPU
     (Linux PSI), in percent: how contended the machine was."""

@@ -35,17 +35,6 @@ TARGET_RATE = 30e6
 TARGET_RATIO = 30.0
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def run_workers(workers: int, ev, batches: list[int], series: int, repeats: int,
                 wait: str) -> list[dict]:
     out = []
@@ -60,7 +49,7 @@ def run_workers(workers: int, ev, batches: list[int], series: int, repeats: int,
             views = [ev[i:i + batch] for i in range(0, len(ev), batch)]
             submit = eng.submit
             before = eng.stats()
-            cpu0 = cpu_seconds(eng.pids)
+            cpu0 = C.cpu_seconds(eng.pids)
             pcpu0 = sum(me.cpu_times()[:2])
             wall0 = time.perf_counter()
 
@@ -71,7 +60,7 @@ def run_workers(workers: int, ev, batches: list[int], series: int, repeats: int,
 
             secs = C.time_repeats(run, repeats, warmup=1, setup=lambda: C.advance_time(ev))
             wall = time.perf_counter() - wall0
-            worker_cpu = (cpu_seconds(eng.pids) - cpu0) / wall
+            worker_cpu = (C.cpu_seconds(eng.pids) - cpu0) / wall
             parent_cpu = (sum(me.cpu_times()[:2]) - pcpu0) / wall
             after, lag = C.wait_applied(eng, before["applied"] + len(ev) * (repeats + 1))
             applied = after["applied"] - before["applied"]

@@ -36,7 +36,6 @@ import argparse
 import gc
 import json
 import multiprocessing as mp
-import socket
 import time
 
 import numpy as np
@@ -65,19 +64,10 @@ STALL_S = 10.0
 
 
 def free_endpoints(host: str = "127.0.0.1") -> dict:
-    """Gateway endpoints on four free TCP ports of ``host`` (the defaults,
-    7710-7713, may be taken by a running server)."""
-    socks = []
-    try:
-        for _ in ENDPOINT_NAMES:
-            s = socket.socket()
-            s.bind((host, 0))
-            socks.append(s)
-        ports = [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-    return {name: f"tcp://{host}:{port}" for name, port in zip(ENDPOINT_NAMES, ports)}
+    """Gateway endpoints on four free loopback ports (the defaults, 7710-7713,
+    may be taken by a running server)."""
+    return {name: f"tcp://{host}:{port}"
+            for name, port in zip(ENDPOINT_NAMES, C.free_ports(len(ENDPOINT_NAMES)))}
 
 
 def replay_events(n: int, series: int, seed: int, newest: int,
@@ -100,17 +90,6 @@ def replay_events(n: int, series: int, seed: int, newest: int,
     ts[late] -= rng.integers(1, 10_000_000, int(late.sum()))
     ev["ts"] = ts
     return ev
-
-
-def cpu_seconds(pids) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def stop_process(proc, conn=None, timeout: float = 10.0) -> None:
@@ -299,7 +278,7 @@ def measure(eng, sender: Sender, cmd: tuple, events: int) -> dict:
     me = psutil.Process()
     base = eng.stats()["applied"]
     target = base + events
-    cpu_w0, cpu_s0 = cpu_seconds(eng.pids), cpu_seconds(pids)
+    cpu_w0, cpu_s0 = C.cpu_seconds(eng.pids), C.cpu_seconds(pids)
     cpu_p0 = sum(me.cpu_times()[:2])
     wall0 = time.perf_counter()
     sender.conn.send(cmd)
@@ -320,8 +299,8 @@ def measure(eng, sender: Sender, cmd: tuple, events: int) -> dict:
         time.sleep(0.001)
     wall = time.perf_counter() - wall0
     cpu = {"gateway_cpu_cores": (sum(me.cpu_times()[:2]) - cpu_p0) / wall,
-           "worker_cpu_cores": (cpu_seconds(eng.pids) - cpu_w0) / wall,
-           "sender_cpu_cores": (cpu_seconds(pids) - cpu_s0) / wall}
+           "worker_cpu_cores": (C.cpu_seconds(eng.pids) - cpu_w0) / wall,
+           "sender_cpu_cores": (C.cpu_seconds(pids) - cpu_s0) / wall}
     if not sender.conn.poll(STALL_S):
         raise RuntimeError(f"the sender did not finish {cmd[0]!r}; applied {last - base} "
                            f"of {events} events")

@@ -26,8 +26,6 @@ import multiprocessing as mp
 import os
 import time
 
-import psutil
-
 import engine
 
 try:
@@ -37,17 +35,6 @@ except ImportError:  # pragma: no cover
 
 TARGET_PCT = 2.0
 CHEAP = ("block", "sleep")
-
-
-def cpu_of(pids: list[int]) -> float:
-    s = 0.0
-    for pid in pids:
-        try:
-            t = psutil.Process(pid).cpu_times()
-            s += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return s
 
 
 def run_ns(pid: int) -> int | None:
@@ -67,7 +54,7 @@ def sample_idle(pids: list[int], seconds: float) -> dict:
     """Percent of one core used by ``pids`` over ``seconds``: in total, per
     process, and the median of 0.5 s slices (robust to a stray wake-up)."""
     ns0 = [run_ns(p) for p in pids]
-    per0 = [cpu_of([p]) for p in pids]
+    per0 = [C.cpu_seconds([p]) for p in pids]
     t0 = time.perf_counter()
     slices = []
     last_cpu, last_t = sum(per0), t0
@@ -76,11 +63,11 @@ def sample_idle(pids: list[int], seconds: float) -> dict:
         if now - t0 >= seconds:
             break
         time.sleep(min(0.5, seconds - (now - t0)))
-        c, t = cpu_of(pids), time.perf_counter()
+        c, t = C.cpu_seconds(pids), time.perf_counter()
         slices.append(100.0 * (c - last_cpu) / (t - last_t))
         last_cpu, last_t = c, t
     wall = time.perf_counter() - t0
-    per1 = [cpu_of([p]) for p in pids]
+    per1 = [C.cpu_seconds([p]) for p in pids]
     ns1 = [run_ns(p) for p in pids]
     per = [100.0 * (b - a) / wall for a, b in zip(per0, per1)]
     exact = None

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> C.Report:
     rng = np.random.default_rng(args.seed)
     results = {}
     with engine.Engine(workers=2, table_capacity=args.series) as eng:
-        ports = {n: f"tcp://127.0.0.1:{q}" for n, q in zip(P.DEFAULT_PORTS, _free_ports())}
+        ports = {n: f"tcp://127.0.0.1:{q}" for n, q in zip(P.DEFAULT_PORTS, C.free_ports())}
         eng.serve(endpoints=ports)
         keys, metrics = C.series_ids(args.series)
         ev = C.all_series_once(args.series)
@@ -184,19 +184,6 @@ def main(argv: list[str] | None = None) -> C.Report:
     os.rmdir(tmp)
     C.check_clean(con)
     return rep
-
-
-def _free_ports() -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(4)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 if __name__ == "__main__":
