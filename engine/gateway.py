@@ -100,6 +100,9 @@ class Gateway:
         }
         self._producer = engine.producer()
         self._ctx = zmq.Context()
+        # Queries get a context, and so a libzmq I/O thread, of their own: a
+        # request must not queue behind megabytes of ingest on a shared one.
+        self._query_ctx = zmq.Context()
         self._closed = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -139,8 +142,8 @@ class Gateway:
         """False once a gateway thread has stopped on an error (see ``stats()``)."""
         return not self._errors and all(t.is_alive() for t in self._threads)
 
-    def _bind(self, kind: int, url: str) -> zmq.Socket:
-        sock = self._ctx.socket(kind)
+    def _bind(self, kind: int, url: str, ctx: zmq.Context | None = None) -> zmq.Socket:
+        sock = (ctx or self._ctx).socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, self.config.hwm)
         sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.config.max_message_bytes)
@@ -168,6 +171,7 @@ class Gateway:
             self.alerts.close()
             self.alerts = None
         self._ctx.term()
+        self._query_ctx.term()
         self._producer.release()
 
     def stats(self) -> dict:
@@ -304,7 +308,7 @@ class Gateway:
     # --- queries ------------------------------------------------------------
 
     def _query_loop(self, ready: threading.Event) -> None:
-        sock = self._bind(zmq.ROUTER, self.config.endpoints["query"])
+        sock = self._bind(zmq.ROUTER, self.config.endpoints["query"], self._query_ctx)
         # Binary lookups are answered in C with the GIL released
         # (engine._wire.LookupServer); JSON requests come back here.
         server = _wire.LookupServer(self.engine._tableset.header_addresses(),
