@@ -41,11 +41,10 @@ from .errors import (
     ConfigError,
     EngineError,
     GatewayTimeout,
-    InvalidEvents,
     QueryError,
     Rejected,
 )
-from .records import EVENT_DTYPE, STATE_DTYPE, _ids, as_events, entity_id, metric_id
+from .records import EVENT_DTYPE, STATE_DTYPE, as_events, as_ids, entity_id, metric_id
 
 __all__ = ["Client", "AsyncClient"]
 
@@ -100,29 +99,6 @@ def _event_array(events) -> np.ndarray:
     if isinstance(events, np.ndarray) and events.dtype == EVENT_DTYPE and events.ndim == 1:
         events = np.ascontiguousarray(events)
     return as_events(events)
-
-
-def _id_array(values, hasher, dtype, what: str) -> np.ndarray:
-    """Ids from ids, names or a mix of both, element by element (a mixed list
-    must not turn the id ``1`` into the name ``"1"``); integer and string
-    arrays take the vectorised path."""
-    if isinstance(values, (str, int, np.integer)):
-        values = [values]
-    limit = int(np.iinfo(dtype).max)
-    if isinstance(values, np.ndarray) and values.dtype.kind in "uiU":
-        if values.dtype.kind in "ui" and values.size and int(values.max()) > limit:
-            raise InvalidEvents(f"{what} ids must be in 0..{limit}")
-        return np.ascontiguousarray(_ids(values, hasher, dtype, what))
-    items = values.ravel().tolist() if isinstance(values, np.ndarray) else list(values)
-    out = np.empty(len(items), dtype)
-    for i, v in enumerate(items):
-        if isinstance(v, str):
-            out[i] = hasher(v)
-        elif isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= limit:
-            out[i] = v
-        else:
-            raise InvalidEvents(f"{what} must be names or ids in 0..{limit}, got {v!r}")
-    return out
 
 
 def _plain(value):
@@ -347,8 +323,8 @@ class _ClientBase:
         return int(reply["registered"])
 
     def _plan_lookup(self, keys, metrics) -> _Plan:
-        k = _id_array(keys, entity_id, np.uint64, "keys")
-        m = _id_array(metrics, metric_id, np.uint32, "metrics")
+        k = np.ascontiguousarray(as_ids(keys, entity_id, np.uint64, "keys"))
+        m = np.ascontiguousarray(as_ids(metrics, metric_id, np.uint32, "metrics"))
         if m.size == 1 and k.size != 1:
             m = np.full(k.size, m[0], np.uint32)
         if m.size != k.size:

@@ -32,7 +32,7 @@ from .errors import (
     WorkerDied,
     raise_for_status,
 )
-from .records import STATE_DTYPE, as_events, entity_id, metric_id
+from .records import STATE_DTYPE, as_events, as_ids, entity_id, metric_id
 from .shm import Segment
 
 if TYPE_CHECKING:
@@ -406,10 +406,8 @@ class Engine:
             engine has not seen reads as a row with ``count == 0``.
         """
         self._check()
-        from .records import _ids
-
-        k = np.ascontiguousarray(_ids(keys, entity_id, np.uint64, "keys"))
-        m = np.ascontiguousarray(_ids(metrics, metric_id, np.uint32, "metrics"))
+        k = np.ascontiguousarray(as_ids(keys, entity_id, np.uint64, "keys"))
+        m = np.ascontiguousarray(as_ids(metrics, metric_id, np.uint32, "metrics"))
         if m.size == 1 and k.size != 1:
             m = np.full(k.size, m[0], np.uint32)
         if m.size != k.size:

@@ -96,8 +96,24 @@ def metric_id(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "little")
 
 
-def _ids(values, hasher, dtype, what: str) -> np.ndarray:
-    """Ids from an array of ids, or from names and ids mixed in any sequence."""
+def as_ids(values, hasher, dtype, what: str) -> np.ndarray:
+    """Ids from an array of ids, or from names and ids mixed in any sequence.
+
+    Parameters
+    ----------
+    values : array_like of int or str, or one of them
+    hasher : callable
+        :func:`entity_id` or :func:`metric_id`, applied to names.
+    dtype : numpy dtype
+        ``np.uint64`` for entities, ``np.uint32`` for metrics.
+    what : str
+        How errors name the argument.
+
+    Raises
+    ------
+    InvalidEvents
+        A value that is neither a name nor an id that fits ``dtype``.
+    """
     bits = np.dtype(dtype).itemsize * 8
     if isinstance(values, (str, int, np.integer)):
         values = [values]
@@ -153,8 +169,8 @@ def make_events(
     n = vals.size
     out = np.zeros(n, dtype=EVENT_DTYPE)
     out["value"] = vals
-    k = _ids(keys, entity_id, np.uint64, "keys")
-    m = _ids(metrics, metric_id, np.uint32, "metrics")
+    k = as_ids(keys, entity_id, np.uint64, "keys")
+    m = as_ids(metrics, metric_id, np.uint32, "metrics")
     for name, arr in (("keys", k), ("metrics", m)):
         if arr.size not in (1, n):
             raise InvalidEvents(f"{name} has {arr.size} elements, values has {n}")
