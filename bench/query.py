@@ -390,7 +390,7 @@ def inprocess_rates(eng, reqs: dict[str, list[bytes]], series: int, seed: int,
 def measure(eng, clients: Clients, reqs: list[bytes], kind: str, warmup: float,
             windows: int, window: float) -> dict:
     me = psutil.Process()
-    cpu_c0, cpu_w0 = G.cpu_seconds(clients.pids), G.cpu_seconds(eng.pids)
+    cpu_c0, cpu_w0 = C.cpu_seconds(clients.pids), C.cpu_seconds(eng.pids)
     cpu_g0 = sum(me.cpu_times()[:2])
     wall0 = time.perf_counter()
     applied0 = eng.stats()["applied"]
@@ -399,8 +399,8 @@ def measure(eng, clients: Clients, reqs: list[bytes], kind: str, warmup: float,
     elapsed = (time.perf_counter_ns() - t_meas) / 1e9
     wall = time.perf_counter() - wall0
     cpu = {"gateway_cpu_cores": (sum(me.cpu_times()[:2]) - cpu_g0) / wall,
-           "client_cpu_cores": (G.cpu_seconds(clients.pids) - cpu_c0) / wall,
-           "worker_cpu_cores": (G.cpu_seconds(eng.pids) - cpu_w0) / wall}
+           "client_cpu_cores": (C.cpu_seconds(clients.pids) - cpu_c0) / wall,
+           "worker_cpu_cores": (C.cpu_seconds(eng.pids) - cpu_w0) / wall}
     per_window = []
     merged = new_hist()
     for w in range(windows):
