@@ -39,7 +39,7 @@ class EngineConfig:
         Producer slots: one ring per (producer, worker) pair keeps every ring
         single-producer.  Slot 0 is the embedding process's ``submit``; the
         others are handed out by :meth:`engine.Engine.producer` (the network
-        gateway takes one).
+        gateway takes two: one for PULL ingest, one for acked ingest).
     ring_capacity : int
         Records per ring, rounded up to a power of two.
     table_capacity : int
@@ -58,7 +58,7 @@ class EngineConfig:
     """
 
     workers: int = 2
-    producers: int = 2
+    producers: int = 3
     ring_capacity: int = 1 << 16
     table_capacity: int = 1 << 18
     wait: str = "block"

@@ -93,12 +93,19 @@ class Gateway:
         self.engine = engine
         self.config = config or GatewayConfig()
         self.names = {"entities": {}, "metrics": {}}
-        self.counters = {
-            "messages": 0, "accepted": 0, "invalid": 0,
-            "rejected": {reason: 0 for reason in P.REASONS},
-            "queries": 0, "query_errors": 0,
-        }
-        self._producer = engine.producer()
+        # Each thread counts in a dict of its own (no lock, no lost update);
+        # stats() adds them up.
+        self._tls = threading.local()
+        self._all_counters: list[dict] = []
+        # PULL and acked ingest each have a thread and a producer slot: an
+        # acked message never waits behind fire-and-forget traffic, so
+        # ack_timeout bounds its wait.
+        self._pull_producer = engine.producer()
+        try:
+            self._acked_producer = engine.producer()
+        except EngineError:
+            self._pull_producer.release()
+            raise
         self._ctx = zmq.Context()
         # Queries get a context, and so a libzmq I/O thread, of their own: a
         # request must not queue behind megabytes of ingest on a shared one.
@@ -112,7 +119,8 @@ class Gateway:
         self._lookups = None
         self.alerts = None
         try:
-            for name, target in (("ingest", self._ingest_loop), ("query", self._query_loop)):
+            for name, target in (("pull", self._pull_loop), ("acked", self._acked_loop),
+                                 ("query", self._query_loop)):
                 ready = threading.Event()
                 t = threading.Thread(target=self._run, args=(target, ready),
                                      name=f"ringflow-gateway-{name}", daemon=True)
@@ -172,7 +180,35 @@ class Gateway:
             self.alerts = None
         self._ctx.term()
         self._query_ctx.term()
-        self._producer.release()
+        self._pull_producer.release()
+        self._acked_producer.release()
+
+    @property
+    def _c(self) -> dict:
+        """The calling thread's counters."""
+        c = getattr(self._tls, "counters", None)
+        if c is None:
+            c = {"messages": 0, "accepted": 0, "invalid": 0,
+                 "rejected": {reason: 0 for reason in P.REASONS},
+                 "queries": 0, "query_errors": 0}
+            self._all_counters.append(c)
+            self._tls.counters = c
+        return c
+
+    @property
+    def counters(self) -> dict:
+        """Every thread's counters added up."""
+        total = {"messages": 0, "accepted": 0, "invalid": 0,
+                 "rejected": {reason: 0 for reason in P.REASONS},
+                 "queries": 0, "query_errors": 0}
+        for c in list(self._all_counters):
+            for k, v in c.items():
+                if k == "rejected":
+                    for reason, n in v.items():
+                        total["rejected"][reason] += n
+                else:
+                    total[k] += v
+        return total
 
     def stats(self) -> dict:
         """The gateway's counters: messages, records accepted and invalid,
@@ -193,24 +229,26 @@ class Gateway:
 
     # --- ingest -------------------------------------------------------------
 
-    def _ingest_loop(self, ready: threading.Event) -> None:
+    def _pull_loop(self, ready: threading.Event) -> None:
         pull = self._bind(zmq.PULL, self.config.endpoints["ingest"])
         self._pull_drain = _wire.Drain(self._staging, self.config.max_message_bytes,
                                        _DIRECT_RECORDS)
-        acked = self._bind(zmq.ROUTER, self.config.endpoints["acked"])
         ready.set()
-        poller = zmq.Poller()
-        poller.register(pull, zmq.POLLIN)
-        poller.register(acked, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                events = dict(poller.poll(_POLL_MS))
-                if pull in events:
+                if pull.poll(_POLL_MS):
                     self._drain_pull(pull)
-                if acked in events:
-                    self._serve_acked(acked)
         finally:
             pull.close()
+
+    def _acked_loop(self, ready: threading.Event) -> None:
+        acked = self._bind(zmq.ROUTER, self.config.endpoints["acked"])
+        ready.set()
+        try:
+            while not self._stop.is_set():
+                if acked.poll(_POLL_MS):
+                    self._serve_acked(acked)
+        finally:
             acked.close()
 
     def _decode(self, frame) -> tuple[np.ndarray | None, str | None, str]:
@@ -224,20 +262,21 @@ class Gateway:
                 return P.parse_json_lines(body, self.names), None, ""
             raise P.ProtocolError("bad_type", f"message type {kind} is not an ingest type")
         except P.ProtocolError as exc:
-            self.counters["rejected"][exc.reason] += 1
+            self._c["rejected"][exc.reason] += 1
             return None, exc.reason, str(exc)
         except Exception as exc:  # noqa: BLE001 - one message must never stop ingest
-            self.counters["rejected"]["bad_json"] += 1
+            self._c["rejected"]["bad_json"] += 1
             return None, "bad_json", f"undecodable message: {exc!r}"
 
-    def _submit(self, events: np.ndarray, timeout: float | None) -> tuple[int, int, bool]:
-        """Submit through the gateway's producer, waiting in slices so that a
-        stop request is noticed.  Returns (accepted, handled, complete)."""
+    def _submit(self, producer, events: np.ndarray,
+                timeout: float | None) -> tuple[int, int, bool]:
+        """Submit through one of the gateway's producers, waiting in slices so
+        that a stop request is noticed.  Returns (accepted, handled, complete)."""
         accepted = handled = 0
         deadline = None if timeout is None else time.monotonic() + timeout
         while handled < len(events):
             try:
-                accepted += self._producer.submit(events[handled:], timeout=0.1)
+                accepted += producer.submit(events[handled:], timeout=0.1)
                 handled = len(events)
             except Backpressure as bp:
                 accepted += bp.accepted
@@ -250,9 +289,9 @@ class Gateway:
         return accepted, handled, True
 
     def _count(self, accepted: int, handled: int) -> None:
-        self.counters["accepted"] += accepted
-        self.counters["invalid"] += handled - accepted
-        self.counters["rejected"]["invalid_record"] += handled - accepted
+        self._c["accepted"] += accepted
+        self._c["invalid"] += handled - accepted
+        self._c["rejected"]["invalid_record"] += handled - accepted
 
     def _drain_pull(self, pull: zmq.Socket) -> None:
         # engine._wire receives in C: binary frames are checked and their
@@ -262,12 +301,12 @@ class Gateway:
         for _ in range(_COALESCE_ROUNDS):
             status = drain.drain(pull.underlying, _COALESCE_FRAMES)
             if drain.fill:
-                self._count(*self._submit(drain.take_batch(), None)[:2])
+                self._count(*self._submit(self._pull_producer, drain.take_batch(), None)[:2])
             frame = drain.take_pending()
             if frame is not None:
                 records, _reason, _msg = self._decode(frame)
                 if records is not None and len(records):
-                    self._count(*self._submit(records, None)[:2])
+                    self._count(*self._submit(self._pull_producer, records, None)[:2])
             if status == _wire.ERROR:
                 raise EngineError(
                     f"receiving on the ingest socket failed: errno {drain.last_errno}")
@@ -280,25 +319,26 @@ class Gateway:
                 parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self.counters["messages"] += 1
+            self._c["messages"] += 1
             envelope, frame = parts[:-1], parts[-1]
             records, reason, message = self._decode(frame.buffer)
             if records is None:
                 reply = {"ok": False, "reason": reason, "error": message}
             else:
                 try:
-                    accepted, handled, complete = self._submit(records, self.config.ack_timeout)
+                    accepted, handled, complete = self._submit(
+                        self._acked_producer, records, self.config.ack_timeout)
                 except EngineError as exc:
                     # A dead worker: answer this sender, then stop (healthy
                     # turns false and stats() says why).
-                    self.counters["rejected"]["unavailable"] += 1
+                    self._c["rejected"]["unavailable"] += 1
                     reply = {"ok": False, "reason": "unavailable", "error": str(exc)}
                     sock.send_multipart([*envelope, json.dumps(reply).encode()])
                     raise
                 self._count(accepted, handled)
                 reply = {"ok": True, "accepted": accepted, "rejected": handled - accepted}
                 if not complete:
-                    self.counters["rejected"]["backpressure"] += 1
+                    self._c["rejected"]["backpressure"] += 1
                     reply = {"ok": False, "reason": "backpressure", "accepted": accepted,
                              "handled": handled,
                              "error": f"rings full for {self.config.ack_timeout:g}s; "
@@ -327,7 +367,7 @@ class Gateway:
                         try:
                             reply = self.answer(frame)
                         except Exception as exc:  # noqa: BLE001 - one query must not stop the rest
-                            self.counters["query_errors"] += 1
+                            self._c["query_errors"] += 1
                             reply = json.dumps({"ok": False,
                                                 "error": f"internal: {exc!r}"}).encode()
                         sock.send_multipart([*envelope, reply])
@@ -341,7 +381,7 @@ class Gateway:
 
     def answer(self, frame: bytes) -> bytes:
         """The reply to one query frame (JSON request or binary lookup)."""
-        self.counters["queries"] += 1
+        self._c["queries"] += 1
         if frame[:2] == P.MAGIC:
             try:
                 kind, count = P.parse_header(frame, self.config.max_message_bytes)
@@ -350,7 +390,7 @@ class Gateway:
                 keys, metrics = P.parse_lookup(frame, count)
                 return P.pack_rows(self.engine.get_many(keys, metrics))
             except (P.ProtocolError, EngineError) as exc:
-                self.counters["query_errors"] += 1
+                self._c["query_errors"] += 1
                 return json.dumps({"ok": False, "error": str(exc)}).encode()
         request_id = None
         try:
@@ -364,7 +404,7 @@ class Gateway:
                 raise ValueError(f"unknown op {op!r}; ops: {', '.join(sorted(_QUERY_OPS))}")
             reply = {"ok": True, "op": op, **handler(self, request)}
         except (ValueError, TypeError, KeyError, RecursionError, EngineError) as exc:
-            self.counters["query_errors"] += 1
+            self._c["query_errors"] += 1
             reply = {"ok": False, "error": str(exc)}
         if request_id is not None:
             reply["id"] = request_id
@@ -372,7 +412,7 @@ class Gateway:
             return json.dumps(reply, allow_nan=False).encode()
         except (ValueError, TypeError):
             # The id the client chose is not representable (1e400, NaN).
-            self.counters["query_errors"] += 1
+            self._c["query_errors"] += 1
             return json.dumps({"ok": False, "error": "id must be a finite JSON value"}).encode()
 
     # JSON query operations: each returns the reply's payload.
