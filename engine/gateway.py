@@ -42,6 +42,9 @@ _COALESCE_RECORDS = 65536
 _DIRECT_RECORDS = 1024
 _SERIES_FIELDS = ("count", "sum", "min", "max", "mean", "var", "ewma", "last", "last_ts",
                   "first_ts", "stale")
+_SERIES_INDEX = tuple((name, STATE_DTYPE.names.index(name)) for name in _SERIES_FIELDS)
+_KEY = STATE_DTYPE.names.index("key")
+_METRIC = STATE_DTYPE.names.index("metric")
 
 
 def endpoint_urls(host: str = P.DEFAULT_HOST, ports: dict | None = None) -> dict:
@@ -438,25 +441,38 @@ class Gateway:
         raise ValueError("metric must be a name or a u32 id")
 
     def series_json(self, row) -> dict:
-        """One STATE_DTYPE row as JSON: names where known, non-finite as null."""
-        key, metric = int(row["key"]), int(row["metric"])
+        """One STATE_DTYPE row (a record, or the tuple ``tolist()`` gives) as
+        JSON: names where known, non-finite numbers as null."""
+        values = row if isinstance(row, tuple) else row.tolist()
+        key, metric = values[_KEY], values[_METRIC]
         out = {"entity": self.names["entities"].get(key), "entity_id": key,
                "metric": self.names["metrics"].get(metric), "metric_id": metric}
-        for f in _SERIES_FIELDS:
-            v = row[f].item()
-            out[f] = v if not isinstance(v, float) or math.isfinite(v) else None
+        for name, i in _SERIES_INDEX:
+            v = values[i]
+            out[name] = v if not isinstance(v, float) or math.isfinite(v) else None
         return out
+
+    def _rows_json(self, rows: np.ndarray) -> list[dict]:
+        # One tolist() for the whole array instead of a NumPy scalar per field.
+        return [self.series_json(values) for values in rows.tolist()]
 
     def _op_ping(self, request: dict) -> dict:
         return {"time_ns": time.time_ns()}
 
     def _op_get(self, request: dict) -> dict:
-        row = self.engine.get(self._entity_arg(request), self._metric_arg(request))
-        return {"series": None if row is None else self.series_json(row)}
+        # A row buffer per thread, read straight from the shared table: no
+        # NumPy record object per request.
+        out = getattr(self._tls, "row", None)
+        if out is None:
+            out = self._tls.row = np.empty(1, STATE_DTYPE)
+        key, metric = self._entity_arg(request), self._metric_arg(request)
+        self.engine._check()
+        if not self.engine._tableset.find_into(key, metric, out):
+            return {"series": None}
+        return {"series": self.series_json(out.tolist()[0])}
 
     def _op_entity(self, request: dict) -> dict:
-        rows = self.engine.entity_rows(self._entity_arg(request))
-        return {"series": [self.series_json(r) for r in rows]}
+        return {"series": self._rows_json(self.engine.entity_rows(self._entity_arg(request)))}
 
     def _limit(self, request: dict, name: str = "limit", default: int = 100) -> int:
         value = request.get(name, default)
@@ -468,7 +484,7 @@ class Gateway:
         # Until rules exist (issue #4) every series is OK: list them all.
         limit = self._limit(request)
         snap = self.engine.snapshot()
-        return {"total": len(snap), "series": [self.series_json(r) for r in snap[:limit]]}
+        return {"total": len(snap), "series": self._rows_json(snap[:limit])}
 
     def _op_top(self, request: dict) -> dict:
         field = request.get("field", "last")
@@ -482,7 +498,7 @@ class Gateway:
         values = snap[field].astype(np.float64)
         values = np.where(np.isnan(values), -np.inf if order == "desc" else np.inf, values)
         idx = np.argsort(-values if order == "desc" else values, kind="stable")[:k]
-        return {"series": [self.series_json(r) for r in snap[idx]]}
+        return {"series": self._rows_json(snap[idx])}
 
     def _op_stats(self, request: dict) -> dict:
         return {"stats": {**self.engine.stats(), "gateway": self.stats()}}
@@ -511,4 +527,3 @@ _QUERY_OPS = {
     "names": Gateway._op_names,
 }
 
-assert STATE_DTYPE.names is not None
