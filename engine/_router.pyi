@@ -5,6 +5,7 @@ from collections.abc import Buffer
 import numpy as np
 
 COUNTER_NAMES: tuple[str, ...]
+STATUS_BUSY: int
 
 def shard_of(keys: np.ndarray, workers: int) -> np.ndarray: ...
 

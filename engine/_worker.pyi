@@ -5,7 +5,6 @@ from collections.abc import Buffer
 BLOCK_BYTES: int
 CONTROL_OFFSET: int
 COUNTERS_OFFSET: int
-CONTROL_NAMES: tuple[str, ...]
 COUNTER_NAMES: tuple[str, ...]
 STATUS_TIMEOUT: int
 STATUS_STOPPED: int

@@ -27,10 +27,7 @@ __all__ = [
 STATUS_OK = 0
 STATUS_TIMEOUT = 1
 STATUS_STOPPED = 2
-STATUS_PARENT_GONE = 3
-STATUS_BAD_ARGUMENT = 4
-STATUS_TABLE_FULL = 5
-STATUS_BUSY = 6
+STATUS_BUSY = 3
 
 
 class EngineError(Exception):
@@ -113,10 +110,6 @@ def raise_for_status(status: int, what: str) -> None:
             f"{what}: this producer is in use by another thread; "
             "give each thread its own producer (Engine.producer())"
         )
-    if status == STATUS_BAD_ARGUMENT:
-        raise EngineError(f"{what}: bad argument")
-    if status == STATUS_TABLE_FULL:
-        raise EngineError(f"{what}: state table full")
     raise EngineError(f"{what}: kernel status {status}")
 
 

@@ -16,8 +16,6 @@ cdef enum:
     RING_MAGIC = 0x52464c52494e4731   # "RFLRING1"
 
 HEADER_BYTES = sizeof(RingHeader)
-BELL_BYTES = 64
-RECORD_BYTES = sizeof(Event)
 WAIT_KINDS = {"spin": WAIT_SPIN, "yield": WAIT_YIELD, "sleep": WAIT_SLEEP,
               "block": WAIT_BLOCK}
 STATUS_OK = RF_OK
@@ -123,11 +121,6 @@ cdef class Ring:
         """The consumer cursor: every sequence below it has been released."""
         self.check()
         return rf_load_acquire_i64(&self.h.consumed)
-
-    @property
-    def data_offset(self):
-        self.check()
-        return self.h.data
 
     # --- producer side -------------------------------------------------
 

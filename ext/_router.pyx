@@ -15,6 +15,7 @@ cnp.import_array()
 
 # Producer counters, u64 slots after the producer's doorbell line.
 COUNTER_NAMES = ("accepted", "invalid", "batches")
+STATUS_BUSY = RF_BUSY
 cdef enum:
     PC_ACCEPTED = 0
     PC_INVALID = 1

@@ -19,7 +19,6 @@ cdef enum:
 BLOCK_BYTES = WB_BYTES
 CONTROL_OFFSET = WB_CONTROL
 COUNTERS_OFFSET = WB_COUNTERS
-CONTROL_NAMES = ("stop", "ready", "pid")
 COUNTER_NAMES = ("applied", "invalid", "full", "stale", "batches", "max_batch")
 cdef enum:
     WC_STOP = 0

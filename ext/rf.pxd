@@ -38,10 +38,7 @@ cdef enum:
     RF_OK = 0
     RF_TIMEOUT = 1        # a wait slice ran out; the caller decides what next
     RF_STOPPED = 2        # a worker saw its stop flag with its rings drained
-    RF_PARENT_GONE = 3    # the engine process that started a worker is gone
-    RF_BAD_ARGUMENT = 4
-    RF_TABLE_FULL = 5
-    RF_BUSY = 6           # a single-threaded endpoint was entered twice
+    RF_BUSY = 3           # a single-threaded endpoint was entered twice
 
 # The 32-byte event record (engine.EVENT_DTYPE mirrors it field for field).
 ctypedef struct Event:

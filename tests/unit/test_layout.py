@@ -101,3 +101,13 @@ def test_ids_and_names_mix_in_one_sequence():
         engine.make_events([1], [2**32], None, [1.0])
     with pytest.raises(engine.errors.InvalidEvents, match="32 bits"):
         engine.make_events([1], np.array([2**32], np.uint64), None, [1.0])
+
+
+def test_status_codes_mirror_the_kernels():
+    """engine.errors maps the kernels' codes without importing them: the two
+    lists must agree."""
+    from engine import _ring, _router, _worker, errors
+
+    assert (_ring.STATUS_OK, _ring.STATUS_TIMEOUT) == (errors.STATUS_OK, errors.STATUS_TIMEOUT)
+    assert _worker.STATUS_STOPPED == errors.STATUS_STOPPED
+    assert _router.STATUS_BUSY == errors.STATUS_BUSY
