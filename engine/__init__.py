@@ -12,11 +12,14 @@ state that any process reads without a lock.
 """
 
 from . import errors
+from .alerts import AlertStream
 from .client import AsyncClient, Client
 from .config import WAIT_STRATEGIES, EngineConfig
 from .core import Engine, Producer
 from .gateway import Gateway
+from .health import STATUS_NAMES, Alert
 from .records import (
+    ALERT_DTYPE,
     DEFAULT_TS_MAX,
     DEFAULT_TS_MIN,
     EVENT_DTYPE,
@@ -25,11 +28,15 @@ from .records import (
     make_events,
     metric_id,
 )
+from .rules import Rules, parse_duration
 from .shm import list_segments
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALERT_DTYPE",
+    "Alert",
+    "AlertStream",
     "AsyncClient",
     "Client",
     "DEFAULT_TS_MAX",
@@ -41,10 +48,13 @@ __all__ = [
     "EngineConfig",
     "Producer",
     "Gateway",
+    "Rules",
+    "STATUS_NAMES",
     "entity_id",
     "errors",
     "list_segments",
     "make_events",
     "metric_id",
+    "parse_duration",
     "__version__",
 ]

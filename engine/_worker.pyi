@@ -14,11 +14,11 @@ class WorkerLoop:
         self,
         control_buffer: Buffer,
         table_buffer: Buffer,
+        rules_buffer: Buffer,
         ring_offsets: list[int],
         block_offset: int,
-        ts_min: int,
-        ts_max: int,
-        ewma_alpha: float,
+        alert_ring_offset: int,
+        settings: dict,
         wait_kind: int,
     ) -> None: ...
     def release_buffers(self) -> None: ...

@@ -31,14 +31,15 @@ def main(spec: dict) -> None:
 
     control = Segment.attach(spec["control"])
     table = Segment.attach(spec["table"])
+    rules = Segment.attach(spec["rules"])
     loop = WorkerLoop(
         control.buf,
         table.buf,
+        rules.buf,
         spec["rings"],
         spec["block"],
-        spec["ts_min"],
-        spec["ts_max"],
-        spec["ewma_alpha"],
+        spec["alert_ring"],
+        spec["settings"],
         spec["wait_code"],
     )
     try:
@@ -52,6 +53,7 @@ def main(spec: dict) -> None:
         loop.release_buffers()
         control.close()
         table.close()
+        rules.close()
 
 
 if __name__ == "__main__":

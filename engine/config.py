@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 from .records import DEFAULT_TS_MAX, DEFAULT_TS_MIN
+from .rules import Rules, parse_duration
 
 __all__ = ["EngineConfig", "Layout", "WAIT_STRATEGIES"]
 
@@ -18,7 +19,7 @@ WORKER_BLOCK_BYTES = 256
 PRODUCER_BLOCK_BYTES = 128
 EVENT_BYTES = 32
 CONTROL_HEADER_BYTES = 64
-ROW_BYTES = 128
+ROW_BYTES = 256
 INDEX_ENTRY_BYTES = 16
 TABLE_HEADER_BYTES = 128
 
@@ -48,8 +49,25 @@ class EngineConfig:
     wait : {"block", "sleep", "yield", "spin"}
         What an idle worker and a producer facing a full ring do.  ``block``
         (the default) parks on a futex and costs nothing while idle.
-    ewma_alpha : float
-        Weight of each in-order reading in the exponentially weighted mean.
+    window : float or str
+        Width of the tumbling windows in event time: seconds, or a string
+        such as ``"60s"`` or ``"5m"`` (docs/health.md).
+    lateness : float or str, optional
+        How long after its end a window still takes late events; at most
+        ``window``.  Default: 10 s, or the window if that is shorter.  A
+        rules file's ``[defaults] lateness`` overrides it.
+    half_life : float or str
+        Half-life of the EWMA, in event time.
+    views : tuple of 3 numbers
+        Horizons of the sliding views, in windows (1m/5m/15m with 60 s
+        windows).
+    rules : str, dict, engine.rules.Rules or None
+        Health rules: a TOML file path, a TOML string or a dict.
+    alert_capacity : int
+        Alerts each worker's alert ring holds before it drops (and counts)
+        them; rounded up to a power of two.
+    tick : float or str
+        How often each worker checks its series' TTLs.
     ts_min, ts_max : int
         Sane range of event times (ns since the epoch); events outside it are
         rejected and counted.
@@ -62,7 +80,13 @@ class EngineConfig:
     ring_capacity: int = 1 << 16
     table_capacity: int = 1 << 18
     wait: str = "block"
-    ewma_alpha: float = 0.1
+    window: float | str = "60s"
+    lateness: float | str | None = None
+    half_life: float | str = "10s"
+    views: tuple = (1, 5, 15)
+    rules: object = None
+    alert_capacity: int = 4096
+    tick: float | str = "250ms"
     ts_min: int = DEFAULT_TS_MIN
     ts_max: int = DEFAULT_TS_MAX
     start_timeout: float = 60.0
@@ -82,10 +106,60 @@ class EngineConfig:
              f"table_capacity must be in 1..2**28 series, got {self.table_capacity!r}")
         need(self.wait in _WAIT_CODES,
              f"wait must be one of {', '.join(WAIT_STRATEGIES)}; got {self.wait!r}")
-        need(0.0 < float(self.ewma_alpha) <= 1.0,
-             f"ewma_alpha must be in (0, 1], got {self.ewma_alpha!r}")
+        need(self.window_ns > 0, f"window must be positive, got {self.window!r}")
+        need(self.half_life_ns > 0, f"half_life must be positive, got {self.half_life!r}")
+        need(self.tick_ns >= 1_000_000, f"tick must be at least 1ms, got {self.tick!r}")
+        need(isinstance(self.views, (tuple, list)) and len(self.views) == 3
+             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                     for v in self.views),
+             f"views must be 3 positive horizons in windows, got {self.views!r}")
+        need(isinstance(self.alert_capacity, int) and 16 <= self.alert_capacity <= 1 << 24,
+             f"alert_capacity must be in 16..2**24, got {self.alert_capacity!r}")
+        need(int(self.ts_min) >= 0, "ts_min must not be negative")
+        object.__setattr__(self, "views", tuple(self.views))
+        rules = self.health_rules
+        rules.check_window(self.window_ns)
+        need(self.lateness_ns <= self.window_ns,
+             f"lateness ({self.lateness!r}) must not exceed the window ({self.window!r})")
         need(int(self.ts_min) < int(self.ts_max), "ts_min must be below ts_max")
         need(self.start_timeout > 0, "start_timeout must be positive")
+
+    @property
+    def window_ns(self) -> int:
+        return parse_duration(self.window, "window")
+
+    @property
+    def lateness_ns(self) -> int:
+        if self.lateness is None:
+            return min(10_000_000_000, self.window_ns)
+        return parse_duration(self.lateness, "lateness")
+
+    @property
+    def half_life_ns(self) -> int:
+        return parse_duration(self.half_life, "half_life")
+
+    @property
+    def tick_ns(self) -> int:
+        return parse_duration(self.tick, "tick")
+
+    @property
+    def health_rules(self) -> Rules:
+        """The rules, parsed and validated (:class:`engine.rules.Rules`)."""
+        cached = self.__dict__.get("_rules")
+        if cached is None:
+            cached = Rules.load(self.rules, views=self.views)
+            object.__setattr__(self, "_rules", cached)
+        return cached
+
+    @property
+    def effective_lateness_ns(self) -> int:
+        """The lateness the workers use: the rules' when they set one."""
+        rules = self.health_rules
+        return self.lateness_ns if rules.lateness_ns is None else rules.lateness_ns
+
+    @property
+    def alert_slots(self) -> int:
+        return _pow2_at_least(self.alert_capacity)
 
     @property
     def wait_code(self) -> int:
@@ -112,15 +186,25 @@ class EngineConfig:
 class Layout:
     """Byte offsets inside the control segment of one engine.
 
-    Worker blocks (doorbell, control words, counters), then producer blocks
-    (doorbell, counters), then one header per ring, then the ring records,
+    A header line (the alert doorbells), worker blocks (doorbell, control
+    words, counters), then producer blocks (doorbell, counters), then one
+    header per event ring and one per alert ring, then the ring records,
     page-aligned.  Ring ``(p, w)`` carries producer ``p``'s events to worker
-    ``w``.
+    ``w``; alert ring ``w`` carries worker ``w``'s status changes to the
+    engine.
     """
 
     workers: int
     producers: int
     ring_slots: int
+    alert_slots: int = 4096
+
+    #: The engine's alert thread sleeps on this doorbell, shared by every
+    #: alert ring.
+    ALERT_CONSUMER_BELL = 8
+    #: Workers never wait for room in an alert ring (they count a drop),
+    #: so its producer doorbell is one nobody sleeps on.
+    ALERT_PRODUCER_BELL = 16
 
     @property
     def worker_base(self) -> int:
@@ -146,17 +230,23 @@ class Layout:
     def ring_header(self, p: int, w: int) -> int:
         return self.ring_header_base + self.ring_index(p, w) * RING_HEADER_BYTES
 
+    def alert_header(self, w: int) -> int:
+        return self.ring_header(self.producers, 0) + w * RING_HEADER_BYTES
+
     @property
     def data_base(self) -> int:
-        end = self.ring_header(self.producers, 0)
+        end = self.alert_header(self.workers)
         return (end + 4095) // 4096 * 4096
 
     def ring_data(self, p: int, w: int) -> int:
         return self.data_base + self.ring_index(p, w) * self.ring_slots * EVENT_BYTES
 
+    def alert_data(self, w: int) -> int:
+        return self.ring_data(self.producers, 0) + w * self.alert_slots * EVENT_BYTES
+
     @property
     def total_bytes(self) -> int:
-        return self.ring_data(self.producers, 0)
+        return self.alert_data(self.workers)
 
     def rings_of_worker(self, w: int) -> list[int]:
         return [self.ring_header(p, w) for p in range(self.producers)]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import _ring, _router, _table, _worker
+from .alerts import AlertHub, AlertStream
 from .config import (
     PRODUCER_BLOCK_BYTES,
     WORKER_BLOCK_BYTES,
@@ -32,7 +33,9 @@ from .errors import (
     WorkerDied,
     raise_for_status,
 )
+from .health import STATUS_CODES, STATUS_NAMES, series_dict
 from .records import STATE_DTYPE, as_events, as_ids, entity_id, metric_id
+from .rules import RULES_SEGMENT_BYTES, Rules
 from .shm import Segment
 
 if TYPE_CHECKING:
@@ -188,7 +191,14 @@ class Engine:
 
             base = replace(base, **settings)
         self.config = cfg = base
-        self.layout = lay = Layout(cfg.workers, cfg.producers, cfg.ring_slots)
+        self.layout = lay = Layout(cfg.workers, cfg.producers, cfg.ring_slots, cfg.alert_slots)
+        self._rules = cfg.health_rules
+        #: Names the engine has seen, by id: ``{"entities": {...}, "metrics": {...}}``.
+        #: Queries and alerts show names from here; the gateway fills it
+        #: from JSON ingest, :meth:`register_names` from Python.
+        self.names: dict = {"entities": {}, "metrics": dict(self._rules.metric_names())}
+        self._alerts: AlertHub | None = None
+        self._rules_generation = 0
         self._closed = False
         self._closing = False
         self._dead: WorkerDied | None = None
@@ -219,6 +229,14 @@ class Engine:
                     buf, lay.ring_header(p, w), lay.ring_slots, lay.ring_data(p, w),
                     lay.producer_block(p), lay.worker_block(w),
                 )
+        for w in range(cfg.workers):
+            _ring.init_header(
+                buf, lay.alert_header(w), lay.alert_slots, lay.alert_data(w),
+                lay.ALERT_PRODUCER_BELL, lay.ALERT_CONSUMER_BELL,
+            )
+        self._rules_segment = Segment.create(RULES_SEGMENT_BYTES, "rul")
+        self._segments.append(self._rules_segment)
+        self._write_rules(self._rules)
         self._table_segments = []
         for w in range(cfg.workers):
             seg = Segment.create(cfg.table_bytes(), f"t{w}")
@@ -233,11 +251,20 @@ class Engine:
             spec = {
                 "control": self._control.name,
                 "table": self._table_segments[w].name,
+                "rules": self._rules_segment.name,
                 "rings": lay.rings_of_worker(w),
                 "block": lay.worker_block(w),
-                "ts_min": int(cfg.ts_min),
-                "ts_max": int(cfg.ts_max),
-                "ewma_alpha": float(cfg.ewma_alpha),
+                "alert_ring": lay.alert_header(w),
+                "settings": {
+                    "ts_min": int(cfg.ts_min),
+                    "ts_max": int(cfg.ts_max),
+                    "window_ns": cfg.window_ns,
+                    "lateness_ns": cfg.effective_lateness_ns,
+                    "half_life_ns": float(cfg.half_life_ns),
+                    "views": [float(v) for v in cfg.views],
+                    "ttl_ns": self._rules.ttl_ns,
+                    "tick_ns": cfg.tick_ns,
+                },
                 "wait_code": cfg.wait_code,
                 "parent_pid": os.getpid(),
             }
@@ -261,6 +288,14 @@ class Engine:
         self._tables = [_table.Table(seg.buf) for seg in self._table_segments]
         self._tableset = _table.TableSet(self._tables)
         self._default = self.producer()
+        self._alerts = AlertHub(
+            _ring.RingSet(buf, [lay.alert_header(w) for w in range(cfg.workers)]),
+            cfg.workers,
+            lambda: _ring.ring_bell(self._control.buf, lay.ALERT_CONSUMER_BELL),
+            self._alerts_dropped,
+            self.names,
+            cfg.views,
+        )
 
         read_fd, write_fd = os.pipe()
         self._wake_fd.extend([read_fd, write_fd])
@@ -500,8 +535,191 @@ class Engine:
             + sum(w["invalid"] for w in workers),
             "rejected_table_full": sum(w["full"] for w in workers),
             "stale": sum(w["stale"] for w in workers),
+            "late": sum(w["late"] for w in workers),
             "series": sum(w["series"] for w in workers),
+            "alerts": sum(w["alerts"] for w in workers),
+            "alerts_dropped": sum(w["alerts_dropped"] for w in workers),
+            "alerts_delivered": self._alerts.delivered if self._alerts else 0,
+            "alert_callback_errors": self._alerts.callback_errors if self._alerts else 0,
         }
+
+    # --- health: rules, status, alerts ------------------------------------
+
+    def _write_rules(self, rules: Rules) -> int:
+        """Publish rules to the workers under the segment's generation word
+        (a seqlock: odd while writing).  Returns the new generation."""
+        image = rules.encode(self.config.views)
+        buf = self._rules_segment.buf
+        gen = self._rules_generation
+        _ring.store_u64(buf, 0, gen + 1)
+        # x86 keeps stores in order, so the workers see the odd generation
+        # before any byte of the new image, and the image before the even one.
+        buf[8:len(image)] = image[8:]
+        _ring.store_u64(buf, 0, gen + 2)
+        self._rules_generation = gen + 2
+        return gen + 2
+
+    def _alerts_dropped(self) -> int:
+        at = _worker.COUNTERS_OFFSET + 8 * _worker.COUNTER_NAMES.index("alerts_dropped")
+        buf = self._control.buf
+        return sum(_ring.load_u64(buf, self.layout.worker_block(w) + at)[0]
+                   for w in range(self.config.workers))
+
+    @property
+    def rules(self) -> Rules:
+        """The rules in force (:class:`engine.rules.Rules`)."""
+        return self._rules
+
+    def reload_rules(self, rules, timeout: float = 10.0) -> Rules:
+        """Replace the rules on the running engine, keeping all state.
+
+        Each worker takes the new rules between two batches, re-resolves
+        every series' rule and re-evaluates it at its newest event time
+        (docs/health.md, Reload).  Returns once every worker has done so.
+
+        Parameters
+        ----------
+        rules : str, dict or Rules
+            A TOML file path, a TOML string or a dict.
+        timeout : float
+            Seconds to wait for the workers.
+
+        Returns
+        -------
+        Rules
+            The rules now in force.
+
+        Raises
+        ------
+        ConfigError
+            The rules are invalid; the old ones stay in force.
+        EngineError
+            A worker did not take them within ``timeout``.
+        """
+        self._check()
+        cfg = self.config
+        parsed = Rules.load(rules, views=cfg.views)
+        parsed.check_window(cfg.window_ns)
+        self.names["metrics"].update(parsed.metric_names())
+        gen = self._write_rules(parsed)
+        self._rules = parsed
+        lay, buf = self.layout, self._control.buf
+        at = _worker.COUNTER_NAMES.index("rules_generation")
+        deadline = time.monotonic() + timeout
+        for w in range(cfg.workers):
+            _ring.ring_bell(buf, lay.worker_block(w))
+            word = lay.worker_block(w) + _worker.COUNTERS_OFFSET + 8 * at
+            while _ring.load_u64(buf, word)[0] < gen:
+                self._check()
+                if time.monotonic() > deadline:
+                    raise EngineError(f"worker {w} did not take the new rules within {timeout:g}s")
+                time.sleep(0.001)
+        return parsed
+
+    def register_names(self, entities=(), metrics=()) -> None:
+        """Remember entity and metric names, so that queries and alerts show
+        them instead of ids.
+
+        Parameters
+        ----------
+        entities, metrics : iterable of str
+        """
+        for kind, hasher, values in (("entities", entity_id, entities),
+                                     ("metrics", metric_id, metrics)):
+            for name in values:
+                if not isinstance(name, str):
+                    raise TypeError(f"{kind} names must be strings, got {name!r}")
+                self.names[kind].setdefault(hasher(name), name)
+
+    def alerts(self, timeout: float | None = None) -> AlertStream:
+        """Iterate the status changes from now on.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            End the iteration when no alert came for this many seconds
+            (default: wait until the engine closes).
+
+        Returns
+        -------
+        AlertStream
+            Yields :class:`engine.Alert` objects; close it (or use it as a
+            context manager) to stop receiving.
+
+        Examples
+        --------
+        >>> with eng.alerts(timeout=1.0) as stream:          # doctest: +SKIP
+        ...     for alert in stream:
+        ...         print(alert)
+        web-17 disk: OK -> CRIT (last = 0.97)
+        """
+        self._check()
+        return AlertStream(self._alerts, timeout)
+
+    def on_alert(self, callback):
+        """Call ``callback(alert)`` for every status change, on the engine's
+        alert thread (keep it short).  Returns ``callback``, so it works as
+        a decorator; :meth:`remove_alert_callback` undoes it."""
+        self._check()
+        self._alerts.add_callback(callback)
+        return callback
+
+    def remove_alert_callback(self, callback) -> None:
+        """Stop calling ``callback``; once this returns it is not running."""
+        if self._alerts is not None:
+            self._alerts.remove_callback(callback)
+
+    def series(self, key: int | str, metric: int | str) -> dict | None:
+        """One series as a readable dict: statistics, windows, quantiles,
+        views, status and since when (``None`` if the engine has not seen
+        it)."""
+        row = self.get(key, metric)
+        if row is None:
+            return None
+        cfg = self.config
+        return series_dict(row, self.names, window_ns=cfg.window_ns, views=cfg.views)
+
+    def entity(self, key: int | str) -> dict:
+        """Every series of one entity as readable dicts, worst status first,
+        with the entity's status (the worst of its series)."""
+        cfg = self.config
+        rows = [series_dict(r, self.names, window_ns=cfg.window_ns, views=cfg.views)
+                for r in self.entity_rows(key).tolist()]
+        return _entity_summary(_series_key(key), rows, self.names)
+
+    def status(self, min_status: str = "WARN") -> list[dict]:
+        """Entities with a series at ``min_status`` or worse, worst first.
+
+        An entity's status is the worst of its series' (severity order OK <
+        WARN < STALE < CRIT); ties go to the longest-standing.
+
+        Returns
+        -------
+        list of dict
+            ``entity``, ``entity_id``, ``status``, ``since`` and ``series``
+            (the series at ``min_status`` or worse, as :meth:`series` gives).
+        """
+        self._check()
+        if min_status not in STATUS_CODES:
+            raise ValueError(f"min_status must be one of {', '.join(STATUS_NAMES)}")
+        level = STATUS_CODES[min_status]
+        cfg = self.config
+        by_key: dict[int, list] = {}
+        for t in self._tables:
+            size = 256
+            while True:
+                out = np.empty(size, STATE_DTYPE)
+                n = t.select_status_into(level, out)
+                if n >= 0:
+                    break
+                size = -n + 256
+            for values in out[:n].tolist():
+                by_key.setdefault(values[1], []).append(
+                    series_dict(values, self.names, window_ns=cfg.window_ns, views=cfg.views))
+        entities = [_entity_summary(k, rows, self.names) for k, rows in by_key.items()]
+        entities.sort(key=lambda e: (-STATUS_CODES[e["status"]], e["since"] or 0,
+                                     e["entity"] or ""))
+        return entities
 
     # --- network gateway ------------------------------------------------
 
@@ -576,6 +794,9 @@ class Engine:
                     p.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     pass
+            if self._alerts is not None:
+                # After the workers: the alerts of the drained events too.
+                self._alerts.close()
             if self._wake_fd:
                 os.write(self._wake_fd[1], b"x")
                 self._watcher.join(5)
@@ -603,3 +824,13 @@ class Engine:
 # Worker and producer block sizes are also baked into the compiled modules.
 assert _worker.BLOCK_BYTES == WORKER_BLOCK_BYTES
 assert PRODUCER_BLOCK_BYTES >= 64 + 8 * len(_router.COUNTER_NAMES)
+
+
+def _entity_summary(key: int, rows: list[dict], names: dict) -> dict:
+    """An entity's status from its series: the worst, since the earliest
+    change among the series at that level."""
+    rows.sort(key=lambda r: (-STATUS_CODES[r["status"]], r["since"] or 0))
+    worst = rows[0]["status"] if rows else "OK"
+    since = [r["since"] for r in rows if r["status"] == worst and r["since"] is not None]
+    return {"entity": names["entities"].get(key), "entity_id": key, "status": worst,
+            "since": min(since) if since else None, "series": rows}

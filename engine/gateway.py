@@ -19,7 +19,6 @@ Python object per frame, and their records are submitted as one batch.
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 
@@ -29,6 +28,7 @@ import zmq
 from . import _wire
 from . import protocol as P
 from .errors import Backpressure, EngineError
+from .health import series_dict
 from .records import EVENT_DTYPE, STATE_DTYPE, entity_id, metric_id
 
 __all__ = ["Gateway", "GatewayConfig", "endpoint_urls"]
@@ -40,11 +40,9 @@ _COALESCE_ROUNDS = 64
 _COALESCE_RECORDS = 65536
 # Frames at least this large skip the staging copy.
 _DIRECT_RECORDS = 1024
-_SERIES_FIELDS = ("count", "sum", "min", "max", "mean", "var", "ewma", "last", "last_ts",
-                  "first_ts", "stale")
-_SERIES_INDEX = tuple((name, STATE_DTYPE.names.index(name)) for name in _SERIES_FIELDS)
-_KEY = STATE_DTYPE.names.index("key")
-_METRIC = STATE_DTYPE.names.index("metric")
+# Row fields a "top" query can rank by.
+_TOP_FIELDS = ("count", "sum", "min", "max", "mean", "ewma", "last", "last_ts", "first_ts",
+               "stale", "late", "win_count", "win_sum", "win_min", "win_max")
 
 
 def endpoint_urls(host: str = P.DEFAULT_HOST, ports: dict | None = None) -> dict:
@@ -92,10 +90,18 @@ class Gateway:
     (the engine's ``close`` does too).
     """
 
+    #: Called by the ``reload`` query op: ``reload_hook()`` re-reads the
+    #: server's rules file, ``reload_hook(rules)`` installs rules sent
+    #: inline (a dict); either returns the new :class:`engine.rules.Rules`.
+    #: ``ringflow serve`` sets it, so that client reloads and SIGHUP take
+    #: turns.  ``None``: no rules file, inline rules go straight to
+    #: :meth:`engine.Engine.reload_rules`.
+    reload_hook = None
+
     def __init__(self, engine, config: GatewayConfig | None = None) -> None:
         self.engine = engine
         self.config = config or GatewayConfig()
-        self.names = {"entities": {}, "metrics": {}}
+        self.names = engine.names
         # Each thread counts in a dict of its own (no lock, no lost update);
         # stats() adds them up.
         self._tls = threading.local()
@@ -121,6 +127,7 @@ class Gateway:
         self._pull_drain = None
         self._lookups = None
         self.alerts = None
+        self.published = 0
         try:
             for name, target in (("pull", self._pull_loop), ("acked", self._acked_loop),
                                  ("query", self._query_loop)):
@@ -135,6 +142,9 @@ class Gateway:
             self.alerts = self._ctx.socket(zmq.PUB)
             self.alerts.setsockopt(zmq.LINGER, 0)
             self.alerts.bind(self.config.endpoints["alerts"])
+            # From here on only the engine's alert thread uses the PUB socket.
+            engine._alerts.add_callback(self._publish)
+            engine._alerts.add_drop_callback(self._publish_dropped)
         except BaseException:
             self.close()
             raise
@@ -179,12 +189,25 @@ class Gateway:
         for t in self._threads:
             t.join(30)
         if self.alerts is not None:
+            # Returns only once the alert thread is out of _publish.
+            self.engine.remove_alert_callback(self._publish)
+            self.engine.remove_alert_callback(self._publish_dropped)
             self.alerts.close()
             self.alerts = None
         self._ctx.term()
         self._query_ctx.term()
         self._pull_producer.release()
         self._acked_producer.release()
+
+    def _publish(self, alert) -> None:
+        # Topic frame first, so that SUB sockets filter on the new status.
+        self.alerts.send_multipart(
+            [alert.new.encode(), json.dumps(alert.to_dict()).encode()], copy=True)
+        self.published += 1
+
+    def _publish_dropped(self, new: int, total: int) -> None:
+        self.alerts.send_multipart(
+            [b"DROPPED", json.dumps({"dropped": new, "total": total}).encode()])
 
     @property
     def _c(self) -> dict:
@@ -218,6 +241,7 @@ class Gateway:
         rejected messages by reason, queries."""
         c = self.counters
         out = {**c, "rejected": dict(c["rejected"]), "healthy": self.healthy,
+               "alerts_published": self.published,
                "errors": [repr(e) for e in self._errors]}
         if self._lookups is not None:
             out["queries"] += self._lookups.answered
@@ -443,14 +467,8 @@ class Gateway:
     def series_json(self, row) -> dict:
         """One STATE_DTYPE row (a record, or the tuple ``tolist()`` gives) as
         JSON: names where known, non-finite numbers as null."""
-        values = row if isinstance(row, tuple) else row.tolist()
-        key, metric = values[_KEY], values[_METRIC]
-        out = {"entity": self.names["entities"].get(key), "entity_id": key,
-               "metric": self.names["metrics"].get(metric), "metric_id": metric}
-        for name, i in _SERIES_INDEX:
-            v = values[i]
-            out[name] = v if not isinstance(v, float) or math.isfinite(v) else None
-        return out
+        cfg = self.engine.config
+        return series_dict(row, self.names, window_ns=cfg.window_ns, views=cfg.views)
 
     def _rows_json(self, rows: np.ndarray) -> list[dict]:
         # One tolist() for the whole array instead of a NumPy scalar per field.
@@ -472,7 +490,9 @@ class Gateway:
         return {"series": self.series_json(out.tolist()[0])}
 
     def _op_entity(self, request: dict) -> dict:
-        return {"series": self._rows_json(self.engine.entity_rows(self._entity_arg(request)))}
+        # engine.entity(): entity, entity_id, status, since and "series",
+        # the list replies had before statuses existed (now worst first).
+        return self.engine.entity(self._entity_arg(request))
 
     def _limit(self, request: dict, name: str = "limit", default: int = 100) -> int:
         value = request.get(name, default)
@@ -481,15 +501,19 @@ class Gateway:
         return value
 
     def _op_status(self, request: dict) -> dict:
-        # Until rules exist (issue #4) every series is OK: list them all.
+        from .health import STATUS_NAMES
+
         limit = self._limit(request)
-        snap = self.engine.snapshot()
-        return {"total": len(snap), "series": self._rows_json(snap[:limit])}
+        min_status = request.get("min_status", "WARN")
+        if min_status not in STATUS_NAMES:
+            raise ValueError(f"min_status must be one of {', '.join(STATUS_NAMES)}")
+        entities = self.engine.status(min_status)
+        return {"total": len(entities), "entities": entities[:limit]}
 
     def _op_top(self, request: dict) -> dict:
         field = request.get("field", "last")
-        if field not in _SERIES_FIELDS:
-            raise ValueError(f"field must be one of {', '.join(_SERIES_FIELDS)}")
+        if field not in _TOP_FIELDS:
+            raise ValueError(f"field must be one of {', '.join(_TOP_FIELDS)}")
         k = self._limit(request, "k", 10)
         order = request.get("order", "desc")
         if order not in ("asc", "desc"):
@@ -502,6 +526,34 @@ class Gateway:
 
     def _op_stats(self, request: dict) -> dict:
         return {"stats": {**self.engine.stats(), "gateway": self.stats()}}
+
+    def _op_rules(self, request: dict) -> dict:
+        rules = self.engine.rules
+        return {"rules": rules.to_dict(), "describe": rules.describe()}
+
+    def _op_reload(self, request: dict) -> dict:
+        rules = request.get("rules")
+        hook = self.reload_hook
+        if rules is None:
+            if hook is None:
+                raise ValueError("this gateway has no rules file; send rules inline")
+            new = hook()
+        else:
+            if isinstance(rules, str):
+                from .rules import tomllib
+
+                # Parsed here: Rules.load would take a string naming a file
+                # for that file's path, and a client must not make the
+                # server read its files.
+                try:
+                    rules = tomllib.loads(rules)
+                except tomllib.TOMLDecodeError as exc:
+                    raise ValueError(f"rules are not valid TOML: {exc}") from None
+            elif not isinstance(rules, dict):
+                raise ValueError("rules must be TOML text or an object like "
+                                 '{"defaults": {...}, "rule": [...]}')
+            new = self.engine.reload_rules(rules) if hook is None else hook(rules)
+        return {"rules": new.describe(), "count": len(new.rules)}
 
     def _op_names(self, request: dict) -> dict:
         added = 0
@@ -525,5 +577,7 @@ _QUERY_OPS = {
     "top": Gateway._op_top,
     "stats": Gateway._op_stats,
     "names": Gateway._op_names,
+    "rules": Gateway._op_rules,
+    "reload": Gateway._op_reload,
 }
 

@@ -17,6 +17,7 @@ from .errors import InvalidEvents
 __all__ = [
     "EVENT_DTYPE",
     "STATE_DTYPE",
+    "ALERT_DTYPE",
     "entity_id",
     "metric_id",
     "make_events",
@@ -30,10 +31,12 @@ EVENT_DTYPE = np.dtype(
     [("key", "<u8"), ("ts", "<i8"), ("metric", "<u4"), ("flags", "<u4"), ("value", "<f8")]
 )
 
-#: 128-byte per-series state row (two cache lines), as kept in a state table.
-#: ``var`` is the population variance; ``stale`` counts events older than
-#: ``last_ts`` when they arrived (they count in the aggregates but never
-#: replace ``last``); ``version`` is the row's seqlock word (even when read).
+#: 256-byte per-series state row (four cache lines), as kept in a state
+#: table; docs/health.md defines every field.  The variance is
+#: ``m2 / count``; ``stale`` counts events older than ``last_ts`` when they
+#: arrived (they count in the aggregates but never replace ``last`` or the
+#: status), ``late`` those too late for their window; ``version`` is the
+#: row's seqlock word (even when read).
 STATE_DTYPE = np.dtype(
     [
         ("version", "<u8"),
@@ -49,12 +52,47 @@ STATE_DTYPE = np.dtype(
         ("first_ts", "<i8"),
         ("mean", "<f8"),
         ("m2", "<f8"),
-        ("var", "<f8"),
         ("ewma", "<f8"),
-        ("stale", "<u8"),
-        ("reserved", "<u8"),
+        ("stale", "<u4"),
+        ("late", "<u4"),
+        ("status_since", "<i8"),
+        ("pending_since", "<i8"),
+        ("win_start", "<i8"),
+        ("win_count", "<u4"),
+        ("prev_count", "<u4"),
+        ("win_sum", "<f8"),
+        ("win_min", "<f8"),
+        ("win_max", "<f8"),
+        ("prev_sum", "<f8"),
+        ("prev_min", "<f8"),
+        ("prev_max", "<f8"),
+        ("view", "<f4", (3,)),
+        ("fold_age", "<u2"),
+        ("sk_base", "<i2"),
+        ("status", "u1"),
+        ("pending", "u1"),
+        ("rule", "u1"),
+        ("sk_shift", "u1"),
+        ("sketch", "<u2", (22,)),
     ]
 )
+assert STATE_DTYPE.itemsize == 256
+
+#: 32-byte alert record: a status change of one series, as a worker writes
+#: it to its alert ring (docs/health.md, Alerts).
+ALERT_DTYPE = np.dtype(
+    [
+        ("key", "<u8"),
+        ("ts", "<i8"),
+        ("metric", "<u4"),
+        ("old", "u1"),
+        ("new", "u1"),
+        ("stat", "u1"),
+        ("rule", "u1"),
+        ("value", "<f8"),
+    ]
+)
+assert ALERT_DTYPE.itemsize == 32
 
 #: Default sane range of event times: 2000-01-01 to 2100-01-01 (ns).
 DEFAULT_TS_MIN = 946_684_800 * 10**9

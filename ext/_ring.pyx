@@ -10,6 +10,7 @@ own ``Ring`` object (in the same or in different processes)."""
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memset
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from rf cimport *
 
 cdef enum:
@@ -277,3 +278,121 @@ def ring_bell(buffer, Py_ssize_t offset):
         rf_bell_ring(<uint32_t *>((<char *>view.buf) + offset))
     finally:
         PyBuffer_Release(&view)
+
+
+cdef class RingSet:
+    """The consumer end of several rings that share one consumer doorbell
+    (the engine's view of its workers' alert rings): one thread waits on
+    all of them at once and drains them into an array.
+
+    Parameters
+    ----------
+    buffer : writable buffer
+        The mapping that holds the rings.
+    offsets : list of int
+        Byte offsets of the ring headers.
+    wait : {"block", "sleep", "yield", "spin"}
+        What :meth:`wait` does while every ring is empty.
+    """
+    cdef Py_buffer view
+    cdef bint has_view
+    cdef char *base
+    cdef RingHeader **h
+    cdef Py_ssize_t count
+    cdef Waiter waiter
+
+    def __cinit__(self, buffer, list offsets, wait="block"):
+        self.has_view = False
+        self.h = NULL
+        if wait not in WAIT_KINDS:
+            raise ValueError(f"unknown wait strategy {wait!r}")
+        PyObject_GetBuffer(buffer, &self.view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        self.has_view = True
+        self.base = <char *>self.view.buf
+        self.count = len(offsets)
+        self.h = <RingHeader **>PyMem_Malloc(max(1, self.count) * sizeof(RingHeader *))
+        if self.h == NULL:
+            raise MemoryError()
+        for i, off in enumerate(offsets):
+            if off < 0 or off + sizeof(RingHeader) > <size_t>self.view.len:
+                raise ValueError("ring header lies outside the buffer")
+            self.h[i] = <RingHeader *>(self.base + <Py_ssize_t>off)
+            if rf_load_acquire_u64(&self.h[i].magic) != RING_MAGIC:
+                raise ValueError(f"no ring header at offset {off}")
+        waiter_init(&self.waiter, WAIT_KINDS[wait])
+
+    def __dealloc__(self):
+        PyMem_Free(self.h)
+        self.release_buffer()
+
+    def release_buffer(self):
+        """Drop this object's hold on the mapping."""
+        if self.has_view:
+            PyBuffer_Release(&self.view)
+            self.has_view = False
+            self.base = NULL
+
+    cdef int64_t readable_total(self) noexcept nogil:
+        cdef Py_ssize_t i
+        cdef int64_t n = 0
+        for i in range(self.count):
+            n += ring_readable(self.h[i], rf_load_relaxed_i64(&self.h[i].consumed))
+        return n
+
+    def wait(self, double timeout=-1.0):
+        """Wait until some ring has records; return how many are readable
+        in all (0 when ``timeout`` seconds ran out)."""
+        if self.base == NULL:
+            raise ValueError("ring set is closed")
+        if self.count == 0:
+            return 0
+        cdef int64_t avail = 0, seen
+        cdef int64_t deadline = rf_now_ns() + <int64_t>(timeout * 1e9) if timeout >= 0 else -1
+        cdef uint32_t *bell = <uint32_t *>(self.base + self.h[0].consumer_bell)
+        with nogil:
+            while True:
+                avail = self.readable_total()
+                if avail > 0:
+                    break
+                if deadline >= 0 and rf_now_ns() >= deadline:
+                    break
+                seen = waiter_arm(&self.waiter, bell)
+                if seen >= 0:
+                    if self.readable_total() > 0:
+                        waiter_disarm(bell)
+                    else:
+                        waiter_park(bell, <uint32_t>seen,
+                                    50000000 if deadline < 0 else max(1, deadline - rf_now_ns()))
+        waiter_reset(&self.waiter)
+        return avail
+
+    def read_into(self, Py_ssize_t index, out):
+        """Copy up to ``len(out)`` readable records of ring ``index`` into
+        ``out`` (a writable array of 32-byte records), release them, and
+        return how many were copied (oldest first)."""
+        if self.base == NULL:
+            raise ValueError("ring set is closed")
+        if not 0 <= index < self.count:
+            raise IndexError(f"ring {index} out of range")
+        cdef Py_buffer dst
+        PyObject_GetBuffer(out, &dst, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        cdef RingHeader *h = self.h[index]
+        cdef int64_t cons, avail, room, i
+        cdef Event *data = ring_data(self.base, h)
+        cdef Event *o = <Event *>dst.buf
+        try:
+            if dst.len % sizeof(Event):
+                raise ValueError("out must hold 32-byte records")
+            room = dst.len // sizeof(Event)
+            with nogil:
+                cons = rf_load_relaxed_i64(&h.consumed)
+                avail = ring_readable(h, cons)
+                if avail > room:
+                    avail = room
+                for i in range(avail):
+                    o[i] = data[(cons + i) & <int64_t>h.mask]
+                if avail:
+                    ring_release(self.base, h, cons + avail)
+        finally:
+            PyBuffer_Release(&dst)
+        return avail

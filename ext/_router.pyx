@@ -104,7 +104,6 @@ cdef class Producer:
         self.counters = <uint64_t *>(self.base + block_offset + 64)
         self.params.ts_min = ts_min
         self.params.ts_max = ts_max
-        self.params.ewma_alpha = 0.0
         waiter_init(&self.waiter, wait_kind)
         self.busy = False
 

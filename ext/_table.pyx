@@ -5,7 +5,7 @@
 cimport numpy as cnp
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from libc.stdint cimport int64_t, uint64_t, uint32_t
-from libc.string cimport memset
+from libc.string cimport memset, memcpy
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from rf cimport *
 from table cimport *
@@ -28,6 +28,120 @@ cdef StateRow *rows_out(cnp.ndarray out, Py_ssize_t need) except NULL:
 
 ROW_BYTES = sizeof(StateRow)
 HEADER_BYTES = sizeof(TableHeader)
+ALERT_BYTES = sizeof(Alert)
+RULE_BYTES = sizeof(Rule)
+RULES_HEADER_BYTES = sizeof(RulesHeader)
+MAX_RULE_COUNT = MAX_RULES
+SKETCH_SIZE = SKETCH_BUCKETS
+STAT_TTL_CODE = STAT_TTL
+
+
+cdef Alert *alerts_out(object alerts, int64_t *cap) except NULL:
+    cdef cnp.ndarray a = alerts
+    if a.itemsize != sizeof(Alert) or a.ndim != 1 or a.dtype.names is None:
+        raise ValueError("alerts must be a 1-d ALERT_DTYPE array")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError("alerts must be C-contiguous and writable")
+    cap[0] = a.shape[0]
+    # A zero-length array still needs a valid pointer.
+    return <Alert *>cnp.PyArray_DATA(a) if a.shape[0] else <Alert *>8
+
+
+cdef class Settings:
+    """Kernel settings and rules, for :meth:`Table.apply` (the worker keeps
+    its own copy of the same in its drain loop).
+
+    Parameters
+    ----------
+    ts_min, ts_max : int
+        Sane range of event times (ns); ``ts_min`` must not be negative.
+    window_ns, lateness_ns : int
+        Window width and allowed lateness (``0 <= lateness <= window``).
+    half_life_ns : float
+        Half-life of the EWMA in event time.
+    views : tuple of 3 numbers
+        Horizons of the sliding views, in windows.
+    ttl_ns : int
+        Default TTL (0: never STALE).
+    rules : numpy.ndarray, optional
+        Compiled rules (``engine.rules.RULE_DTYPE``).
+    """
+    cdef Params p
+    cdef Rule *store
+
+    def __cinit__(self, *, int64_t ts_min, int64_t ts_max, int64_t window_ns,
+                  int64_t lateness_ns=0, double half_life_ns, views=(1, 5, 15),
+                  int64_t ttl_ns=0, rules=None):
+        cdef double v[3]
+        self.store = <Rule *>PyMem_Malloc(MAX_RULES * sizeof(Rule))
+        if self.store == NULL:
+            raise MemoryError()
+        if window_ns <= 0:
+            raise ValueError(f"window must be positive, got {window_ns} ns")
+        # Window arithmetic (starts, ends plus lateness) must not overflow.
+        if ts_min < 0 or ts_max > 0x7FFFFFFFFFFFFFFF - 4 * window_ns:
+            raise ValueError("event times must lie in 0 .. INT64_MAX - 4 windows")
+        if not 0 <= lateness_ns <= window_ns:
+            raise ValueError(f"lateness must be in 0..window ({window_ns} ns), "
+                             f"got {lateness_ns}")
+        if not half_life_ns > 0:
+            raise ValueError(f"half-life must be positive, got {half_life_ns}")
+        if len(views) != NVIEWS or not all(x > 0 for x in views):
+            raise ValueError(f"views must be {NVIEWS} positive horizons, got {views!r}")
+        for j in range(NVIEWS):
+            v[j] = float(views[j])
+        if ttl_ns < 0:
+            raise ValueError("ttl must not be negative")
+        params_init(&self.p, ts_min, ts_max, window_ns, lateness_ns, half_life_ns, v, ttl_ns)
+        self.p.rules = self.store
+        self.set_rules(rules, ttl_ns, lateness_ns)
+
+    def __dealloc__(self):
+        PyMem_Free(self.store)
+
+    def set_rules(self, rules, int64_t ttl_ns, int64_t lateness_ns):
+        """Replace the rules, the default TTL and the lateness (call
+        :meth:`Table.reload` afterwards, as a worker does)."""
+        cdef cnp.ndarray r
+        cdef int64_t n = 0
+        if not 0 <= lateness_ns <= self.p.window:
+            raise ValueError(f"lateness must be in 0..window ({self.p.window} ns), "
+                             f"got {lateness_ns}")
+        if ttl_ns < 0:
+            raise ValueError("ttl must not be negative")
+        if rules is not None:
+            r = cnp.PyArray_GETCONTIGUOUS(rules)
+            if r.ndim != 1 or r.itemsize != sizeof(Rule):
+                raise ValueError("rules must be a 1-d RULE_DTYPE array")
+            n = r.shape[0]
+            if n > MAX_RULES:
+                raise ValueError(f"at most {MAX_RULES} rules, got {n}")
+            if n:
+                memcpy(self.store, cnp.PyArray_DATA(r), n * sizeof(Rule))
+        self.p.nrules = n
+        self.p.ttl = ttl_ns
+        self.p.lateness = lateness_ns
+
+    @property
+    def window_ns(self):
+        return self.p.window
+
+    @property
+    def lateness_ns(self):
+        return self.p.lateness
+
+
+def sketch_quantile_row(row, double q):
+    """Quantile ``q`` of the current window of one STATE_DTYPE row, as the
+    rules compute it (NaN for an empty window)."""
+    cdef StateRow r
+    cdef const unsigned char[::1] raw = memoryview(row).cast("B")
+    if raw.shape[0] != sizeof(StateRow):
+        raise ValueError("row must be one STATE_DTYPE record")
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in [0, 1], got {q}")
+    memcpy(&r, &raw[0], sizeof(StateRow))
+    return sketch_quantile(&r, q)
 
 
 def row_offsets():
@@ -41,10 +155,42 @@ def row_offsets():
         "min": <size_t>&r.min - b, "max": <size_t>&r.max - b,
         "last": <size_t>&r.last - b, "last_ts": <size_t>&r.last_ts - b,
         "first_ts": <size_t>&r.first_ts - b, "mean": <size_t>&r.mean - b,
-        "m2": <size_t>&r.m2 - b, "var": <size_t>&r.var - b,
-        "ewma": <size_t>&r.ewma - b, "stale": <size_t>&r.stale - b,
-        "reserved": <size_t>&r.reserved - b,
+        "m2": <size_t>&r.m2 - b, "ewma": <size_t>&r.ewma - b,
+        "stale": <size_t>&r.stale - b, "late": <size_t>&r.late - b,
+        "status_since": <size_t>&r.status_since - b,
+        "pending_since": <size_t>&r.pending_since - b,
+        "win_start": <size_t>&r.win_start - b, "win_count": <size_t>&r.win_count - b,
+        "prev_count": <size_t>&r.prev_count - b, "win_sum": <size_t>&r.win_sum - b,
+        "win_min": <size_t>&r.win_min - b, "win_max": <size_t>&r.win_max - b,
+        "prev_sum": <size_t>&r.prev_sum - b, "prev_min": <size_t>&r.prev_min - b,
+        "prev_max": <size_t>&r.prev_max - b, "view": <size_t>&r.view[0] - b,
+        "fold_age": <size_t>&r.fold_age - b, "sk_base": <size_t>&r.sk_base - b,
+        "status": <size_t>&r.status - b, "pending": <size_t>&r.pending - b,
+        "rule": <size_t>&r.rule - b, "sk_shift": <size_t>&r.sk_shift - b,
+        "sketch": <size_t>&r.sketch[0] - b,
     }
+
+
+def alert_offsets():
+    """Byte offset of every Alert field, for the layout test."""
+    cdef Alert a
+    cdef size_t b = <size_t>&a
+    return {"key": <size_t>&a.key - b, "ts": <size_t>&a.ts - b,
+            "metric": <size_t>&a.metric - b, "old": <size_t>&a.old - b,
+            "new": <size_t>&a.new - b, "stat": <size_t>&a.stat - b,
+            "rule": <size_t>&a.rule - b, "value": <size_t>&a.value - b,
+            "itemsize": sizeof(Alert)}
+
+
+def rule_offsets():
+    """Byte offset of every Rule field, for the layout test."""
+    cdef Rule u
+    cdef size_t b = <size_t>&u
+    return {"metric": <size_t>&u.metric - b, "stat": <size_t>&u.stat - b,
+            "flags": <size_t>&u.flags - b, "warn": <size_t>&u.warn - b,
+            "crit": <size_t>&u.crit - b, "clear": <size_t>&u.clear - b,
+            "for_ns": <size_t>&u.for_ns - b, "ttl_ns": <size_t>&u.ttl_ns - b,
+            "itemsize": sizeof(Rule), "header": sizeof(RulesHeader)}
 
 
 def event_offsets():
@@ -165,26 +311,74 @@ cdef class Table:
         self.check()
         return rf_load_acquire_u64(&self.th.used)
 
-    def apply(self, cnp.ndarray events, int64_t ts_min, int64_t ts_max,
-              double ewma_alpha):
-        """Run the update kernel over ``events`` (EVENT_DTYPE, contiguous).
+    def apply(self, cnp.ndarray events, Settings settings not None, alerts):
+        """Run the update kernel over ``events`` (EVENT_DTYPE, contiguous),
+        writing status changes into ``alerts`` (ALERT_DTYPE) from index 0.
 
-        Returns ``(applied, invalid, full, stale)`` counts for the batch."""
+        Returns ``(applied, invalid, full, stale, late, alerts_written,
+        alerts_dropped)`` for the batch."""
         self.check()
         if not cnp.PyArray_IS_C_CONTIGUOUS(events) or events.itemsize != sizeof(Event) \
                 or events.ndim != 1:
             raise ValueError("events must be a 1-d C-contiguous EVENT_DTYPE array")
-        cdef Params p
         cdef BatchCounters c
-        p.ts_min = ts_min
-        p.ts_max = ts_max
-        p.ewma_alpha = ewma_alpha
+        cdef AlertSink s
+        cdef int64_t cap
+        cdef Alert *buf = alerts_out(alerts, &cap)
+        sink_array(&s, buf, cap)
         memset(&c, 0, sizeof(c))
         cdef const Event *ev = <const Event *>cnp.PyArray_DATA(events)
         cdef int64_t n = events.shape[0]
         with nogil:
-            apply_batch(self.th, ev, n, &p, &c)
-        return c.applied, c.invalid, c.full, c.stale
+            apply_batch(self.th, ev, n, &settings.p, &c, &s)
+        return c.applied, c.invalid, c.full, c.stale, c.late, s.written, s.dropped
+
+    def sweep(self, int64_t now_ns, Settings settings not None, alerts):
+        """Mark STALE the series silent past their TTL at ``now_ns``.
+
+        Returns ``(alerts_written, alerts_dropped)``."""
+        self.check()
+        cdef AlertSink s
+        cdef int64_t cap
+        cdef Alert *buf = alerts_out(alerts, &cap)
+        sink_array(&s, buf, cap)
+        with nogil:
+            table_sweep(self.th, now_ns, &settings.p, &s)
+        return s.written, s.dropped
+
+    def reload(self, Settings settings not None, alerts):
+        """Re-resolve and re-evaluate every series after
+        :meth:`Settings.set_rules`.  Returns ``(alerts_written,
+        alerts_dropped)``."""
+        self.check()
+        cdef AlertSink s
+        cdef int64_t cap
+        cdef Alert *buf = alerts_out(alerts, &cap)
+        sink_array(&s, buf, cap)
+        with nogil:
+            table_reload(self.th, &settings.p, &s)
+        return s.written, s.dropped
+
+    def select_status_into(self, int min_status, cnp.ndarray out):
+        """Seqlock-read every row whose status is at least ``min_status``
+        into ``out``.  Returns the number written, or ``-needed`` when
+        ``out`` is too small."""
+        self.check()
+        cdef StateRow *dst = rows_out(out, 0)
+        cdef StateRow *rows = table_rows(self.th)
+        cdef uint64_t i, used = rf_load_acquire_u64(&self.th.used)
+        cdef int64_t n = 0, room = out.shape[0]
+        with nogil:
+            for i in range(used):
+                if rows[i].status >= min_status:
+                    if n < room:
+                        row_read(&rows[i], &dst[n])
+                        # Status may have changed between the test and the read.
+                        if dst[n].status >= min_status:
+                            n += 1
+                    else:
+                        n += 1
+        return n if n <= room else -n
 
     def find_into(self, uint64_t key, uint32_t metric, cnp.ndarray out):
         """Seqlock-read the row of (key, metric) into ``out[0]``; return

@@ -19,7 +19,8 @@ cdef enum:
 BLOCK_BYTES = WB_BYTES
 CONTROL_OFFSET = WB_CONTROL
 COUNTERS_OFFSET = WB_COUNTERS
-COUNTER_NAMES = ("applied", "invalid", "full", "stale", "batches", "max_batch")
+COUNTER_NAMES = ("applied", "invalid", "full", "stale", "batches", "max_batch",
+                 "late", "alerts", "alerts_dropped", "rules_generation", "sweeps")
 cdef enum:
     WC_STOP = 0
     WC_READY = 1
@@ -30,16 +31,23 @@ cdef enum:
     WK_STALE = 3
     WK_BATCHES = 4
     WK_MAX_BATCH = 5
+    WK_LATE = 6
+    WK_ALERTS = 7
+    WK_ALERTS_DROPPED = 8
+    WK_RULES_GENERATION = 9
+    WK_SWEEPS = 10
 
 STATUS_TIMEOUT = RF_TIMEOUT
 STATUS_STOPPED = RF_STOPPED
 
 
 cdef class WorkerLoop:
-    """The consumer end of every ring feeding one worker, plus its table."""
+    """The consumer end of every ring feeding one worker, its table, the
+    producer end of its alert ring, and its copy of the rules."""
     cdef Py_buffer ctrl
     cdef Py_buffer tbl
-    cdef bint has_ctrl, has_tbl
+    cdef Py_buffer rul
+    cdef bint has_ctrl, has_tbl, has_rul
     cdef char *base
     cdef TableHeader *th
     cdef Py_ssize_t nrings
@@ -49,19 +57,32 @@ cdef class WorkerLoop:
     cdef uint64_t *control
     cdef uint64_t *counters
     cdef Params params
+    cdef Rule *rules
+    cdef uint64_t generation
+    cdef AlertSink sink
+    cdef int64_t tick_ns
+    cdef int64_t next_tick
     cdef Waiter waiter
     cdef BatchCounters totals
 
-    def __cinit__(self, control_buffer, table_buffer, list ring_offsets,
-                  Py_ssize_t block_offset, int64_t ts_min, int64_t ts_max,
-                  double ewma_alpha, int wait_kind):
-        self.has_ctrl = self.has_tbl = False
+    def __cinit__(self, control_buffer, table_buffer, rules_buffer, list ring_offsets,
+                  Py_ssize_t block_offset, Py_ssize_t alert_ring_offset, dict settings,
+                  int wait_kind):
+        cdef double views[3]
+        self.has_ctrl = self.has_tbl = self.has_rul = False
         self.rings = NULL
         self.cursor = NULL
+        self.rules = <Rule *>PyMem_Malloc(MAX_RULES * sizeof(Rule))
+        if self.rules == NULL:
+            raise MemoryError()
         PyObject_GetBuffer(control_buffer, &self.ctrl, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
         self.has_ctrl = True
         PyObject_GetBuffer(table_buffer, &self.tbl, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
         self.has_tbl = True
+        PyObject_GetBuffer(rules_buffer, &self.rul, PyBUF_C_CONTIGUOUS)
+        self.has_rul = True
+        if <size_t>self.rul.len < sizeof(RulesHeader) + MAX_RULES * sizeof(Rule):
+            raise ValueError("rules buffer too small")
         self.base = <char *>self.ctrl.buf
         self.th = <TableHeader *>self.tbl.buf
         if rf_load_acquire_u64(&self.th.magic) != TABLE_MAGIC:
@@ -75,9 +96,16 @@ cdef class WorkerLoop:
         self.bell = <uint32_t *>(self.base + block_offset)
         self.control = <uint64_t *>(self.base + block_offset + WB_CONTROL)
         self.counters = <uint64_t *>(self.base + block_offset + WB_COUNTERS)
-        self.params.ts_min = ts_min
-        self.params.ts_max = ts_max
-        self.params.ewma_alpha = ewma_alpha
+        for j in range(3):
+            views[j] = float(settings["views"][j])
+        params_init(&self.params, settings["ts_min"], settings["ts_max"],
+                    settings["window_ns"], settings["lateness_ns"],
+                    settings["half_life_ns"], views, settings["ttl_ns"])
+        self.params.rules = self.rules
+        self.tick_ns = settings["tick_ns"]
+        self.next_tick = rf_now_ns() + self.tick_ns
+        self.generation = 0
+        sink_ring(&self.sink, self.base, <RingHeader *>(self.base + alert_ring_offset))
         waiter_init(&self.waiter, wait_kind)
         memset(&self.totals, 0, sizeof(BatchCounters))
         # Resume the counters a previous life of this worker left behind.
@@ -85,10 +113,15 @@ cdef class WorkerLoop:
         self.totals.invalid = self.counters[WK_INVALID]
         self.totals.full = self.counters[WK_FULL]
         self.totals.stale = self.counters[WK_STALE]
+        self.totals.late = self.counters[WK_LATE]
+        self.sink.written = self.counters[WK_ALERTS]
+        self.sink.dropped = self.counters[WK_ALERTS_DROPPED]
+        self.check_rules()
 
     def __dealloc__(self):
         PyMem_Free(self.rings)
         PyMem_Free(self.cursor)
+        PyMem_Free(self.rules)
         self.release_buffers()
 
     def release_buffers(self):
@@ -98,6 +131,9 @@ cdef class WorkerLoop:
         if self.has_tbl:
             PyBuffer_Release(&self.tbl)
             self.has_tbl = False
+        if self.has_rul:
+            PyBuffer_Release(&self.rul)
+            self.has_rul = False
         self.base = NULL
 
     def mark_ready(self, uint64_t pid):
@@ -126,19 +162,24 @@ cdef class WorkerLoop:
             first = <int64_t>h.capacity - start
             if first > avail:
                 first = avail
-            apply_batch(self.th, data + start, first, &self.params, &self.totals)
+            apply_batch(self.th, data + start, first, &self.params, &self.totals,
+                        &self.sink)
             if avail > first:
-                apply_batch(self.th, data, avail - first, &self.params, &self.totals)
+                apply_batch(self.th, data, avail - first, &self.params, &self.totals,
+                            &self.sink)
             self.cursor[r] += avail
             got += avail
         if not got:
             return 0
+        sink_publish(&self.sink)
         # Counters first, cursors second: whoever sees a ring released (a
         # flush returning) also sees the counters that include its events.
         rf_store_relaxed_u64(&self.counters[WK_APPLIED], self.totals.applied)
         rf_store_relaxed_u64(&self.counters[WK_INVALID], self.totals.invalid)
         rf_store_relaxed_u64(&self.counters[WK_FULL], self.totals.full)
         rf_store_relaxed_u64(&self.counters[WK_STALE], self.totals.stale)
+        rf_store_relaxed_u64(&self.counters[WK_LATE], self.totals.late)
+        self.store_alert_counters()
         rf_store_relaxed_u64(&self.counters[WK_BATCHES], self.counters[WK_BATCHES] + 1)
         if <uint64_t>got > self.counters[WK_MAX_BATCH]:
             rf_store_relaxed_u64(&self.counters[WK_MAX_BATCH], <uint64_t>got)
@@ -147,10 +188,41 @@ cdef class WorkerLoop:
                 ring_release(self.base, self.rings[r], self.cursor[r])
         return got
 
+    cdef void store_alert_counters(self) noexcept nogil:
+        rf_store_relaxed_u64(&self.counters[WK_ALERTS], self.sink.written)
+        rf_store_relaxed_u64(&self.counters[WK_ALERTS_DROPPED], self.sink.dropped)
+
+    cdef void check_rules(self) noexcept nogil:
+        """Take new rules between two batches: copy them, then re-resolve
+        and re-evaluate every series (docs/health.md, Reload)."""
+        cdef const RulesHeader *h = <const RulesHeader *>self.rul.buf
+        cdef uint64_t g = rf_load_acquire_u64(&h.generation)
+        if g == self.generation or g & 1:
+            return
+        if not rules_copy(<const char *>self.rul.buf, self.rules, &self.params,
+                          &self.generation):
+            return
+        table_reload(self.th, &self.params, &self.sink)
+        sink_publish(&self.sink)
+        self.store_alert_counters()
+        rf_store_release_u64(&self.counters[WK_RULES_GENERATION], self.generation)
+
+    cdef void tick(self) noexcept nogil:
+        cdef int64_t now = rf_now_ns()
+        if now < self.next_tick:
+            return
+        self.next_tick = now + self.tick_ns
+        table_sweep(self.th, rf_wall_ns(), &self.params, &self.sink)
+        sink_publish(&self.sink)
+        self.store_alert_counters()
+        rf_store_relaxed_u64(&self.counters[WK_SWEEPS], self.counters[WK_SWEEPS] + 1)
+
     cdef int loop(self, int64_t idle_ns) noexcept nogil:
-        cdef int64_t idle_deadline = rf_now_ns() + idle_ns, seen, remaining
+        cdef int64_t idle_deadline = rf_now_ns() + idle_ns, seen, remaining, until_tick
         cdef bint stop_seen = False
         while True:
+            self.check_rules()
+            self.tick()
             if self.drain_once():
                 waiter_reset(&self.waiter)
                 idle_deadline = rf_now_ns() + idle_ns
@@ -170,6 +242,10 @@ cdef class WorkerLoop:
                 if self.any_readable() or rf_load_acquire_u64(&self.control[WC_STOP]):
                     waiter_disarm(self.bell)
                 else:
+                    # Parked no longer than the next TTL sweep.
+                    until_tick = self.next_tick - rf_now_ns()
+                    if until_tick < remaining:
+                        remaining = until_tick if until_tick > 0 else 1
                     waiter_park(self.bell, <uint32_t>seen, remaining)
 
     def run(self, int64_t idle_ns):

@@ -40,14 +40,16 @@ def valid_mask(events: np.ndarray, ts_min: int, ts_max: int) -> np.ndarray:
     )
 
 
-def series_state_ref(events: np.ndarray, ts_min: int, ts_max: int, alpha: float) -> dict:
+def series_state_ref(events: np.ndarray, ts_min: int, ts_max: int, half_life: float) -> dict:
     """Sequential per-series fold of ``events`` in arrival order.
 
     Returns ``{(key, metric): dict}`` with count, sum, min, max, mean, var
     (population), last, last_ts, first_ts, ewma and stale, exactly as the
     update kernel defines them: an event older than the series' newest event
     time counts in count/sum/min/max/mean/var but never replaces last,
-    last_ts or ewma, and is counted in stale.
+    last_ts or ewma, and is counted in stale.  The EWMA decays in event
+    time: an in-order event ``dt`` ns after the newest one weighs
+    ``1 - 2 ** (-dt / half_life)`` (docs/health.md).
     """
     out: dict = {}
     ok = valid_mask(events, ts_min, ts_max)
@@ -64,7 +66,11 @@ def series_state_ref(events: np.ndarray, ts_min: int, ts_max: int, alpha: float)
         s["count"] += 1
         s["values"].append(x)
         if s["last_ts"] is None or ts >= s["last_ts"]:
-            s["ewma"] = x if s["count"] == 1 else (1.0 - alpha) * s["ewma"] + alpha * x
+            if s["last_ts"] is None:
+                s["ewma"] = x
+            else:
+                a = 2.0 ** (-(ts - s["last_ts"]) / half_life)
+                s["ewma"] = a * s["ewma"] + (1.0 - a) * x
             s["last"] = x
             s["last_ts"] = ts
         else:

@@ -17,19 +17,43 @@ def test_event_dtype_matches_the_c_struct():
 
 
 def test_state_dtype_matches_the_c_struct():
+    """256 bytes per series with windows, views, status and the sketch
+    (issue #4's bound), every field where the kernel puts it."""
     offsets = _table.row_offsets()
-    assert engine.STATE_DTYPE.itemsize == _table.ROW_BYTES == 128
+    assert engine.STATE_DTYPE.itemsize == _table.ROW_BYTES == 256
     assert set(offsets) == set(engine.STATE_DTYPE.names)
     for name, off in offsets.items():
         assert engine.STATE_DTYPE.fields[name][1] == off, name
+    assert engine.STATE_DTYPE["sketch"].shape == (_table.SKETCH_SIZE,)
+    # The fields every event touches stay in the first two cache lines.
+    for name in ("version", "count", "sum", "min", "max", "last", "last_ts", "mean", "m2",
+                 "ewma", "stale"):
+        assert offsets[name] < 128, name
+
+
+def test_alert_and_rule_dtypes_match_the_c_structs():
+    from engine.rules import RULE_DTYPE, RULES_HEADER_BYTES
+
+    offsets = _table.alert_offsets()
+    assert engine.ALERT_DTYPE.itemsize == offsets.pop("itemsize") == 32
+    assert set(offsets) == set(engine.ALERT_DTYPE.names)
+    for name, off in offsets.items():
+        assert engine.ALERT_DTYPE.fields[name][1] == off, name
+    offsets = _table.rule_offsets()
+    assert RULE_DTYPE.itemsize == offsets.pop("itemsize") == 64
+    assert RULES_HEADER_BYTES == offsets.pop("header") == _table.RULES_HEADER_BYTES
+    for name, off in offsets.items():
+        assert RULE_DTYPE.fields[name][1] == off, name
 
 
 @pytest.mark.parametrize("workers,producers,slots", [(1, 1, 16), (2, 2, 1024), (7, 3, 4096)])
 def test_layout_regions_do_not_overlap_and_are_aligned(workers, producers, slots):
-    lay = Layout(workers, producers, slots)
-    regions = []
+    lay = Layout(workers, producers, slots, alert_slots=64)
+    regions = [(0, 64)]
     for w in range(workers):
         regions.append((lay.worker_block(w), 256))
+        regions.append((lay.alert_header(w), 192))
+        regions.append((lay.alert_data(w), 64 * 32))
     for p in range(producers):
         regions.append((lay.producer_block(p), 128))
         for w in range(workers):
@@ -57,7 +81,15 @@ def test_table_sizing_keeps_the_index_at_most_a_quarter_full():
         ("ring_capacity", 8, "ring_capacity"),
         ("table_capacity", 0, "table_capacity"),
         ("wait", "nap", "wait"),
-        ("ewma_alpha", 0.0, "ewma_alpha"),
+        ("window", 0, "window"),
+        ("window", "1 minute", "window"),
+        ("half_life", -1, "half_life"),
+        ("lateness", "2m", "lateness"),
+        ("views", (1, 5), "views"),
+        ("alert_capacity", 2, "alert_capacity"),
+        ("tick", "10us", "tick"),
+        ("rules", "[[rule]]\nmetric = 'cpu'\n", "warn"),
+        ("rules", "/no/such/rules.toml", "not found"),
         ("ts_min", engine.DEFAULT_TS_MAX, "ts_min"),
     ],
 )

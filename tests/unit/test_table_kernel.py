@@ -14,7 +14,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from engine import DEFAULT_TS_MAX, DEFAULT_TS_MIN, EVENT_DTYPE, STATE_DTYPE, _table
+from engine import ALERT_DTYPE, DEFAULT_TS_MAX, DEFAULT_TS_MIN, EVENT_DTYPE, STATE_DTYPE, _table
 from engine.shm import Segment
 from tests.reference import (
     admitted_mask_ref,
@@ -32,14 +32,19 @@ I64_MIN = -(2**63)
 I64_MAX = 2**63 - 1
 EPS = sys.float_info.epsilon
 T0 = 1_700_000_000 * 10**9          # an ordinary event time inside the default range
-ALPHA = 0.25
+HALF_LIFE = 2.0                     # ns: event times here are a few ns apart
+WINDOW = 10**9
+WIDE_MAX = I64_MAX - 4 * WINDOW      # the kernels' widest event-time range
+
+SETTINGS = _table.Settings(ts_min=0, ts_max=WIDE_MAX, window_ns=WINDOW, half_life_ns=HALF_LIFE)
+NO_ALERTS = np.zeros(0, ALERT_DTYPE)
 
 # The raw index entry, to check the probe chains behind the API.
 INDEX_DTYPE = np.dtype([("key", "<u8"), ("metric", "<u4"), ("row1", "<u4")])
 HEADER_DTYPE = np.dtype(
     [("magic", "<u8"), ("slots", "<u8"), ("mask", "<u8"), ("limit", "<u8"), ("used", "<u8")]
 )
-TABLE_MAGIC = 0x52465441424C4532
+TABLE_MAGIC = 0x52465441424C4533
 
 # No explain phase: it re-runs a failing example under a tracer for
 # minutes; the shrunk example and the reproduce blob are enough.
@@ -74,9 +79,12 @@ def make_events(keys, metrics, ts, values) -> np.ndarray:
     return ev
 
 
-def apply(t, ev, ts_min=DEFAULT_TS_MIN, ts_max=DEFAULT_TS_MAX, alpha=ALPHA):
-    """Apply one batch; every event must be accounted for (no silent drop)."""
-    counts = t.apply(np.ascontiguousarray(ev), ts_min, ts_max, alpha)
+def apply(t, ev, ts_min=DEFAULT_TS_MIN, ts_max=DEFAULT_TS_MAX, half_life=HALF_LIFE):
+    """Apply one batch (no rules); every event must be accounted for (no
+    silent drop).  Returns (applied, invalid, full, stale)."""
+    settings = _table.Settings(ts_min=ts_min, ts_max=ts_max, window_ns=WINDOW,
+                               half_life_ns=half_life)
+    counts = t.apply(np.ascontiguousarray(ev), settings, np.zeros(0, ALERT_DTYPE))[:4]
     applied, invalid, full, stale = counts
     assert applied + invalid + full == len(ev), counts
     assert stale <= applied
@@ -115,14 +123,14 @@ def values_by_series(ev: np.ndarray) -> dict:
     return out
 
 
-def assert_rows_match(t, applied_events, ts_min, ts_max, alpha, sequential=False):
+def assert_rows_match(t, applied_events, ts_min, ts_max, half_life, sequential=False):
     """Every row of ``t`` equals the sequential oracle folded over
     ``applied_events``, in first-appearance order; find_into agrees.
     ``sequential`` takes sum, mean and var from a running fold instead of
     NumPy (for adversarial values, where pairwise sums and two-pass
     variance legitimately round or overflow differently)."""
     with np.errstate(over="ignore", invalid="ignore"):    # np.var of +-1e300
-        ref = series_state_ref(applied_events, ts_min, ts_max, alpha)
+        ref = series_state_ref(applied_events, ts_min, ts_max, half_life)
     vals = values_by_series(applied_events[valid_mask(applied_events, ts_min, ts_max)])
     rows = snapshot(t)
     assert t.used == len(ref) == len(rows)
@@ -142,12 +150,13 @@ def assert_rows_match(t, applied_events, ts_min, ts_max, alpha, sequential=False
             want = {**want, **sequential_moments_ref(xs)}
         assert close(r["sum"], want["sum"], tol), (s, r["sum"], want["sum"])
         assert close(r["mean"], want["mean"], tol), (s, r["mean"], want["mean"])
-        assert close(r["var"], want["var"], tol * big), (s, r["var"], want["var"])
+        var = float(r["m2"]) / int(r["count"])
+        assert close(var, want["var"], tol * big), (s, var, want["var"])
         if math.isfinite(want["ewma"]):     # the oracle's own update may overflow
             assert close(r["ewma"], want["ewma"], tol, 1e-12), (s, r["ewma"], want["ewma"])
         # Finite readings keep mean and EWMA (weighted averages of them)
         # finite and between min and max; the variance may overflow, never NaN.
-        assert not math.isnan(r["var"]), (s, r["var"])
+        assert not math.isnan(var), (s, var)
         for f in ("mean", "ewma"):
             v = float(r[f])
             assert math.isfinite(v), (s, f, v)
@@ -205,21 +214,21 @@ def streams(draw, values=ordinary_values, max_series=8, max_size=120):
     return make_events([pool[i][0] for i in which], [pool[i][1] for i in which], times, xs)
 
 
-alphas = st.one_of(st.sampled_from([0.0, 1.0, 0.5]), st.floats(0.0, 1.0))
+half_lives = st.one_of(st.sampled_from([1.0, 2.0, 1e12]), st.floats(0.01, 1e6))
 
 
 # ----------------------------------------------------- random vs reference
 
 @FAST
-@given(ev=streams(), alpha=alphas)
-def test_random_stream_matches_sequential_reference(ev, alpha):
+@given(ev=streams(), half_life=half_lives)
+def test_random_stream_matches_sequential_reference(ev, half_life):
     """Random streams (repeats, duplicate and out-of-order times, NaN/inf,
     times outside the range) give the oracle's rows and batch counters."""
     ts_min, ts_max = T0 - 4, T0 + 4
     t, buf = make_table()
-    applied, invalid, full, stale = apply(t, ev, ts_min, ts_max, alpha)
+    applied, invalid, full, stale = apply(t, ev, ts_min, ts_max, half_life)
     ok = valid_mask(ev, ts_min, ts_max)
-    ref = assert_rows_match(t, ev, ts_min, ts_max, alpha)
+    ref = assert_rows_match(t, ev, ts_min, ts_max, half_life)
     assert (applied, invalid, full) == (ok.sum(), (~ok).sum(), 0)
     assert stale == sum(s["stale"] for s in ref.values())
     check_index(t, buf)
@@ -227,24 +236,24 @@ def test_random_stream_matches_sequential_reference(ev, alpha):
 
 @FAST
 @given(ev=streams(values=st.sampled_from(EXTREME_VALUES), max_size=60),
-       alpha=alphas,
-       bounds=st.sampled_from([(T0 - 3, T0 + 3), (T0, T0), (I64_MIN, I64_MAX),
+       half_life=half_lives,
+       bounds=st.sampled_from([(T0 - 3, T0 + 3), (T0, T0), (0, WIDE_MAX),
                                (DEFAULT_TS_MIN, DEFAULT_TS_MAX)]),
        data=st.data())
-def test_extreme_values_and_range_bounds_match_sequential_fold(ev, alpha, bounds, data):
+def test_extreme_values_and_range_bounds_match_sequential_fold(ev, half_life, bounds, data):
     """+-DBL_MAX, 1e300, denormals, signed zeros next to NaN/inf, and times
     exactly at and just outside [ts_min, ts_max]: the rows equal a running
     fold (NumPy's pairwise sum and two-pass variance may differ
     legitimately here), and mean and EWMA stay finite."""
     ts_min, ts_max = bounds
-    edges = [ts_min, ts_max, I64_MIN, I64_MAX, T0]
-    edges += [v for b in (ts_min, ts_max) for v in (b - 1, b + 1) if I64_MIN <= v <= I64_MAX]
+    edges = [ts_min, ts_max, 0, WIDE_MAX, T0]
+    edges += [v for b in (ts_min, ts_max) for v in (b - 1, b + 1) if 0 <= v <= WIDE_MAX]
     ev["ts"] = data.draw(st.lists(st.sampled_from(edges), min_size=len(ev), max_size=len(ev)))
     t, _ = make_table()
-    applied, invalid, full, stale = apply(t, ev, ts_min, ts_max, alpha)
+    applied, invalid, full, stale = apply(t, ev, ts_min, ts_max, half_life)
     ok = valid_mask(ev, ts_min, ts_max)
     assert (applied, invalid, full) == (ok.sum(), (~ok).sum(), 0)
-    assert_rows_match(t, ev, ts_min, ts_max, alpha, sequential=True)
+    assert_rows_match(t, ev, ts_min, ts_max, half_life, sequential=True)
 
 
 def test_out_of_order_and_equal_times_by_hand():
@@ -255,14 +264,15 @@ def test_out_of_order_and_equal_times_by_hand():
     t, _ = make_table(16, 8)
     applied, invalid, full, stale = apply(
         t, make_events([42] * 7, [7] * 7, [T0 + x for x in ts], [1, 2, 3, 4, 5, 6, 7]),
-        alpha=0.5)
+        half_life=2.0)
     assert (applied, invalid, full, stale) == (7, 0, 0, 3)
     r = find(t, 42, 7)
     assert (r["count"], r["sum"], r["min"], r["max"]) == (7, 28.0, 1.0, 7.0)
     assert (r["last"], r["last_ts"], r["first_ts"], r["stale"]) == (6.0, T0 + 12, T0 + 3, 3)
-    # 1 -> (3) 2.0 -> (5) 3.5 -> (6) 4.75
-    assert r["ewma"] == 4.75
-    assert r["mean"] == 4.0 and math.isclose(r["var"], 4.0, rel_tol=1e-12)
+    # In order: 1 at 10; 3 at 10 (no time passed: no weight); 5 at 12, one
+    # half-life later: (1 + 5) / 2; 6 at 12: no weight again.
+    assert r["ewma"] == 3.0
+    assert r["mean"] == 4.0 and math.isclose(r["m2"] / r["count"], 4.0, rel_tol=1e-12)
 
 
 def test_invalid_events_are_rejected_and_create_no_series():
@@ -289,15 +299,20 @@ def test_range_bounds_are_inclusive():
     assert (r["count"], r["first_ts"], r["last_ts"], r["last"]) == (2, T0, T0 + 10, 3.0)
 
 
-def test_full_int64_time_range():
-    """With the whole int64 range allowed, INT64_MIN is an in-order first
-    event (not confused with the 'no event yet' marker) and later stale."""
+def test_widest_time_range():
+    """With the widest range allowed (0 .. INT64_MAX - 4 windows), time 0 is
+    an in-order first event (not confused with the 'no event yet' marker)
+    and later stale."""
     t, _ = make_table(16, 8)
-    ev = make_events([5] * 3, [5] * 3, [I64_MIN, I64_MAX, I64_MIN], [1.0, 2.0, 3.0])
-    assert apply(t, ev, I64_MIN, I64_MAX) == (3, 0, 0, 1)
+    ev = make_events([5] * 3, [5] * 3, [0, WIDE_MAX, 0], [1.0, 2.0, 3.0])
+    assert apply(t, ev, 0, WIDE_MAX) == (3, 0, 0, 1)
     r = find(t, 5, 5)
-    assert (r["last"], r["last_ts"], r["first_ts"], r["stale"]) == (2.0, I64_MAX, I64_MIN, 1)
-    assert r["ewma"] == 1.0 + ALPHA * (2.0 - 1.0)
+    assert (r["last"], r["last_ts"], r["first_ts"], r["stale"]) == (2.0, WIDE_MAX, 0, 1)
+    assert r["ewma"] == 2.0                  # ages of half-lives later: all weight on 2.0
+    with pytest.raises(ValueError):
+        apply(t, ev, -1, WIDE_MAX)
+    with pytest.raises(ValueError):
+        apply(t, ev, 0, WIDE_MAX + 1)
 
 
 def test_near_max_finite_values_do_not_poison_the_mean():
@@ -309,20 +324,21 @@ def test_near_max_finite_values_do_not_poison_the_mean():
     r = find(t, 1, 1)
     assert r["sum"] == 1.0
     assert math.isfinite(r["mean"]) and math.isclose(r["mean"], 1 / 3, rel_tol=1e-9)
-    assert not math.isnan(r["var"])
+    assert not math.isnan(r["m2"])
 
 
-@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
-def test_near_max_finite_values_keep_the_ewma_finite(alpha):
+@pytest.mark.parametrize("half_life", [1e-3, 1.0, 1e12])
+def test_near_max_finite_values_keep_the_ewma_finite(half_life):
     """The EWMA is a weighted average of finite readings, so it must stay
     finite (and within [min, max]) even when ``x - ewma`` overflows:
     +-0.9*DBL_MAX in order."""
     big = 0.9 * sys.float_info.max
     t, _ = make_table(16, 8)
-    apply(t, make_events([1, 1], [1, 1], [T0, T0 + 1], [big, -big]), alpha=alpha)
+    apply(t, make_events([1, 1], [1, 1], [T0, T0 + 1], [big, -big]), half_life=half_life)
     r = find(t, 1, 1)
     assert math.isfinite(r["ewma"]) and -big <= r["ewma"] <= big, r["ewma"]
-    assert math.isclose(r["ewma"], big * (1 - 2 * alpha), rel_tol=1e-12, abs_tol=1e-12 * big)
+    a = 2.0 ** (-1.0 / half_life)
+    assert math.isclose(r["ewma"], big * (2 * a - 1), rel_tol=1e-12, abs_tol=1e-12 * big)
 
 
 # --------------------------------------------------------- adversarial keys
@@ -335,8 +351,8 @@ def test_one_hot_key_long_out_of_order_stream():
     ev = make_events([U64_MAX] * n, [U32_MAX] * n, T0 + rng.integers(0, 500, n),
                      rng.normal(50.0, 10.0, n))
     t, buf = make_table(16, 8)
-    applied, invalid, full, stale = apply(t, ev, alpha=0.01)
-    ref = assert_rows_match(t, ev, DEFAULT_TS_MIN, DEFAULT_TS_MAX, 0.01)
+    applied, invalid, full, stale = apply(t, ev, half_life=100.0)
+    ref = assert_rows_match(t, ev, DEFAULT_TS_MIN, DEFAULT_TS_MAX, 100.0)
     assert (applied, invalid, full) == (n, 0, 0)
     assert stale == ref[(U64_MAX, U32_MAX)]["stale"] > 0
     check_index(t, buf)
@@ -356,7 +372,7 @@ def test_all_keys_distinct_up_to_the_limit():
     assert apply(t, ev1)[:3] == (limit, 0, 0)
     assert apply(t, ev2) == (limit, 0, 0, 0)
     assert t.used == limit
-    assert_rows_match(t, np.concatenate([ev1, ev2]), DEFAULT_TS_MIN, DEFAULT_TS_MAX, ALPHA)
+    assert_rows_match(t, np.concatenate([ev1, ev2]), DEFAULT_TS_MIN, DEFAULT_TS_MAX, HALF_LIFE)
     check_index(t, buf)
 
 
@@ -408,7 +424,7 @@ def test_colliding_home_slots_wrap_around_the_index(data):
                                         max_size=len(which))))
     t, buf = make_table(slots, limit)
     assert apply(t, ev)[:3] == (len(ev), 0, 0)
-    assert_rows_match(t, ev, DEFAULT_TS_MIN, DEFAULT_TS_MAX, ALPHA)
+    assert_rows_match(t, ev, DEFAULT_TS_MIN, DEFAULT_TS_MAX, HALF_LIFE)
     index = check_index(t, buf)
     homes = t.series_slots(np.ascontiguousarray(index["key"]),
                            np.ascontiguousarray(index["metric"]))
@@ -449,7 +465,7 @@ def test_series_created_inside_the_prefetch_window():
     for g in gaps:
         r = find(t, 1000 + g, g)
         assert (r["count"], r["sum"], r["last"]) == (2, 2.0, 2.0), g
-    assert_rows_match(t, ev, DEFAULT_TS_MIN, DEFAULT_TS_MAX, ALPHA)
+    assert_rows_match(t, ev, DEFAULT_TS_MIN, DEFAULT_TS_MAX, HALF_LIFE)
     check_index(t, buf)
 
 
@@ -474,7 +490,7 @@ def test_full_table_refuses_exactly_the_new_series(ev, limit, cuts):
     assert totals[1] == (~ok).sum()
     assert totals[2] == (ok & ~admitted).sum()
     assert t.used == min(limit, len(set(zip(ev["key"][ok].tolist(), ev["metric"][ok].tolist()))))
-    assert_rows_match(t, ev[admitted], ts_min, ts_max, ALPHA)
+    assert_rows_match(t, ev[admitted], ts_min, ts_max, HALF_LIFE)
     for k, m in zip(ev["key"][ok & ~admitted].tolist(), ev["metric"][ok & ~admitted].tolist()):
         assert find(t, k, m) is None
     check_index(t, buf)
@@ -496,20 +512,20 @@ def test_full_table_across_batches_by_hand():
 # ------------------------------------------------------------ batch splits
 
 @FAST
-@given(ev=streams(max_size=300, max_series=40), alpha=alphas,
+@given(ev=streams(max_size=300, max_series=40), half_life=half_lives,
        cuts=st.lists(st.integers(0, 300), max_size=8))
-def test_batch_splitting_is_invisible(ev, alpha, cuts):
+def test_batch_splitting_is_invisible(ev, half_life, cuts):
     """One batch or the same stream cut anywhere gives byte-identical tables
     (index, rows, header) and the same summed counters; streams up to 300
     events cross the kernel's 12/24/64-event pipeline windows."""
     ts_min, ts_max = T0 - 5, T0 + 5
     t1, buf1 = make_table(128, 64)
     t2, buf2 = make_table(128, 64)
-    whole = np.array(apply(t1, ev, ts_min, ts_max, alpha))
+    whole = np.array(apply(t1, ev, ts_min, ts_max, half_life))
     parts = np.zeros(4, np.int64)
     bounds = [0, *sorted(c for c in cuts if c <= len(ev)), len(ev)]
     for a, b in zip(bounds, bounds[1:]):
-        parts += apply(t2, ev[a:b], ts_min, ts_max, alpha)
+        parts += apply(t2, ev[a:b], ts_min, ts_max, half_life)
     assert np.array_equal(whole, parts)
     assert bytes(buf1) == bytes(buf2)
 
@@ -554,7 +570,7 @@ def test_snapshot_has_every_series_once_and_reports_room_needed(ev):
     t, _ = make_table(64, 32)
     apply(t, ev)
     used = t.used
-    ref = series_state_ref(ev, DEFAULT_TS_MIN, DEFAULT_TS_MAX, ALPHA)
+    ref = series_state_ref(ev, DEFAULT_TS_MIN, DEFAULT_TS_MAX, HALF_LIFE)
     big = np.zeros(used + 3, STATE_DTYPE)
     assert t.snapshot_into(big) == used
     assert [(int(r["key"]), int(r["metric"])) for r in big[:used]] == list(ref)
@@ -768,7 +784,9 @@ def test_released_table_refuses_every_call():
     one = np.zeros(1, STATE_DTYPE)
     calls = [
         lambda: t.used, lambda: t.slots, lambda: t.limit,
-        lambda: t.apply(make_events([1], [1], [T0], [1.0]), 0, I64_MAX, ALPHA),
+        lambda: t.apply(make_events([1], [1], [T0], [1.0]), SETTINGS, NO_ALERTS),
+        lambda: t.sweep(T0, SETTINGS, NO_ALERTS), lambda: t.reload(SETTINGS, NO_ALERTS),
+        lambda: t.select_status_into(0, np.zeros(4, STATE_DTYPE)),
         lambda: t.find_into(1, 1, one), lambda: t.snapshot_into(np.zeros(4, STATE_DTYPE)),
         lambda: ts.find_into(1, 1, one),
         lambda: ts.get_many_into(np.ones(1, np.uint64), np.ones(1, np.uint32), one),
@@ -784,9 +802,13 @@ def test_apply_refuses_non_event_arrays():
     t, _ = make_table(16, 8)
     ev = make_events([1, 2], [1, 1], [T0, T0], [1.0, 2.0])
     with pytest.raises(ValueError):
-        t.apply(np.zeros(8, np.float64), 0, I64_MAX, ALPHA)
+        t.apply(np.zeros(8, np.float64), SETTINGS, NO_ALERTS)
     with pytest.raises(ValueError):
-        t.apply(np.concatenate([ev, ev])[::2], 0, I64_MAX, ALPHA)
+        t.apply(np.concatenate([ev, ev])[::2], SETTINGS, NO_ALERTS)
+    with pytest.raises(ValueError, match="ALERT_DTYPE"):
+        t.apply(ev, SETTINGS, np.zeros(4, EVENT_DTYPE)[:0].view(np.uint8))
+    with pytest.raises(TypeError):
+        t.apply(ev, None, NO_ALERTS)
     assert t.used == 0
 
 
@@ -826,7 +848,7 @@ def test_table_in_shared_memory_reads_through_a_second_mapping(shm_table):
         apply(t, make_events([99], [1], [T0], [7.0]))
         assert find(reader, 99, 1)["last"] == 7.0
         assert_rows_match(reader, np.concatenate([ev, make_events([99], [1], [T0], [7.0])]),
-                          DEFAULT_TS_MIN, DEFAULT_TS_MAX, ALPHA)
+                          DEFAULT_TS_MIN, DEFAULT_TS_MAX, HALF_LIFE)
     finally:
         if reader is not None:
             reader.release_buffer()

@@ -1,0 +1,224 @@
+"""The engine's alert thread: drains every worker's alert ring and hands
+each status change to iterators, callbacks and the gateway.
+
+Workers write alert records into their own SPSC rings (shared memory) and
+never wait for room; one thread here is the single consumer of all of
+them.  Status changes are rare next to events, so this side may build one
+Python object per alert."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from .health import Alert, alerts_from_records
+from .records import ALERT_DTYPE
+
+__all__ = ["AlertHub", "AlertStream"]
+
+log = logging.getLogger("ringflow.alerts")
+
+# Records read from one ring per pass: bounded, so one busy worker cannot
+# starve the others' alerts.
+_READ_BATCH = 1024
+# A subscriber that stops reading loses alerts past this many (counted).
+_SUBSCRIBER_QUEUE = 100_000
+_END = object()
+
+
+class AlertStream:
+    """An iterator over the status changes that happen after it was opened.
+
+    Returned by :meth:`engine.Engine.alerts`.  Iteration blocks until the
+    next alert; with a ``timeout`` it ends when none came for that long.
+    It also ends when the engine closes.  Use it as a context manager, or
+    call :meth:`close`, to stop receiving.
+    """
+
+    def __init__(self, hub: AlertHub, timeout: float | None) -> None:
+        self._hub = hub
+        self._timeout = timeout
+        self._queue: queue.Queue = queue.Queue(_SUBSCRIBER_QUEUE)
+        self.dropped = 0
+        hub._subscribe(self)
+
+    def __iter__(self) -> Iterator[Alert]:
+        return self
+
+    def __next__(self) -> Alert:
+        try:
+            item = self._queue.get(timeout=self._timeout)
+        except queue.Empty:
+            raise StopIteration from None
+        if item is _END:
+            raise StopIteration
+        return item
+
+    def get(self, timeout: float | None = None) -> Alert | None:
+        """The next alert, or ``None`` when none came within ``timeout``
+        seconds or the engine closed."""
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        return None if item is _END else item
+
+    def close(self) -> None:
+        """Stop receiving alerts."""
+        self._hub._unsubscribe(self)
+
+    def __enter__(self) -> AlertStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _offer(self, item) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+
+
+class AlertHub:
+    """Single consumer of the workers' alert rings.
+
+    Parameters
+    ----------
+    ringset : engine._ring.RingSet
+        The consumer end of every worker's alert ring, in worker order.
+    workers : int
+        How many rings it has.
+    wake : callable
+        Rings the doorbell the alert thread sleeps on.
+    dropped : callable
+        Returns how many alerts the workers dropped so far (full rings).
+    names : dict
+        The engine's name registry (``{"entities": {...}, "metrics": {...}}``),
+        read when an alert is named.
+    views : tuple
+        The engine's view horizons, to name view statistics.
+    """
+
+    def __init__(self, ringset, workers: int, wake: Callable[[], None],
+                 dropped: Callable[[], int], names: dict, views) -> None:
+        self._dropped = dropped
+        self._dropped_seen = 0
+        self._drop_callbacks: list[Callable[[int, int], None]] = []
+        self._rings = ringset
+        self._names = names
+        self._views = views
+        self._wake = wake
+        self._workers = workers
+        self._buffers = [np.empty(_READ_BATCH, ALERT_DTYPE) for _ in range(workers)]
+        # Guards the subscriber lists against the dispatch loop only: taken
+        # once per drained batch, never by a worker or an ingest thread.
+        self._lock = threading.Lock()
+        self._streams: list[AlertStream] = []
+        self._callbacks: list[Callable[[Alert], None]] = []
+        self._stop = threading.Event()
+        self.delivered = 0
+        self.callback_errors = 0
+        self._thread = threading.Thread(target=self._run, name="ringflow-alerts", daemon=True)
+        self._thread.start()
+
+    # --- subscribers ----------------------------------------------------
+
+    def _subscribe(self, stream: AlertStream) -> None:
+        with self._lock:
+            self._streams.append(stream)
+
+    def _unsubscribe(self, stream: AlertStream) -> None:
+        with self._lock:
+            if stream in self._streams:
+                self._streams.remove(stream)
+
+    def add_callback(self, callback: Callable[[Alert], None]) -> None:
+        """Call ``callback(alert)`` on the alert thread for every change."""
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        with self._lock:
+            self._callbacks.append(callback)
+
+    def remove_callback(self, callback: Callable[[Alert], None]) -> None:
+        """Stop calling ``callback``; once this returns it is not running."""
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+            if callback in self._drop_callbacks:
+                self._drop_callbacks.remove(callback)
+
+    def add_drop_callback(self, callback: Callable[[int, int], None]) -> None:
+        """Call ``callback(new_drops, total_drops)`` on the alert thread
+        whenever workers are seen to have dropped alerts (full rings)."""
+        with self._lock:
+            self._drop_callbacks.append(callback)
+
+    def _check_dropped(self) -> None:
+        total = self._dropped()
+        if total <= self._dropped_seen:
+            return
+        new, self._dropped_seen = total - self._dropped_seen, total
+        with self._lock:
+            for callback in self._drop_callbacks:
+                try:
+                    callback(new, total)
+                except Exception:
+                    self.callback_errors += 1
+                    log.exception("alert drop callback %r failed", callback)
+
+    # --- the thread -----------------------------------------------------
+
+    def drain(self) -> int:
+        """Read every alert now in the rings and dispatch it; returns how
+        many were read."""
+        total = 0
+        for w in range(self._workers):
+            buf = self._buffers[w]
+            while True:
+                n = self._rings.read_into(w, buf)
+                if not n:
+                    break
+                total += n
+                self._dispatch(alerts_from_records(buf[:n], w, self._names, self._views))
+                if n < len(buf):
+                    break
+        return total
+
+    def _dispatch(self, alerts: list[Alert]) -> None:
+        with self._lock:
+            for alert in alerts:
+                for stream in self._streams:
+                    stream._offer(alert)
+                for callback in self._callbacks:
+                    try:
+                        callback(alert)
+                    except Exception:
+                        # One bad callback must not stop alerts for the rest.
+                        self.callback_errors += 1
+                        log.exception("alert callback %r failed", callback)
+            self.delivered += len(alerts)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._rings.wait(0.2):
+                self.drain()
+            self._check_dropped()
+        self.drain()
+        self._check_dropped()
+
+    def close(self) -> None:
+        """Drain what the workers wrote, stop the thread, end the streams."""
+        self._stop.set()
+        self._wake()
+        self._thread.join(10)
+        with self._lock:
+            for stream in self._streams:
+                stream._offer(_END)
+            self._streams.clear()
+            self._callbacks.clear()
+        self._rings.release_buffer()

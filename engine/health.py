@@ -1,0 +1,224 @@
+"""Read side of the health layer: state rows and alert records turned into
+what a person reads (docs/health.md defines every field).
+
+The kernels keep raw accumulators (``m2``, window sums, sketch counters);
+the derived figures (variance, window means, quantiles, status names) are
+computed here, when a row is read, so that the hot path never does it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .records import ALERT_DTYPE, STATE_DTYPE
+
+__all__ = [
+    "STATUS_NAMES",
+    "STATUS_CODES",
+    "Alert",
+    "QUANTILES",
+    "sketch_quantile",
+    "series_dict",
+    "alerts_from_records",
+]
+
+#: Status names by code; the code order is the severity order.
+STATUS_NAMES = ("OK", "WARN", "STALE", "CRIT")
+STATUS_CODES = {name: code for code, name in enumerate(STATUS_NAMES)}
+#: The quantiles every query reports.
+QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+
+_STAT_NAMES = ("last", "ewma", "mean", "min", "max", "var", "count", "win_count", "win_sum",
+               "win_min", "win_max", "win_mean", "p50", "p95", "p99")
+_STAT_TTL = 255
+_FOLD_NONE = 65535
+_INDEX = {name: i for i, name in enumerate(STATE_DTYPE.names)}
+
+
+def stat_label(code: int, views=(1, 5, 15)) -> str:
+    """Name of a stat code (the ``stat`` of a rule or an alert)."""
+    if code == _STAT_TTL:
+        return "ttl"
+    if code < len(_STAT_NAMES):
+        return _STAT_NAMES[code]
+    j = code - len(_STAT_NAMES)
+    if 0 <= j < len(views):
+        return f"view{_fmt_number(views[j])}"
+    return f"stat{code}"
+
+
+def _fmt_number(x) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _bucket_estimate(b: int) -> float:
+    if b < 4:
+        return 0.0
+    e, j = b >> 2, b & 3
+    lo = math.ldexp(1.0 + j * 0.25, e - 1023)
+    hi = math.ldexp(1.0 + (j + 1) * 0.25, e - 1023)
+    return 2.0 * lo * hi / (lo + hi)
+
+
+def sketch_quantile(sk_base: int, sketch, win_count: int, win_min: float, win_max: float,
+                    q: float) -> float | None:
+    """Quantile ``q`` of a row's current window from its sketch, exactly as
+    the rules compute it: within 1/9 of the true value at rank
+    ``floor(q * (n - 1))`` (docs/health.md).  ``None`` for an empty window."""
+    if not win_count:
+        return None
+    counts = list(sketch)
+    n = sum(counts)
+    rank = int(q * (n - 1))
+    cum = 0
+    i = 0
+    while i < len(counts) - 1:
+        cum += counts[i]
+        if cum > rank:
+            break
+        i += 1
+    return min(max(_bucket_estimate(sk_base + i), win_min), win_max)
+
+
+def _finite(x):
+    return x if x is None or not isinstance(x, float) or math.isfinite(x) else None
+
+
+def _window(count: int, total: float, lo: float, hi: float) -> dict:
+    if not count:
+        return {"count": 0, "sum": 0.0, "min": None, "max": None, "mean": None}
+    return {"count": count, "sum": _finite(total), "min": lo, "max": hi,
+            "mean": _finite(total / count)}
+
+
+def series_dict(values, names: dict | None = None, *, window_ns: int = 0,
+                views=(1, 5, 15)) -> dict:
+    """One state row (a STATE_DTYPE record, or the tuple ``tolist()`` gives)
+    as a JSON-ready dict: names where known, derived figures, non-finite
+    numbers as ``None``.
+
+    Parameters
+    ----------
+    values : numpy.void or tuple
+        The row.
+    names : dict, optional
+        ``{"entities": {id: name}, "metrics": {id: name}}``.
+    window_ns : int
+        The engine's window width, to report each window's end.
+    views : sequence of 3 numbers
+        The view horizons, to name the views.
+    """
+    v = values if isinstance(values, tuple) else values.tolist()
+    g = _INDEX
+    names = names or {}
+    key, metric = v[g["key"]], v[g["metric"]]
+    count = v[g["count"]]
+    out = {
+        "entity": names.get("entities", {}).get(key), "entity_id": key,
+        "metric": names.get("metrics", {}).get(metric), "metric_id": metric,
+        "count": count,
+    }
+    for name in ("sum", "min", "max", "mean"):
+        out[name] = _finite(v[g[name]]) if count else None
+    out["var"] = _finite(v[g["m2"]] / count) if count else None
+    for name in ("ewma", "last"):
+        out[name] = _finite(v[g[name]]) if count else None
+    for name in ("last_ts", "first_ts"):
+        out[name] = v[g[name]] if count else None
+    out["stale"] = v[g["stale"]]
+    out["late"] = v[g["late"]]
+    status = v[g["status"]]
+    out["status"] = STATUS_NAMES[status] if status < len(STATUS_NAMES) else str(status)
+    out["since"] = v[g["status_since"]] if status or v[g["status_since"]] else None
+    pending = v[g["pending"]]
+    out["pending"] = STATUS_NAMES[pending] if pending else None
+    out["pending_since"] = v[g["pending_since"]] if pending else None
+    start = v[g["win_start"]]
+    win = _window(v[g["win_count"]], v[g["win_sum"]], v[g["win_min"]], v[g["win_max"]])
+    prev = _window(v[g["prev_count"]], v[g["prev_sum"]], v[g["prev_min"]], v[g["prev_max"]])
+    if count:
+        win["start"] = start
+        prev["start"] = start - window_ns if window_ns else None
+        if window_ns:
+            win["end"] = start + window_ns
+            prev["end"] = start
+    out["window"] = win
+    out["prev_window"] = prev
+    sketch = v[g["sketch"]]
+    out["quantiles"] = {
+        label: sketch_quantile(v[g["sk_base"]], sketch, v[g["win_count"]], v[g["win_min"]],
+                               v[g["win_max"]], q)
+        for label, q in QUANTILES
+    }
+    folded = v[g["fold_age"]] != _FOLD_NONE
+    out["views"] = {
+        f"view{_fmt_number(h)}": (_finite(float(x)) if folded else None)
+        for h, x in zip(views, v[g["view"]])
+    }
+    return out
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A status change of one series.
+
+    Attributes
+    ----------
+    entity, metric : str or None
+        Names, where the engine knows them.
+    key, metric_id : int
+        The ids.
+    old, new : str
+        Status names.
+    stat : str
+        The statistic that decided (``"ttl"`` for silence).
+    value : float
+        Its value.
+    ts : int
+        Event time of the deciding event (ns since the epoch); for STALE,
+        when the silence passed the TTL.
+    worker : int
+        The worker that owns the series.
+    """
+
+    entity: str | None
+    metric: str | None
+    key: int
+    metric_id: int
+    old: str
+    new: str
+    stat: str
+    value: float
+    ts: int
+    worker: int
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (as published on the alert endpoint)."""
+        return {"entity": self.entity, "metric": self.metric, "entity_id": self.key,
+                "metric_id": self.metric_id, "old": self.old, "new": self.new,
+                "stat": self.stat, "value": _finite(self.value), "ts": self.ts,
+                "worker": self.worker}
+
+    def __str__(self) -> str:
+        who = self.entity if self.entity is not None else f"{self.key:#x}"
+        what = self.metric if self.metric is not None else f"{self.metric_id:#x}"
+        return f"{who} {what}: {self.old} -> {self.new} ({self.stat} = {self.value:g})"
+
+
+def alerts_from_records(records: np.ndarray, worker: int, names: dict | None = None,
+                        views=(1, 5, 15)) -> list[Alert]:
+    """Alert objects for ALERT_DTYPE records (one Python object per status
+    change: changes are rare, the hot path never builds them)."""
+    if records.dtype != ALERT_DTYPE:
+        raise ValueError("records must be ALERT_DTYPE")
+    names = names or {}
+    entities = names.get("entities", {})
+    metrics = names.get("metrics", {})
+    out = []
+    for key, ts, metric, old, new, stat, _rule, value in records.tolist():
+        out.append(Alert(entities.get(key), metrics.get(metric), key, metric,
+                         STATUS_NAMES[old], STATUS_NAMES[new], stat_label(stat, views),
+                         value, ts, worker))
+    return out
