@@ -26,6 +26,7 @@ class Settings:
         views: tuple[float, float, float] = (1, 5, 15),
         ttl_ns: int = 0,
         rules: np.ndarray | None = None,
+        health: bool = True,
     ) -> None: ...
     def set_rules(self, rules: np.ndarray | None, ttl_ns: int, lateness_ns: int) -> None: ...
     @property

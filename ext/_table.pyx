@@ -65,13 +65,16 @@ cdef class Settings:
         Default TTL (0: never STALE).
     rules : numpy.ndarray, optional
         Compiled rules (``engine.rules.RULE_DTYPE``).
+    health : bool
+        False: lifetime statistics only, no windows, sketch or rules (the
+        plain-statistics kernel the benchmarks compare against).
     """
     cdef Params p
     cdef Rule *store
 
     def __cinit__(self, *, int64_t ts_min, int64_t ts_max, int64_t window_ns,
                   int64_t lateness_ns=0, double half_life_ns, views=(1, 5, 15),
-                  int64_t ttl_ns=0, rules=None):
+                  int64_t ttl_ns=0, rules=None, bint health=True):
         cdef double v[3]
         self.store = <Rule *>PyMem_Malloc(MAX_RULES * sizeof(Rule))
         if self.store == NULL:
@@ -94,6 +97,7 @@ cdef class Settings:
             raise ValueError("ttl must not be negative")
         params_init(&self.p, ts_min, ts_max, window_ns, lateness_ns, half_life_ns, v, ttl_ns)
         self.p.rules = self.store
+        self.p.health = health
         self.set_rules(rules, ttl_ns, lateness_ns)
 
     def __dealloc__(self):

@@ -25,10 +25,18 @@ def test_state_dtype_matches_the_c_struct():
     for name, off in offsets.items():
         assert engine.STATE_DTYPE.fields[name][1] == off, name
     assert engine.STATE_DTYPE["sketch"].shape == (_table.SKETCH_SIZE,)
-    # The fields every event touches stay in the first two cache lines.
+    # What an in-order event in the current window touches stays in the
+    # first three cache lines; what only late, stale or rolling events and
+    # status changes touch comes after the sketch.
+    sketch_end = offsets["sketch"] + 2 * _table.SKETCH_SIZE
+    assert sketch_end <= 192
     for name in ("version", "count", "sum", "min", "max", "last", "last_ts", "mean", "m2",
-                 "ewma", "stale"):
-        assert offsets[name] < 128, name
+                 "ewma", "win_start", "win_count", "win_sum", "win_min", "win_max", "sk_base",
+                 "status", "rule", "pending", "sk_shift"):
+        assert offsets[name] + engine.STATE_DTYPE[name].itemsize <= 192, name
+    for name in ("key", "metric", "first_ts", "stale", "late", "prev_count", "prev_sum",
+                 "status_since", "pending_since", "view", "fold_age", "flags"):
+        assert offsets[name] >= sketch_end, name
 
 
 def test_alert_and_rule_dtypes_match_the_c_structs():
