@@ -36,6 +36,7 @@ import argparse
 import gc
 import json
 import multiprocessing as mp
+import os
 import time
 
 import numpy as np
@@ -125,8 +126,10 @@ def check_children(con=None) -> list[int]:
 # --- the sender process ---------------------------------------------------------------
 
 
-def _sender_main(conn, endpoints: dict) -> None:
+def _sender_main(conn, endpoints: dict, nice: int = 0) -> None:
     """A load generator in its own process, driven by commands on ``conn``."""
+    if nice:
+        os.nice(nice)
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
     push.connect(endpoints["ingest"])
@@ -154,7 +157,7 @@ def _sender_main(conn, endpoints: dict) -> None:
             elif op == "acked":
                 conn.send(_send_acked(dealer, frames, cmd[1], cmd[2]))
             elif op == "blast":
-                conn.send(_blast(push, frames, copies, conn))
+                conn.send(_blast(push, frames, copies, conn, cmd[1] if len(cmd) > 1 else None))
     finally:
         push.close(linger=1000)
         dealer.close(linger=0)
@@ -193,13 +196,19 @@ def _send_py(sock, frames: list[bytes], n: int) -> dict:
     return {"sent": sent, "seconds": time.perf_counter() - t0}
 
 
-def _blast(sock, frames: list[bytes], copies: int, conn) -> dict:
-    """Send frames with send_copies as fast as they go until a message
-    arrives on ``conn`` (which is consumed: it means stop)."""
+def _blast(sock, frames: list[bytes], copies: int, conn, rate: float | None = None) -> dict:
+    """Send frames with send_copies as fast as they go (or at ``rate``
+    frames/s) until a message arrives on ``conn`` (which is consumed: it
+    means stop)."""
     send_copies, addr = _wire.send_copies, sock.underlying
     sent = 0
     t0 = time.perf_counter()
     while not conn.poll():
+        if rate is not None:
+            ahead = sent / rate - (time.perf_counter() - t0)
+            if ahead > 0:
+                time.sleep(min(ahead, 0.01))
+                continue
         for f in frames[(sent // copies) % len(frames):][:8]:
             sent += send_copies(addr, f, copies)
     conn.recv()
@@ -238,10 +247,10 @@ def _send_acked(sock, frames: list[bytes], window: int, n: int) -> dict:
 class Sender:
     """The sender process and its command pipe."""
 
-    def __init__(self, endpoints: dict) -> None:
+    def __init__(self, endpoints: dict, nice: int = 0) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_sender_main, args=(child, endpoints), daemon=True,
+        self.proc = ctx.Process(target=_sender_main, args=(child, endpoints, nice), daemon=True,
                                 name="ringflow-bench-sender")
         self.proc.start()
         child.close()
@@ -253,9 +262,10 @@ class Sender:
         self.conn.send(("load", events, batch))
         return self.conn.recv()[1]
 
-    def blast(self) -> None:
-        """Start sending the loaded frames as fast as they go (see pause)."""
-        self.conn.send(("blast",))
+    def blast(self, rate: float | None = None) -> None:
+        """Start sending the loaded frames as fast as they go, or at
+        ``rate`` frames/s (see pause)."""
+        self.conn.send(("blast", rate))
 
     def pause(self) -> dict:
         """Stop a blast; returns frames sent and seconds."""
