@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine", "Producer"]
 
+_KEY_FIELD = STATE_DTYPE.names.index("key")
 # Kernels wait in slices this long, then come back to Python to notice a dead
 # worker or an expired timeout.
 _SLICE_NS = 50_000_000
@@ -714,7 +715,7 @@ class Engine:
                     break
                 size = -n + 256
             for values in out[:n].tolist():
-                by_key.setdefault(values[1], []).append(
+                by_key.setdefault(values[_KEY_FIELD], []).append(
                     series_dict(values, self.names, window_ns=cfg.window_ns, views=cfg.views))
         entities = [_entity_summary(k, rows, self.names) for k, rows in by_key.items()]
         entities.sort(key=lambda e: (-STATUS_CODES[e["status"]], e["since"] or 0,
