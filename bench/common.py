@@ -26,7 +26,7 @@ import numpy as np
 import engine
 
 __all__ = [
-    "ALPHA",
+    "HALF_LIFE_NS",
     "TS0",
     "Report",
     "Result",
@@ -52,7 +52,8 @@ __all__ = [
 ]
 
 #: EWMA weight used everywhere (the engine's default).
-ALPHA = 0.1
+#: Half-life of the EWMA (ns of event time) in the benchmarks.
+HALF_LIFE_NS = 5e9
 #: A fixed event-time origin inside the engine's sane range (2024-11-22).
 TS0 = 1_732_300_000 * 10**9
 #: Metrics per host when series are generated: a series is (host, metric).
@@ -170,7 +171,7 @@ def all_series_once(series: int) -> np.ndarray:
 
 
 def python_fold(keys: Sequence[int], tss: Sequence[int], metrics: Sequence[int],
-                values: Sequence[float], state: dict, alpha: float = ALPHA,
+                values: Sequence[float], state: dict, half_life: float = HALF_LIFE_NS,
                 ts_min: int = engine.DEFAULT_TS_MIN, ts_max: int = engine.DEFAULT_TS_MAX) -> int:
     """The pure-Python equivalent of the update kernel: a dict of series,
     one list per series, the same statistics and the same stale rule.
@@ -198,7 +199,12 @@ def python_fold(keys: Sequence[int], tss: Sequence[int], metrics: Sequence[int],
         m2 += delta * (x - mean)
         if t >= last_ts:
             # Newest event time: it becomes the series' current state.
-            ewma = x if n == 1 else (1.0 - alpha) * ewma + alpha * x
+            if n == 1:
+                ewma = x
+            elif t > last_ts:
+                # Decays in event time, as the kernel's EWMA does.
+                a = 2.0 ** ((last_ts - t) / half_life)
+                ewma = a * ewma + (1.0 - a) * x
             last = x
             last_ts = t
         else:

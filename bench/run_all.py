@@ -21,8 +21,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHES = ("ring", "kernel", "embedded", "idle", "latency", "rss", "gateway", "query",
-           "query_capacity")
+BENCHES = ("ring", "kernel", "embedded", "idle", "latency", "rss", "gateway", "alert_latency",
+           "query", "query_capacity")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,9 +27,14 @@ from engine.shm import Segment
 
 sys.path.insert(0, os.path.dirname(__file__))
 import common as C  # noqa: E402
+import kernel as K  # noqa: E402
 
 BATCH = 4096
 TS_MIN, TS_MAX = engine.DEFAULT_TS_MIN, engine.DEFAULT_TS_MAX
+# Lifetime statistics only, and everything a worker does (bench/kernel.py).
+PLAIN = K.kernel_settings("plain")
+SETTINGS = K.kernel_settings("health")
+NO_ALERTS = np.empty(BATCH, engine.ALERT_DTYPE)
 
 
 def _record_rate(benchmark, events: int) -> None:
@@ -65,7 +70,7 @@ def warm_table(request):
     try:
         _table.init_table(seg.buf, slots, series)
         table = _table.Table(seg.buf)
-        table.apply(C.all_series_once(series), TS_MIN, TS_MAX, C.ALPHA)
+        table.apply(C.all_series_once(series), SETTINGS, NO_ALERTS)
         ev = C.gen_events(64 * BATCH, series, seed=1)
         yield series, table, ev
     finally:
@@ -76,18 +81,21 @@ def warm_table(request):
 
 
 @pytest.mark.benchmark(group="kernel: Table.apply, 64 batches of 4096")
-def test_table_apply(benchmark, warm_table):
+@pytest.mark.parametrize("mode", ["plain", "health"])
+def test_table_apply(benchmark, warm_table, mode):
     series, table, ev = warm_table
     views = [ev[i:i + BATCH] for i in range(0, len(ev), BATCH)]
     apply = table.apply
+    settings = PLAIN if mode == "plain" else SETTINGS
 
     def run():
         for v in views:
-            apply(v, TS_MIN, TS_MAX, C.ALPHA)
+            apply(v, settings, NO_ALERTS)
 
     # Each round in the future of the last, so that events are new, not stale.
     benchmark.pedantic(run, setup=lambda: C.advance_time(ev), rounds=15, warmup_rounds=1)
     benchmark.extra_info["series"] = series
+    benchmark.extra_info["mode"] = mode
     _record_rate(benchmark, len(ev))
 
 
@@ -111,7 +119,7 @@ def test_python_fold_matches_kernel():
     _table.init_table(buf, 128, series)
     table = _table.Table(buf)
     try:
-        table.apply(ev, TS_MIN, TS_MAX, C.ALPHA)
+        table.apply(ev, PLAIN, NO_ALERTS)
         rows = np.empty(series, engine.STATE_DTYPE)
         assert table.snapshot_into(rows) == series
     finally:
@@ -125,7 +133,8 @@ def test_python_fold_matches_kernel():
         assert s[9] == r["last_ts"] and s[10] == r["first_ts"]
         np.testing.assert_allclose(
             [s[1], s[2], s[3], s[4], s[6], s[7], s[8]],
-            [r["sum"], r["min"], r["max"], r["mean"], r["var"], r["ewma"], r["last"]],
+            [r["sum"], r["min"], r["max"], r["mean"], r["m2"] / r["count"], r["ewma"],
+             r["last"]],
             rtol=1e-9)
 
 
