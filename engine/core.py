@@ -33,7 +33,14 @@ from .errors import (
     WorkerDied,
     raise_for_status,
 )
-from .health import STATUS_CODES, STATUS_NAMES, series_dict
+from .health import (
+    QUANTILES,
+    STATUS_CODES,
+    STATUS_NAMES,
+    merge_sketches,
+    merged_quantile,
+    series_dict,
+)
 from .records import STATE_DTYPE, as_events, as_ids, entity_id, metric_id
 from .rules import RULES_SEGMENT_BYTES, Rules
 from .shm import Segment
@@ -687,6 +694,35 @@ class Engine:
         rows = [series_dict(r, self.names, window_ns=cfg.window_ns, views=cfg.views)
                 for r in self.entity_rows(key).tolist()]
         return _entity_summary(_series_key(key), rows, self.names)
+
+    def quantiles(self, metric: int | str, keys=None) -> dict:
+        """p50/p95/p99 of one metric over many series' current windows (the
+        whole fleet, or ``keys``), from their merged sketches.
+
+        Parameters
+        ----------
+        metric : int or str
+        keys : array_like of int or str, optional
+            Entities to merge; default every entity with this metric.
+
+        Returns
+        -------
+        dict
+            ``series`` merged, ``count`` of values, and ``p50``, ``p95``,
+            ``p99`` (``None`` when no window has values).
+        """
+        mid = _series_metric(metric)
+        if keys is None:
+            rows = self.snapshot()
+            rows = rows[rows["metric"] == mid]
+        else:
+            rows = self.get_many(keys, mid)
+        rows = rows[rows["count"] > 0]
+        merged = merge_sketches(rows)
+        out = {"series": len(rows), "count": int(rows["win_count"].sum())}
+        for label, q in QUANTILES:
+            out[label] = merged_quantile(merged, q)
+        return out
 
     def status(self, min_status: str = "WARN") -> list[dict]:
         """Entities with a series at ``min_status`` or worse, worst first.

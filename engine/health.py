@@ -20,6 +20,8 @@ __all__ = [
     "Alert",
     "QUANTILES",
     "sketch_quantile",
+    "merge_sketches",
+    "merged_quantile",
     "series_dict",
     "alerts_from_records",
 ]
@@ -80,6 +82,46 @@ def sketch_quantile(sk_base: int, sketch, win_count: int, win_min: float, win_ma
             break
         i += 1
     return min(max(_bucket_estimate(sk_base + i), win_min), win_max)
+
+
+def merge_sketches(rows: np.ndarray) -> tuple[int, np.ndarray, float, float]:
+    """Merge the current-window sketches of several rows (one metric across
+    hosts, say) into one histogram: the sketches are mergeable because a
+    bucket is the same value range in every row.
+
+    Counters are scaled back by each row's halvings (``2 ** sk_shift``), and
+    each row's collapsed bucket 0 stays where that row put it.
+
+    Returns
+    -------
+    (base, counts, lo, hi)
+        Bucket index of ``counts[0]``, the merged counts (float, since
+        scaled), and the exact min and max over the rows' windows.  An
+        empty merge gives ``(0, [], nan, nan)``.
+    """
+    rows = rows[rows["win_count"] > 0]
+    if not len(rows):
+        return 0, np.zeros(0), math.nan, math.nan
+    width = rows["sketch"].shape[1]
+    bases = rows["sk_base"].astype(np.int64)
+    base = int(bases.min())
+    counts = np.zeros(int(bases.max()) - base + width)
+    scale = np.ldexp(1.0, rows["sk_shift"].astype(np.int64))
+    for b, sketch, k in zip(bases.tolist(), rows["sketch"], scale):
+        counts[b - base:b - base + width] += sketch * k
+    return base, counts, float(rows["win_min"].min()), float(rows["win_max"].max())
+
+
+def merged_quantile(merged: tuple[int, np.ndarray, float, float], q: float) -> float | None:
+    """Quantile ``q`` of a :func:`merge_sketches` result, with the same rank
+    rule and estimate as one row's (docs/health.md); ``None`` when empty."""
+    base, counts, lo, hi = merged
+    total = counts.sum()
+    if not total:
+        return None
+    rank = math.floor(q * (total - 1))
+    i = int(np.searchsorted(np.cumsum(counts), rank, side="right"))
+    return min(max(_bucket_estimate(base + min(i, len(counts) - 1)), lo), hi)
 
 
 def _finite(x):

@@ -259,3 +259,25 @@ def test_windows_and_quantiles_are_queryable(eng):
         true = np.sort(values)[int(q * 199)]
         assert abs(row["quantiles"][label] - true) <= true / 9, label
     assert row["var"] == pytest.approx(values.var())
+
+
+def test_sketches_merge_across_series(eng):
+    """Fleet-wide quantiles from merged sketches: the same buckets as one
+    sketch over all the values, so within the sketch's error of the truth."""
+    t0 = (time.time_ns() // (10 * S)) * 10 * S
+    rng = np.random.default_rng(7)
+    everything = []
+    for i in range(6):
+        values = rng.uniform(5.0, 80.0, 300)
+        everything.append(values)
+        eng.submit(events(f"web-{i}", "latency_ms", list(values), t0, step=S // 100))
+    eng.flush()
+    fleet = eng.quantiles("latency_ms")
+    assert fleet["series"] == 6 and fleet["count"] == 1800
+    allv = np.sort(np.concatenate(everything))
+    for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        true = allv[int(q * (len(allv) - 1))]
+        assert abs(fleet[label] - true) <= true / 9, (label, fleet[label], true)
+    two = eng.quantiles("latency_ms", keys=["web-0", "web-1"])
+    assert two["series"] == 2 and two["count"] == 600
+    assert eng.quantiles("nothing")["p99"] is None
