@@ -1,5 +1,7 @@
-"""``python -m engine demo``: an engine on its defaults, fed a synthetic fleet
-of servers, queried while it runs."""
+"""``python -m engine demo``: an engine with health rules, fed a fleet of
+servers at full speed while a few of them go through scripted incidents
+(engine/scenario.py); alerts are printed as they happen, then the fleet's
+status and the workers' counters."""
 
 from __future__ import annotations
 
@@ -9,9 +11,14 @@ import numpy as np
 
 from .config import EngineConfig
 from .core import Engine
-from .records import EVENT_DTYPE, entity_id, metric_id
+from .rules import format_duration
+from .scenario import METRICS as SCENARIO_METRICS
+from .scenario import MIN_HOSTS, STEPS, Background, Scenario
 
-#: Metrics of the synthetic fleet with their typical level and spread.
+__all__ = ["METRICS", "run", "workers_table", "status_table", "alert_line"]
+
+#: Metrics of the load generator's synthetic fleet (engine.loadgen) with
+#: their typical level and spread.
 METRICS = {
     "cpu": (0.45, 0.15),
     "mem": (0.60, 0.10),
@@ -20,67 +27,103 @@ METRICS = {
     "errors": (0.5, 0.5),
 }
 
+#: The demo plays the scenario at 10x speed (or slower, to fill a longer run).
+MIN_INTERVAL = 0.1
+# Alert lines printed before the rest are only counted.
+_MAX_ALERT_LINES = 200
+_COLOURS = {"OK": "green", "WARN": "yellow", "STALE": "magenta", "CRIT": "bold red"}
 
-class Fleet:
-    """Deterministic synthetic server-health traffic.
 
-    Batches are drawn from a pool generated once, so that producing load
-    costs far less than the engine spends applying it; each batch gets fresh
-    event times, and a small share of events arrives late.
-    """
-
-    def __init__(self, hosts: int, batch: int, seed: int = 0, pool: int = 16) -> None:
-        rng = np.random.default_rng(seed)
-        self.host_names = [f"web-{i:04d}" for i in range(hosts)]
-        self.metric_names = list(METRICS)
-        host_ids = np.array([entity_id(n) for n in self.host_names], np.uint64)
-        metric_ids = np.array([metric_id(n) for n in self.metric_names], np.uint32)
-        self.pool = []
-        for _ in range(pool):
-            ev = np.zeros(batch, EVENT_DTYPE)
-            h = rng.integers(0, hosts, batch)
-            m = rng.integers(0, len(metric_ids), batch)
-            ev["key"] = host_ids[h]
-            ev["metric"] = metric_ids[m]
-            level = np.array([METRICS[n][0] for n in self.metric_names])[m]
-            spread = np.array([METRICS[n][1] for n in self.metric_names])[m]
-            ev["value"] = np.abs(rng.normal(level, spread))
-            self.pool.append(ev)
-        # A batch spans one millisecond of event time, in order but for 1%
-        # of its events, which arrive up to 5 s late.
-        self.span = 1_000_000
-        self.offsets = np.arange(batch, dtype=np.int64) * self.span // batch
-        late = rng.random(batch) < 0.01
-        self.offsets[late] -= rng.integers(0, 5 * 10**9, int(late.sum()))
-        self.clock = time.time_ns()
-        self.i = 0
-
-    def next(self) -> np.ndarray:
-        """The next batch, stamped after the previous one (or now, if later)."""
-        ev = self.pool[self.i % len(self.pool)]
-        self.i += 1
-        self.clock = max(self.clock + self.span, time.time_ns())
-        np.add(self.offsets, self.clock, out=ev["ts"])
-        return ev
+def _count(n: int) -> str:
+    """A counter in at most 7 characters: 12,345 / 327k / 25.6M / 1.2G."""
+    if n < 100_000:
+        return f"{n:,}"
+    if n < 10_000_000:
+        return f"{n / 1e3:,.0f}k"
+    if n < 10_000_000_000:
+        return f"{n / 1e6:,.1f}M"
+    return f"{n / 1e9:,.1f}G"
 
 
 def workers_table(stats: dict, title: str = "workers"):
-    """A rich table of ``Engine.stats()["workers"]``: one row a worker."""
+    """A rich table of ``Engine.stats()["workers"]``: one row a worker.
+
+    ``stale`` counts events older than their series' newest (out of order),
+    ``late`` those of them too late for their window (docs/health.md)."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
-    for col in ("worker", "pid", "applied", "late", "invalid", "full", "series", "batches"):
-        table.add_column(col, justify="right")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD,
+                  collapse_padding=True, pad_edge=False)
+    cols = ("worker", "pid", "applied", "stale", "late", "invalid", "full", "series",
+            "batches", "alerts")
+    for col in cols:
+        table.add_column(col, justify="right", no_wrap=True)
     for w in stats["workers"]:
-        table.add_row(str(w["worker"]), str(w["pid"]), f"{w['applied']:,}", f"{w['stale']:,}",
-                      f"{w['invalid']:,}", f"{w['full']:,}", f"{w['series']:,}",
-                      f"{w['batches']:,}")
+        table.add_row(str(w["worker"]), str(w["pid"]), *(_count(w.get(c, 0)) for c in cols[2:]))
+    return table
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def _rel(ts: int | None, start: int) -> str:
+    return "-" if ts is None else f"{(ts - start) / 1e9:+.2f}s"
+
+
+def alert_line(alert, start: int) -> str:
+    """One alert as a line of rich markup: event time (seconds from the
+    scenario's start), host, metric, old -> new, stat = value."""
+    colour = _COLOURS.get(alert.new, "")
+    who = alert.entity if alert.entity is not None else f"{alert.key:#x}"
+    what = alert.metric if alert.metric is not None else f"{alert.metric_id:#x}"
+    if alert.stat == "ttl":
+        why = f"silent, last = {_fmt(alert.value)}"
+    else:
+        why = f"{alert.stat} = {_fmt(alert.value)}"
+    return (f"{_rel(alert.ts, start):>8}  {who:<10} {what:<11} "
+            f"{alert.old:>5} -> [{colour}]{alert.new:<5}[/]  {why}")
+
+
+def status_table(status: list[dict], start: int, limit: int = 10,
+                 title: str = "status (entities not OK, worst first)"):
+    """A rich table of ``Engine.status()``: one row an entity, with its
+    series that are not OK."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("entity", "status", "since", "series (last value)"):
+        table.add_column(col, justify="left", no_wrap=col != "series (last value)")
+    for e in status[:limit]:
+        name = e["entity"] if e["entity"] is not None else f"{e['entity_id']:#x}"
+        series = ", ".join(
+            f"{s['metric'] or hex(s['metric_id'])} {_fmt(s['last'])}"
+            + ("" if s["status"] == e["status"]
+               else f" [{_COLOURS.get(s['status'], '')}]{s['status']}[/]")
+            for s in e["series"])
+        table.add_row(name, f"[{_COLOURS.get(e['status'], '')}]{e['status']}[/]",
+                      _rel(e["since"], start), series)
+    if len(status) > limit:
+        table.add_row(f"... {len(status) - limit} more", "", "", "")
+    if not status:
+        table.add_row("(every entity is OK)", "", "", "")
     return table
 
 
 def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 16384,
-        wait: str = "block", show: int = 4) -> dict:
+        wait: str = "block", show: int = 10) -> dict:
     """Run the demo and print what the engine saw.
+
+    The scenario (:mod:`engine.scenario`) plays at 10x speed: a sampling
+    interval of 100 ms, so 5 s cover the whole script (scenario time: cpu
+    WARN -> CRIT -> WARN -> OK from 0.8 to 1.7 s, a host silent from 0.6 s,
+    STALE at 1.7 s and back at 4 s, a latency spike at 2.3-3 s, a disk
+    filling from 3.5 s); longer runs slow it down to fill the time.  The
+    script starts at the last window boundary, up to a window before the
+    run, so everything happens up to a second earlier in the run.
+    Meanwhile the calm hosts are ingested as fast as the engine takes them.
 
     Parameters
     ----------
@@ -89,76 +132,116 @@ def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 
     seconds : float
         How long to ingest.
     hosts : int
-        Hosts in the synthetic fleet (five metrics each).
+        Hosts in the fleet (five metrics each; at least 5: four have a
+        scripted incident).
     batch : int
-        Events per submitted batch.
+        Events per submitted background batch.
     wait : str
         Wait strategy of the engine.
     show : int
-        Hosts to print at the end.
+        Entities to list in the status table.
 
     Returns
     -------
     dict
-        Events submitted, seconds, events/s and the engine's stats.
+        ``events`` submitted, ``accepted``, ``seconds``, ``events_per_s``,
+        the engine's ``stats``, the ``alerts`` (as dicts) and the final
+        ``status`` (``Engine.status()``).
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-    from rich.table import Table
 
-    console = Console()
-    fleet = Fleet(hosts, batch)
+    console = Console(highlight=False)
+    hosts = max(int(hosts), MIN_HOSTS)
+    interval = max(MIN_INTERVAL, seconds / STEPS)
+    sc = Scenario(hosts=hosts, interval=interval)
+    background = Background(sc, batch)
     cfg = EngineConfig(workers=workers, wait=wait,
-                       table_capacity=max(1024, hosts * len(METRICS)))
+                       table_capacity=max(1024, hosts * len(SCENARIO_METRICS)),
+                       rules=sc.rules_toml(), **sc.engine_settings())
+    iv = sc.interval_ns
     console.print(f"[bold]ringflow demo[/]: {workers} workers, {hosts} hosts x "
-                  f"{len(METRICS)} metrics, batches of {batch}, {seconds:g} s of ingest")
+                  f"{len(SCENARIO_METRICS)} metrics, {seconds:g} s; readings every "
+                  f"{format_duration(iv)} (windows {format_duration(sc.window_ns)}, "
+                  f"TTL {format_duration(sc.ttl_ns)})")
+
     submitted = accepted = 0
-    probe = fleet.host_names[0]
+    alerts: list = []
+    printed = 0
+    story = list(sc.scripted_hosts)
     with Engine(config=cfg) as eng:
+        eng.register_names(entities=sc.hosts)
+        stream = eng.alerts()
+        # The script starts at the last window boundary (windows are aligned
+        # to the epoch), less than a window ago and so less than the TTL:
+        # its first steps are caught up at once, then it follows the clock.
+        start = time.time_ns() // sc.window_ns * sc.window_ns
+        end = time.time_ns() + int(seconds * 1e9)
+        for inc in sc.incidents:
+            at = f"{inc.begin * iv / 1e9:4.1f}-{inc.end * iv / 1e9:.1f}s"
+            late = "" if start + inc.begin * iv < end else " [dim](after the run)[/]"
+            console.print(f"  {at:>10}  {inc.host}  {inc.description}{late}")
         columns = [TextColumn("ingest"), BarColumn(), TextColumn("{task.fields[rate]}"),
                    TimeRemainingColumn()]
-        with Progress(*columns, console=console, transient=False) as progress:
+        progress = Progress(*columns, console=console, transient=True,
+                            disable=not console.is_terminal)
+
+        def show_alerts() -> None:
+            nonlocal printed
+            while (alert := stream.get(0)) is not None:
+                alerts.append(alert)
+                if printed < _MAX_ALERT_LINES:
+                    progress.console.print(alert_line(alert, start))
+                    printed += 1
+
+        with progress:
             task = progress.add_task("ingest", total=seconds, rate="")
             t0 = time.perf_counter()
             last_update = t0
+            step = 0
             while True:
                 now = time.perf_counter()
                 if now - t0 >= seconds:
                     break
-                accepted += eng.submit(fleet.next())
-                submitted += batch
+                ev = background.next()
+                accepted += eng.submit(ev)
+                submitted += len(ev)
+                # The scripted hosts read on the scenario's clock: event time
+                # follows the wall clock, which the TTL runs on.  Steps due
+                # together go in one batch.
+                due = (time.time_ns() - start) // iv + 1
+                if due > step:
+                    ev = np.concatenate([sc.delivery(k, start, hosts=story)
+                                         for k in range(step, due)])
+                    accepted += eng.submit(ev)
+                    submitted += len(ev)
+                    step = due
+                show_alerts()
                 if now - last_update > 0.2:
-                    row = eng.get(probe, "cpu")
-                    cpu = f"{row['last']:.2f}" if row is not None else "-"
                     progress.update(task, completed=now - t0,
                                     rate=f"{submitted / (now - t0) / 1e6:6.1f} M events/s, "
-                                         f"{probe} cpu={cpu}")
+                                         f"step {step}/{STEPS}")
                     last_update = now
             eng.flush()
             elapsed = time.perf_counter() - t0
-            progress.update(task, completed=seconds,
-                            rate=f"{submitted / elapsed / 1e6:6.1f} M events/s")
+            # The last alerts: those of the last events and of the TTL check.
+            time.sleep(min(0.3, iv / 1e9))
+            show_alerts()
+        if printed < len(alerts):
+            console.print(f"  ... and {len(alerts) - printed} more alerts")
+        stream.close()
+        status = eng.status()
         stats = eng.stats()
-
-        table = Table(title=f"a few series (of {stats['series']})")
-        for col in ("host", "metric", "count", "last", "mean", "min", "max", "ewma", "late"):
-            table.add_column(col, justify="right" if col not in ("host", "metric") else "left")
-        names = fleet.host_names[:show]  # the fleet's names: the table shows no raw ids
-        for host in names:
-            rows = eng.get_many([host] * len(METRICS), fleet.metric_names)
-            for metric, r in zip(fleet.metric_names, rows):
-                if r["count"] == 0:
-                    continue
-                table.add_row(host, metric, f"{r['count']:,}", f"{r['last']:.3f}",
-                              f"{r['mean']:.3f}", f"{r['min']:.3f}", f"{r['max']:.3f}",
-                              f"{r['ewma']:.3f}", f"{r['stale']:,}")
-        console.print(table)
-
+        console.print(status_table(status, start, show))
         console.print(workers_table(stats))
+
     rate = submitted / elapsed
+    scripted = sum(a.entity in sc.scripted_hosts for a in alerts)
     console.print(f"submitted {submitted:,} events in {elapsed:.2f} s: "
                   f"[bold]{rate / 1e6:.1f} M events/s[/] submit-to-applied; "
                   f"{stats['applied']:,} applied, {stats['rejected_invalid']:,} rejected, "
-                  f"{stats['stale']:,} arrived late (counted, never overwrote newer state)")
+                  f"{stats['stale']:,} out of order ({stats['late']:,} of them too late for "
+                  f"their window); {len(alerts)} alerts ({scripted} from the scripted hosts)")
     return {"events": submitted, "accepted": accepted, "seconds": elapsed,
-            "events_per_s": rate, "stats": stats}
+            "events_per_s": rate, "stats": stats, "alerts": [a.to_dict() for a in alerts],
+            "status": status, "steps": step}
