@@ -1,8 +1,9 @@
 """The ``ringflow`` command (also ``python -m engine``).
 
 Commands: ``demo`` (an embedded engine, no network), ``serve`` (an engine
-behind its ZeroMQ gateway, until SIGINT/SIGTERM), and the clients of a
-running server: ``send``, ``query`` and ``stats``.
+behind its ZeroMQ gateway, until SIGINT/SIGTERM; SIGHUP reloads its rules),
+and the clients of a running server: ``send``, ``query``, ``status``,
+``alerts``, ``reload`` and ``stats``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _statuses(text: str) -> list[str]:
+    from .health import STATUS_NAMES
+
+    names = [t.strip().upper() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in STATUS_NAMES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"statuses are a comma-separated list of {', '.join(STATUS_NAMES)}, got {text!r}")
+    return names
 
 
 def _positive_float(text: str) -> float:
@@ -57,7 +69,8 @@ def _validators():
     return {
         "int": _checked(S.positive_int, "positive integer"),
         "float": _checked(S.positive_float, "positive number"),
-        "unit": _checked(S.unit_float, "number in (0, 1]"),
+        "duration": _checked(S.duration, "duration"),
+        "rules": _checked(S.rules_file, "rules file"),
         "port": _checked(S.port, "port"),
         "ports": _checked(S.parse_ports, "ports"),
         "host": _checked(S.normalize_host, "host"),
@@ -106,7 +119,15 @@ config file (TOML); every key is optional, flags win over the file:
   ring_capacity = 65536       # --ring-capacity (records per ring)
   table_capacity = 262144     # --table-capacity (series per worker)
   wait = "block"              # --wait: block | sleep | yield | spin
-  ewma_alpha = 0.1            # --ewma-alpha
+  window = "60s"              # --window: width of the tumbling windows
+  lateness = "10s"            # --lateness (default: 10s, or the window if shorter)
+  half_life = "10s"           # --half-life of the EWMA
+  views = [1, 5, 15]          # horizons of the sliding views, in windows
+  alert_capacity = 4096       # alerts each worker's alert ring holds
+  tick = "250ms"              # how often workers check TTLs
+
+  [health]
+  rules = "rules.toml"        # --rules; relative to this file's directory
 
   [gateway]
   host = "tcp://127.0.0.1"    # --host
@@ -121,10 +142,20 @@ config file (TOML); every key is optional, flags win over the file:
   quiet = false               # --quiet
   status_interval = 5.0       # --status-interval (seconds)
 
-An unknown section or key is an error that names it.  SIGINT (Ctrl-C),
-SIGTERM and SIGHUP stop the gateway, drain what it read, print the final
-counters ("final: ..." line) and exit 0; sent to the whole process group,
-they reach only the server, which stops the workers itself.
+Durations are seconds (60, 0.25) or strings: "250ms", "30s", "5m", "1h".
+An unknown section or key is an error that names it; so is a rules file
+that is missing or invalid (format: docs/health.md).
+
+signals: SIGINT (Ctrl-C) and SIGTERM stop the gateway, drain what it read,
+print the final counters ("final: ..." line) and exit 0.  SIGHUP re-reads
+the rules file and prints one line saying what happened; invalid rules are
+reported and the old ones kept.  Sent to the whole process group, these
+signals reach only the server, never its workers.
+
+examples:
+  ringflow serve --rules rules.toml --window 30s
+  ringflow serve --config ringflow.toml --workers 8
+  kill -HUP $(pgrep -f 'ringflow serve')     # reload the rules
 """
 
 SEND_EPILOG = """\
@@ -138,8 +169,72 @@ the gateway (--ack); 2 usage error or no gateway answering; 130 interrupted.
 """
 
 QUERY_EPILOG = """\
+For each metric: status and since when (event time), last value, EWMA,
+lifetime count/mean/std/min/max, the current window's count/mean/min/max
+and p50/p95/p99, the sliding views (view1, view5, view15 with the default
+views), the age of the last event and how many came stale or late.
+
+examples:
+  ringflow query web-17                  # every metric of web-17
+  ringflow query web-17 --metric disk
+  ringflow query web-17 --json
+
 exit codes: 0 found; 1 no such series (or entity); 2 usage error or no
 gateway answering within --timeout.
+"""
+
+STATUS_EPILOG = """\
+Entities are listed worst first (CRIT, STALE, WARN, then OK with --all),
+the longest-standing first within a status; under each, its series at that
+level or worse with status, since when (event time, and how long ago),
+last value, EWMA and p95 of the current window.
+
+examples:
+  ringflow status
+  ringflow status --all --limit 20
+  ringflow status --json | jq '.entities[].entity'
+
+exit codes: 0 success (whatever the statuses); 1 the gateway refused the
+query; 2 usage error or no gateway answering within --timeout.
+"""
+
+ALERTS_EPILOG = """\
+One line per alert, event time in local time:
+  2026-11-22 12:04:31.123 web-17 disk OK -> CRIT (last = 0.97)
+With --json, the JSON the gateway publishes, plus "topic" (the new status):
+  {"topic": "CRIT", "entity": "web-17", "metric": "disk", "entity_id": ...,
+   "metric_id": ..., "old": "OK", "new": "CRIT", "stat": "last",
+   "value": 0.97, "ts": 1795345471123000000, "worker": 1}
+When workers dropped alerts (full alert rings) a DROPPED notice comes
+instead (on stderr; with --json a {"topic": "DROPPED", ...} line): the
+statuses are still right, `ringflow status` shows them.  Only alerts that
+happen while following are shown.
+
+examples:
+  ringflow alerts                            # follow until Ctrl-C
+  ringflow alerts --status CRIT,STALE
+  ringflow alerts --count 1 --timeout 60 --json
+
+exit codes: 0 done (--count reached, --timeout passed without --count, or
+Ctrl-C without --count); 1 fewer than --count alerts before --timeout; 2
+usage error or no gateway answering; 130 interrupted with --count.
+"""
+
+RELOAD_EPILOG = """\
+Without --rules the server re-reads the rules file it was started with
+(`ringflow serve --rules FILE`; SIGHUP to the server does the same).  With
+--rules, FILE is read here and its rules are sent to the server; the
+server's own file is unchanged, so its next SIGHUP reads that file again.
+Invalid rules are refused and the old ones stay in force.  Windows,
+statistics and status history are kept; every series is re-evaluated
+against its new rule at once.
+
+examples:
+  ringflow reload
+  ringflow reload --rules /etc/ringflow/rules.toml
+
+exit codes: 0 reloaded; 1 refused (invalid rules, or no rules file on the
+server); 2 usage error or no gateway answering within --timeout.
 """
 
 
@@ -177,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run an engine behind its ZeroMQ gateway until SIGINT or SIGTERM",
         description="Start the engine's workers and its ZeroMQ gateway (ingest, acked "
                     "ingest, queries, alerts), print the endpoints and a readiness line "
-                    "('ringflow serving on ...'), then serve until SIGINT or SIGTERM, "
-                    "drain, print the final counters and exit 0.",
+                    "('ringflow serving on ...'), then serve until SIGINT or SIGTERM "
+                    "(SIGHUP re-reads the rules file), drain, print the final counters "
+                    "and exit 0.",
     )
     serve.add_argument("--config", metavar="FILE.toml",
                        help="TOML settings file (format below); flags win over it")
@@ -192,8 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--wait", choices=WAIT_STRATEGIES, default=None,
                    help="what idle workers and producers facing full rings do "
                         "(default: block, near 0%% CPU when idle)")
-    e.add_argument("--ewma-alpha", type=v["unit"], metavar="ALPHA",
-                   help="weight of each reading in the EWMA, in (0, 1] (default: 0.1)")
+    e.add_argument("--window", type=v["duration"], metavar="DURATION",
+                   help="width of the tumbling windows, in event time (default: 60s)")
+    e.add_argument("--lateness", type=v["duration"], metavar="DURATION",
+                   help="how long after its end a window still takes late events, at most "
+                        "the window (default: 10s, or the window if shorter; a rules file's "
+                        "[defaults] lateness wins)")
+    e.add_argument("--half-life", type=v["duration"], metavar="DURATION",
+                   help="half-life of the EWMA, in event time (default: 10s)")
+    h = serve.add_argument_group("health")
+    h.add_argument("--rules", type=v["rules"], metavar="FILE",
+                   help="health rules (TOML, docs/health.md); SIGHUP re-reads the file "
+                        "(default: no rules, every series OK or STALE)")
     _add_endpoint_options(serve, v, serve=True)
     g = serve.add_argument_group("gateway")
     g.add_argument("--max-message-bytes", type=v["int"], metavar="BYTES",
@@ -245,18 +351,69 @@ def build_parser() -> argparse.ArgumentParser:
     # --- query ---
     query = sub.add_parser(
         "query", formatter_class=_Formatter, epilog=QUERY_EPILOG,
-        help="show one series, or every metric of an entity",
+        help="show one series, or every metric of an entity, with its health",
         description="Read the state of ENTITY's METRIC series (or of all its metrics) from a "
-                    "running server: count, last value, mean, std, min, max, EWMA, times.",
+                    "running server: status, statistics, windows, quantiles, views.",
     )
     query.add_argument("entity", metavar="ENTITY", help="entity (host) name, e.g. web-0001")
     query.add_argument("metric", metavar="METRIC", nargs="?",
-                       help="metric name, e.g. cpu (default: every metric of ENTITY)")
+                       help="metric name, e.g. cpu (default: every metric of ENTITY); "
+                            "the same as --metric")
+    query.add_argument("--metric", dest="metric_option", metavar="METRIC",
+                       help="show this metric only")
     query.add_argument("--ids", action="store_true",
                        help="ENTITY and METRIC are numeric ids, not names")
     query.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_client_options(query, v)
     query.set_defaults(_parser=query)
+
+    # --- status ---
+    status = sub.add_parser(
+        "status", formatter_class=_Formatter, epilog=STATUS_EPILOG,
+        help="list the entities that are not OK, worst first",
+        description="List the entities with a series at WARN or worse (every entity with "
+                    "--all), worst first, with since when, and each such series under it.",
+    )
+    status.add_argument("--all", action="store_true",
+                        help="every entity, OK ones too")
+    status.add_argument("--limit", type=v["int"], default=100, metavar="N",
+                        help="entities to list, at most 100000 (default: 100)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_client_options(status, v)
+    status.set_defaults(_parser=status)
+
+    # --- alerts ---
+    alerts = sub.add_parser(
+        "alerts", formatter_class=_Formatter, epilog=ALERTS_EPILOG,
+        help="follow status changes (alerts) live",
+        description="Subscribe to the server's alert endpoint and print each status change "
+                    "as it happens, until Ctrl-C, --count alerts or --timeout.",
+    )
+    alerts.add_argument("--status", type=_statuses, metavar="S1,S2",
+                        help="only changes to these statuses, e.g. CRIT,WARN "
+                             "(of OK, WARN, STALE, CRIT; default: all)")
+    alerts.add_argument("--json", action="store_true",
+                        help="print each alert as one JSON line")
+    alerts.add_argument("--count", type=v["int"], metavar="N",
+                        help="stop after N alerts")
+    alerts.add_argument("--timeout", type=v["float"], metavar="SECONDS",
+                        help="stop after SECONDS without an alert (default: follow until "
+                             "Ctrl-C); also the longest wait, up to 5 s, for the gateway to "
+                             "answer at start")
+    _add_endpoint_options(alerts, v, serve=False)
+    alerts.set_defaults(_parser=alerts)
+
+    # --- reload ---
+    reload = sub.add_parser(
+        "reload", formatter_class=_Formatter, epilog=RELOAD_EPILOG,
+        help="reload the server's health rules",
+        description="Ask a running server to re-read its rules file, or send it the rules "
+                    "of FILE; print the rules now in force.",
+    )
+    reload.add_argument("--rules", metavar="FILE",
+                        help="send the rules of this local TOML file instead")
+    _add_client_options(reload, v)
+    reload.set_defaults(_parser=reload)
 
     # --- stats ---
     stats = sub.add_parser(
@@ -306,11 +463,12 @@ def _out_console():
     return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
-def _no_gateway(args, what: str) -> int:
+def _no_gateway(args, what: str, timeout: float | None = None) -> int:
     url = _endpoints(args)[what]
+    timeout = args.timeout if timeout is None else timeout
     _err_console().print(
         f"ringflow {args.command}: error: no answer from the gateway at {url} within "
-        f"{args.timeout:g} s; is `ringflow serve` running there?")
+        f"{timeout:g} s; is `ringflow serve` running there?")
     return EXIT_TIMEOUT
 
 
@@ -338,6 +496,37 @@ def _age(ts_ns, now_ns: int) -> str:
         if s < 120 * size:
             return f"{sign}{s / size:.3g}{unit}"
     return f"{sign}{s / 86400:.1f}d"
+
+
+def _local_time(ts_ns, ms: bool = True) -> str:
+    """An event time (ns since the epoch) in local time, to the millisecond."""
+    if ts_ns is None:
+        return "-"
+    secs, ns = divmod(int(ts_ns), 10**9)
+    text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(secs))
+    return f"{text}.{ns // 10**6:03d}" if ms else text
+
+
+def _ago(ts_ns, now_ns: int) -> str:
+    """``3.2m ago``; event times come from the senders' clocks, which may be
+    ahead of this one: ``in 2s``."""
+    if not ts_ns:
+        return "-"
+    age = _age(ts_ns, now_ns)
+    return f"in {age[1:]}" if age.startswith("-") else f"{age} ago"
+
+
+def _since(ts_ns, now_ns: int) -> str:
+    if ts_ns is None:
+        return "-"
+    return f"{_local_time(ts_ns, ms=False)} ({_ago(ts_ns, now_ns)})"
+
+
+def _status_text(series: dict) -> str:
+    status = series.get("status") or "-"
+    if series.get("pending"):
+        status += f" ({series['pending']} pending)"
+    return status
 
 
 def _print_json(obj) -> None:
@@ -441,7 +630,11 @@ def _cmd_send(args) -> int:
 def _cmd_query(args) -> int:
     from .errors import GatewayTimeout, QueryError
 
-    entity, metric = args.entity, args.metric
+    if args.metric is not None and args.metric_option is not None \
+            and args.metric != args.metric_option:
+        args._parser.error("give the metric once: as METRIC or as --metric")
+    entity, metric = args.entity, args.metric if args.metric is not None else args.metric_option
+    shown_metric = metric
     if args.ids:
         try:
             entity = int(entity, 0)
@@ -452,43 +645,217 @@ def _cmd_query(args) -> int:
         with _connect(args) as client:
             if metric is not None:
                 row = client.get(entity, metric)
+                summary = None
                 rows = [] if row is None else [row]
             else:
-                rows = client.entity(entity)
+                summary = client.entity(entity, summary=True)
+                rows = summary["series"]
     except GatewayTimeout:
         return _no_gateway(args, "query")
     except QueryError as exc:
         _err_console().print(f"ringflow query: error: the gateway refused the query: {exc}")
         return EXIT_FAILED
     if not rows:
-        what = f"series {args.entity} {args.metric}" if metric is not None else \
+        what = f"series {args.entity} {shown_metric}" if metric is not None else \
             f"entity {args.entity}"
         _err_console().print(f"ringflow query: no {what}: the engine has not seen it")
         if args.json:
-            _print_json(None if metric is not None else [])
+            _print_json(None)
         return EXIT_FAILED
     if args.json:
-        _print_json(rows[0] if metric is not None else rows)
+        _print_json(rows[0] if metric is not None else summary)
         return EXIT_OK
     from rich import box
     from rich.markup import escape
     from rich.table import Table
 
     now = time.time_ns()
-    title = f"{args.entity}" + (f" {args.metric}" if metric is not None else "")
-    table = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False)
-    cols = ("metric", "count", "last", "mean", "std", "min", "max", "ewma", "age", "late")
-    for c in cols:
-        table.add_column(c, justify="left" if c == "metric" else "right")
-    for r in sorted(rows, key=lambda r: (r.get("metric") or "", r.get("metric_id", 0))):
+    if summary is not None:
+        since = f" since {_since(summary['since'], now)}" if summary.get("since") else ""
+        head = f"{args.entity}: {summary['status']}{since}"
+    else:
+        r = rows[0]
+        since = f" since {_since(r['since'], now)}" if r.get("since") else ""
+        head = f"{args.entity} {shown_metric}: {_status_text(r)}{since}"
+    # One column per metric, one row per figure: a dozen figures fit the
+    # height of a terminal better than its width.
+    rows = sorted(rows, key=lambda r: (r.get("metric") or "", r.get("metric_id", 0)))
+    out = _out_console()
+    # Above the table rather than its title: a title wraps at the table's width.
+    out.print(head, soft_wrap=True, markup=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("")
+    for r in rows:
+        table.add_column(escape(r.get("metric") or f"#{r.get('metric_id')}"), justify="right")
+
+    def add(label: str, cell) -> None:
+        table.add_row(label, *(escape(cell(r)) for r in rows))
+
+    def std(r):
         var = r.get("var")
-        std = var ** 0.5 if isinstance(var, (int, float)) and var >= 0 else None
-        table.add_row(escape(r.get("metric") or f"#{r.get('metric_id')}"), _num(r.get("count")),
-                      *(_num(x, 4) for x in (r.get("last"), r.get("mean"), std, r.get("min"),
-                                             r.get("max"), r.get("ewma"))),
-                      _age(r.get("last_ts"), now), _num(r.get("stale")))
-    _out_console().print(table)
+        return var ** 0.5 if isinstance(var, (int, float)) and var >= 0 else None
+
+    def win(r, key):
+        return (r.get("window") or {}).get(key)
+
+    add("status", _status_text)
+    add("since", lambda r: _since(r.get("since"), now))
+    for name in ("last", "ewma"):
+        add(name, lambda r, name=name: _num(r.get(name), 4))
+    add("count", lambda r: _num(r.get("count")))
+    add("mean", lambda r: _num(r.get("mean"), 4))
+    add("std", lambda r: _num(std(r), 4))
+    add("min", lambda r: _num(r.get("min"), 4))
+    add("max", lambda r: _num(r.get("max"), 4))
+    add("window", lambda r: f"from {_local_time(win(r, 'start'), ms=False)[11:]}"
+        if win(r, "start") is not None else "-")
+    add("win count", lambda r: _num(win(r, "count")))
+    for key in ("mean", "min", "max"):
+        add(f"win {key}", lambda r, key=key: _num(win(r, key), 4))
+    for q in ("p50", "p95", "p99"):
+        add(q, lambda r, q=q: _num((r.get("quantiles") or {}).get(q), 4))
+    view_names = list(dict.fromkeys(k for r in rows for k in (r.get("views") or {})))
+    for name in view_names:
+        add(name, lambda r, name=name: _num((r.get("views") or {}).get(name), 4))
+    add("age", lambda r: _ago(r.get("last_ts"), now))          # of the last event
+    add("stale/late", lambda r: f"{_num(r.get('stale'))}/{_num(r.get('late'))}")
+    out.print(table)
+    return EXIT_OK
+
+
+def _cmd_status(args) -> int:
+    from .errors import GatewayTimeout, QueryError
+
+    min_status = "OK" if args.all else "WARN"
+    try:
+        with _connect(args) as client:
+            reply = client.status(min_status, limit=args.limit)
+    except GatewayTimeout:
+        return _no_gateway(args, "query")
+    except QueryError as exc:
+        _err_console().print(f"ringflow status: error: the gateway refused the query: {exc}")
+        return EXIT_FAILED
+    if args.json:
+        _print_json(reply)
+        return EXIT_OK
+    entities, total = reply["entities"], reply["total"]
+    out = _out_console()
+    if not entities:
+        out.print("no entity at all yet" if args.all else
+                  "no entity at WARN or worse: every series is OK", soft_wrap=True)
+        return EXIT_OK
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    what = "entities" if total != 1 else "entity"
+    head = f"{total} {what}" + ("" if args.all else " at WARN or worse") + \
+        (f", the {len(entities)} worst shown (--limit)" if len(entities) < total else "")
+    now = time.time_ns()
+    out.print(head, soft_wrap=True, markup=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for c in ("entity / metric", "status", "since", "last", "ewma", "p95"):
+        table.add_column(c, justify="left" if c in ("entity / metric", "status", "since")
+                         else "right")
+    for e in entities:
+        name = e.get("entity") or f"{e['entity_id']:#x}"
+        table.add_row(escape(name), e["status"], _since(e.get("since"), now), "", "", "")
+        for r in e.get("series", []):
+            metric = r.get("metric") or f"#{r.get('metric_id')}"
+            table.add_row(escape(f"  {metric}"), escape(_status_text(r)),
+                          _since(r.get("since"), now), _num(r.get("last"), 4),
+                          _num(r.get("ewma"), 4),
+                          _num((r.get("quantiles") or {}).get("p95"), 4))
+    out.print(table)
+    return EXIT_OK
+
+
+def _alert_line(alert: dict) -> str:
+    """``2026-11-22 12:04:31.123 web-17 disk OK -> CRIT (last = 0.97)``"""
+    who = alert.get("entity")
+    if who is None:
+        who = f"{alert.get('entity_id', 0):#x}"
+    what = alert.get("metric")
+    if what is None:
+        what = f"{alert.get('metric_id', 0):#x}"
+    value = alert.get("value")
+    shown = f"{value:g}" if isinstance(value, (int, float)) else "-"
+    return (f"{_local_time(alert.get('ts'))} {who} {what} {alert.get('old')} -> "
+            f"{alert.get('new')} ({alert.get('stat')} = {shown})")
+
+
+def _cmd_alerts(args) -> int:
+    from .client import DROPPED, Client
+    from .errors import GatewayTimeout
+
+    # The alert endpoint is a PUB: connecting to it tells nothing, so the
+    # query endpoint answers for the gateway.
+    connect_timeout = min(5.0, args.timeout) if args.timeout else 5.0
+    err = _err_console()
+    with Client(endpoints=_endpoints(args), timeout=connect_timeout) as client:
+        try:
+            client.ping()
+        except GatewayTimeout:
+            return _no_gateway(args, "query", connect_timeout)
+        with client.alerts(args.status, timeout=args.timeout) as feed:
+            if not feed.wait_connected(connect_timeout):
+                return _no_gateway(args, "alerts", connect_timeout)
+            which = ",".join(args.status) if args.status else "all statuses"
+            err.print(f"following alerts on {feed.endpoint} ({which}); Ctrl-C to stop")
+            shown = 0
+            try:
+                for msg in feed:
+                    if msg.get("topic") == DROPPED:
+                        if args.json:
+                            sys.stdout.write(json.dumps(msg) + "\n")
+                            sys.stdout.flush()
+                        else:
+                            err.print(f"ringflow alerts: the workers dropped "
+                                      f"{msg.get('dropped')} alerts (full alert rings; "
+                                      f"{msg.get('total')} in all): statuses are still "
+                                      "right, `ringflow status` shows them")
+                        continue
+                    line = json.dumps(msg) if args.json else _alert_line(msg)
+                    sys.stdout.write(line + "\n")
+                    sys.stdout.flush()
+                    shown += 1
+                    if args.count and shown >= args.count:
+                        return EXIT_OK
+            except KeyboardInterrupt:
+                # Following until Ctrl-C is the normal end without --count.
+                return EXIT_INTERRUPTED if args.count else EXIT_OK
+    if args.count:
+        err.print(f"ringflow alerts: {shown} of {args.count} alerts within {args.timeout:g} s "
+                  "of silence")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _cmd_reload(args) -> int:
+    from .errors import GatewayTimeout, QueryError
+
+    rules = None
+    if args.rules is not None:
+        try:
+            with open(args.rules, encoding="utf-8") as f:
+                rules = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            args._parser.error(f"cannot read {args.rules}: "
+                               f"{getattr(exc, 'strerror', None) or exc}")
+    try:
+        with _connect(args) as client:
+            reply = client.reload(rules)
+    except GatewayTimeout:
+        return _no_gateway(args, "query")
+    except QueryError as exc:
+        _err_console().print(f"ringflow reload: error: the gateway refused the rules: {exc}")
+        return EXIT_FAILED
+    source = f"from {args.rules}" if args.rules else "from the server's rules file"
+    count = reply.get("count")
+    out = _out_console()
+    out.print(f"rules reloaded {source}: {count} rule{'s' if count != 1 else ''}",
+              soft_wrap=True, markup=False)
+    out.print(reply.get("rules", ""), soft_wrap=True, markup=False)
     return EXIT_OK
 
 
@@ -545,7 +912,9 @@ def _cmd_stats(args) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"serve": _cmd_serve, "send": _cmd_send, "query": _cmd_query, "stats": _cmd_stats}
+_COMMANDS = {"serve": _cmd_serve, "send": _cmd_send, "query": _cmd_query,
+             "status": _cmd_status, "alerts": _cmd_alerts, "reload": _cmd_reload,
+             "stats": _cmd_stats}
 
 
 def main(argv: list[str] | None = None) -> int:

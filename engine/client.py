@@ -10,7 +10,9 @@ ingest socket):
 
 * ``ingest``: PUSH to the gateway's PULL endpoint, for fire-and-forget sends;
 * ``acked``: DEALER to the acked ROUTER endpoint, one message in flight;
-* ``query``: DEALER to the query ROUTER endpoint, one request in flight.
+* ``query``: DEALER to the query ROUTER endpoint, one request in flight;
+* ``alerts``: a SUB socket per :meth:`Client.alerts` subscription, to the
+  gateway's PUB endpoint.
 
 A request that times out raises :class:`engine.errors.GatewayTimeout` and
 closes its DEALER (a new one is made for the next request), so a reply that
@@ -46,10 +48,14 @@ from .errors import (
 )
 from .records import EVENT_DTYPE, STATE_DTYPE, as_events, as_ids, entity_id, metric_id
 
-__all__ = ["Client", "AsyncClient"]
+__all__ = ["Client", "AsyncClient", "AlertSubscription", "AsyncAlertSubscription"]
 
-#: Socket type of each endpoint a client uses (it never subscribes to alerts).
+#: Socket type of each request endpoint (alerts get a SUB per subscription).
 _SOCKET_TYPES = {"ingest": zmq.PUSH, "acked": zmq.DEALER, "query": zmq.DEALER}
+
+#: Topics of the alert endpoint: the new status of an alert, and DROPPED.
+ALERT_STATUSES = ("OK", "WARN", "STALE", "CRIT")
+DROPPED = "DROPPED"
 
 # What a step expects back.
 _NO_REPLY, _RAW, _JSON = 0, 1, 2
@@ -126,6 +132,226 @@ def _names(values, what: str) -> list[str]:
     return values
 
 
+def _alert_topics(statuses) -> list[bytes]:
+    """SUB subscriptions for a status filter: every topic for ``None``,
+    else the statuses and ``DROPPED`` (missed alerts concern every filter)."""
+    if statuses is None:
+        return [b""]
+    if isinstance(statuses, str):
+        statuses = statuses.split(",")
+    wanted = []
+    for status in statuses:
+        name = status.strip().upper() if isinstance(status, str) else None
+        if name not in ALERT_STATUSES:
+            raise ValueError(f"unknown status {status!r}; statuses: {', '.join(ALERT_STATUSES)}")
+        wanted.append(name.encode())
+    if not wanted:
+        raise ValueError("statuses must name at least one status, or be None for all")
+    return [*dict.fromkeys(wanted), DROPPED.encode()]
+
+
+def _alert_message(parts: list, endpoint: str) -> dict:
+    """One PUB message (topic, JSON) as a dict with the topic as ``topic``."""
+    if len(parts) != 2:
+        raise EngineError(f"{endpoint}: an alert message has 2 frames, got {len(parts)}")
+    topic, body = parts
+    try:
+        data = json.loads(body)
+        name = bytes(topic).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise EngineError(f"{endpoint}: undecodable alert message "
+                          f"{bytes(topic)[:20]!r} {bytes(body)[:80]!r}") from None
+    if not isinstance(data, dict):
+        raise EngineError(f"{endpoint}: alert body is not a JSON object: {data!r}")
+    return {"topic": name, **data}
+
+
+class _SubscriptionBase:
+    """A SUB socket on the gateway's alert endpoint; see :class:`AlertSubscription`."""
+
+    # Alerts come in bursts (a rack going silent turns every series of it
+    # STALE at once); the gateway's PUB drops past its own high-water mark.
+    _RCVHWM = 100_000
+
+    def __init__(self, client: _ClientBase, statuses, timeout: float | None) -> None:
+        client._check()
+        if timeout is not None and not timeout > 0:
+            raise ConfigError(f"timeout must be positive seconds or None, got {timeout!r}")
+        self.timeout = None if timeout is None else float(timeout)
+        self.topics = _alert_topics(statuses)
+        self.endpoint = client.endpoints["alerts"]
+        self.received = 0
+        self._client = client
+        self._connected = False
+        sock = client._ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, self._RCVHWM)
+        for topic in self.topics:
+            sock.setsockopt(zmq.SUBSCRIBE, topic)
+        # Before connect(), so that the handshake cannot be missed.
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        sock.connect(self.endpoint)
+        self._sock = sock
+        client._subscribed(self)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run (or the client was closed)."""
+        return self._sock is None
+
+    def _handshake_seen(self) -> None:
+        self._connected = True
+        self._stop_monitor()
+
+    def _stop_monitor(self) -> None:
+        if self._monitor is not None:
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
+
+    def _close_socket(self) -> None:
+        if self._sock is None:
+            return
+        self._stop_monitor()
+        self._sock.close(linger=0)
+        self._sock = None
+
+    def close(self) -> None:
+        """Unsubscribe and close the socket.  Safe to call twice."""
+        if self._sock is not None and os.getpid() == self._client._pid:
+            self._close_socket()
+        self._sock = None
+        self._client._unsubscribed(self)
+
+    def _decode(self, parts: list) -> dict:
+        self.received += 1
+        return _alert_message(parts, self.endpoint)
+
+    def __repr__(self) -> str:
+        topics = ",".join(t.decode() for t in self.topics if t) or "all"
+        state = "closed" if self.closed else "open"
+        return f"<{type(self).__name__} {self.endpoint} topics={topics} {state}>"
+
+
+class AlertSubscription(_SubscriptionBase):
+    """Alerts from a gateway's PUB endpoint, as dicts; made by :meth:`Client.alerts`.
+
+    Iterating yields one dict per message: the JSON the gateway published
+    plus ``topic``, the first frame.  For an alert ``topic`` is the new
+    status (``"OK"``, ``"WARN"``, ``"STALE"``, ``"CRIT"``) and the fields
+    are ``entity``, ``metric``, ``entity_id``, ``metric_id``, ``old``,
+    ``new``, ``stat``, ``value``, ``ts``, ``worker`` (PROTOCOL.md).  When
+    the engine's workers dropped alerts (full alert rings) the gateway
+    publishes ``{"topic": "DROPPED", "dropped": n, "total": t}``.
+
+    The SUB socket connects when the subscription is made; like any ZeroMQ
+    subscriber it sees only what is published once it is connected (see
+    :meth:`wait_connected`).  Iteration blocks until the next message; with
+    a ``timeout`` it ends when none came for that long (iterate again to go
+    on).  It ends for good once :meth:`close` ran.
+
+    Attributes
+    ----------
+    topics : list of bytes
+        The SUB subscriptions (``[b""]``: everything).
+    timeout : float or None
+        Seconds of silence that end an iteration.
+    received : int
+        Messages received so far.
+    """
+
+    def __iter__(self) -> AlertSubscription:
+        return self
+
+    def __next__(self) -> dict:
+        if self._sock is None:
+            raise StopIteration
+        self._client._check()
+        ms = None if self.timeout is None else max(1, int(self.timeout * 1000))
+        if not self._sock.poll(ms, zmq.POLLIN):
+            raise StopIteration
+        return self._decode(self._sock.recv_multipart())
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        """Wait until the SUB socket has connected to the gateway.
+
+        Alerts published before that are not delivered.  Once it returns
+        True the subscriptions are on their way (ZeroMQ sends them right
+        after the handshake); the gateway takes them with its next publish.
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait; ``None`` waits forever.
+
+        Returns
+        -------
+        bool
+            Whether the connection is up (False: none within ``timeout``).
+        """
+        if self._connected or self._sock is None:
+            return self._connected
+        ms = None if timeout is None else max(0, int(timeout * 1000))
+        # The monitor listens for the handshake only: any event is it.
+        if self._monitor.poll(ms, zmq.POLLIN):
+            self._monitor.recv_multipart()
+            self._handshake_seen()
+        return self._connected
+
+    def __enter__(self) -> AlertSubscription:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncAlertSubscription(_SubscriptionBase):
+    """The asyncio form of :class:`AlertSubscription`, made by
+    :meth:`AsyncClient.alerts`: ``async for alert in subscription``; the
+    iteration ends after ``timeout`` seconds without a message."""
+
+    def __aiter__(self) -> AsyncAlertSubscription:
+        return self
+
+    async def __anext__(self) -> dict:
+        if self._sock is None:
+            raise StopAsyncIteration
+        self._client._check()
+        try:
+            parts = await asyncio.wait_for(self._sock.recv_multipart(), self.timeout)
+        except asyncio.TimeoutError:
+            raise StopAsyncIteration from None
+        return self._decode(parts)
+
+    async def wait_connected(self, timeout: float | None = None) -> bool:
+        """Wait until the SUB socket has connected; see
+        :meth:`AlertSubscription.wait_connected`.
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait; ``None`` waits forever.
+
+        Returns
+        -------
+        bool
+        """
+        if self._connected or self._sock is None:
+            return self._connected
+        try:
+            await asyncio.wait_for(self._monitor.recv_multipart(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        self._handshake_seen()
+        return True
+
+    async def __aenter__(self) -> AsyncAlertSubscription:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
+
 class _ClientBase:
     """State and plans shared by :class:`Client` and :class:`AsyncClient`."""
 
@@ -153,6 +379,8 @@ class _ClientBase:
         self._closed = False
         self._ids = itertools.count(1)
         self._sockets: dict[str, zmq.Socket] = {}
+        self._subscriptions: set[_SubscriptionBase] = set()
+        self._subscriptions_lock = threading.Lock()
         self._ctx = self._context_class()
 
     # --- plumbing ---------------------------------------------------------
@@ -191,6 +419,14 @@ class _ClientBase:
     def _linger_ms(self, role: str) -> int:
         return int(self.linger * 1000) if role == "ingest" else 0
 
+    def _subscribed(self, sub: _SubscriptionBase) -> None:
+        with self._subscriptions_lock:
+            self._subscriptions.add(sub)
+
+    def _unsubscribed(self, sub: _SubscriptionBase) -> None:
+        with self._subscriptions_lock:
+            self._subscriptions.discard(sub)
+
     def _drop(self, role: str) -> None:
         """Close a socket whose state is unknown (a request that got no reply)."""
         sock = self._sockets.pop(role, None)
@@ -210,6 +446,11 @@ class _ClientBase:
         for role, sock in self._sockets.items():
             sock.close(linger=self._linger_ms(role))
         self._sockets.clear()
+        # Terminating the context waits for every socket, subscriptions too.
+        with self._subscriptions_lock:
+            subs, self._subscriptions = list(self._subscriptions), set()
+        for sub in subs:
+            sub._close_socket()
         return True
 
     def _timeout_error(self, role: str, sending: bool) -> GatewayTimeout:
@@ -295,12 +536,34 @@ class _ClientBase:
         reply = yield from self._plan_query({"op": "get", "entity": entity, "metric": metric})
         return reply["series"]
 
-    def _plan_entity(self, entity) -> _Plan:
+    def _plan_entity(self, entity, summary: bool) -> _Plan:
         reply = yield from self._plan_query({"op": "entity", "entity": entity})
+        if summary:
+            return {k: v for k, v in reply.items() if k not in ("ok", "op")}
         return reply["series"]
 
-    def _plan_status(self, limit: int) -> _Plan:
-        reply = yield from self._plan_query({"op": "status", "limit": limit})
+    def _plan_status(self, min_status: str, limit: int) -> _Plan:
+        reply = yield from self._plan_query(
+            {"op": "status", "min_status": min_status, "limit": limit})
+        return {k: v for k, v in reply.items() if k not in ("ok", "op")}
+
+    def _plan_rules(self) -> _Plan:
+        reply = yield from self._plan_query({"op": "rules"})
+        return {k: v for k, v in reply.items() if k not in ("ok", "op")}
+
+    def _plan_reload(self, rules) -> _Plan:
+        request = {"op": "reload"}
+        if isinstance(rules, os.PathLike):
+            # Read here: the gateway may run on another machine, and it
+            # never opens a file a client names.
+            with open(rules, encoding="utf-8") as f:
+                request["rules"] = f.read()
+        elif isinstance(rules, (str, dict)):
+            request["rules"] = rules
+        elif rules is not None:
+            raise TypeError("rules must be None, TOML text, a dict or a path (os.PathLike), "
+                            f"got {type(rules).__name__}")
+        reply = yield from self._plan_query(request)
         return {k: v for k, v in reply.items() if k not in ("ok", "op")}
 
     def _plan_top(self, field: str, k: int, order: str) -> _Plan:
@@ -527,9 +790,15 @@ class Client(_ClientBase):
         dict or None
             The series: ``entity``, ``entity_id``, ``metric``, ``metric_id``,
             ``count``, ``sum``, ``min``, ``max``, ``mean``, ``var``, ``ewma``,
-            ``last``, ``last_ts``, ``first_ts``, ``stale`` (names are
-            ``None`` when the gateway does not know them; non-finite numbers
-            are ``None``); ``None`` for a series never seen.
+            ``last``, ``last_ts``, ``first_ts``, ``stale``, ``late``,
+            ``status``, ``since``, ``pending``, ``pending_since``,
+            ``window`` and ``prev_window`` (``count``, ``sum``, ``min``,
+            ``max``, ``mean``, ``start``, ``end``), ``quantiles`` (``p50``,
+            ``p95``, ``p99`` of the current window) and ``views`` (e.g.
+            ``view1``, ``view5``, ``view15``); see docs/health.md.  Names are
+            ``None`` when the gateway does not know them, non-finite numbers
+            and figures without a value yet are ``None``.  ``None`` for a
+            series never seen.
 
         Raises
         ------
@@ -540,36 +809,125 @@ class Client(_ClientBase):
         """
         return self._run(self._plan_get(entity, metric))
 
-    def entity(self, entity: str | int) -> list[dict]:
+    def entity(self, entity: str | int, *, summary: bool = False) -> list[dict] | dict:
         """Every series of one entity (op ``entity``).
 
         Parameters
         ----------
         entity : str or int
             Entity name or u64 id.
+        summary : bool
+            Also return the entity's status.
 
         Returns
         -------
-        list of dict
-            Series as returned by :meth:`get`, in table order.
+        list of dict or dict
+            Without ``summary``: the series as returned by :meth:`get`, worst
+            status first (``[]`` for an entity never seen).  With it:
+            ``entity``, ``entity_id``, ``status`` (the worst of its series),
+            ``since`` (event time, ns, of the earliest change to that status
+            among those series, or ``None``) and ``series``.
         """
-        return self._run(self._plan_entity(entity))
+        return self._run(self._plan_entity(entity, summary))
 
-    def status(self, limit: int = 100) -> dict:
-        """Status of the series (op ``status``).
+    def status(self, min_status: str = "WARN", limit: int = 100) -> dict:
+        """Entities with a series at ``min_status`` or worse (op ``status``).
 
         Parameters
         ----------
+        min_status : {"WARN", "OK", "STALE", "CRIT"}
+            Severity order is OK < WARN < STALE < CRIT; ``"OK"`` lists every
+            entity.
         limit : int
-            Series to list, 1..100000.
+            Entities to list, 1..100000.
 
         Returns
         -------
         dict
-            The reply without ``ok`` and ``op``: ``total`` (series known) and
-            ``series`` (at most ``limit``, as returned by :meth:`get`).
+            ``total``: entities at ``min_status`` or worse; ``entities``: at
+            most ``limit`` of them, worst first (ties: the longest-standing
+            first), each with ``entity``, ``entity_id``, ``status``,
+            ``since`` and ``series`` (its series at ``min_status`` or worse,
+            as returned by :meth:`get`).
+
+        Raises
+        ------
+        engine.errors.QueryError
+            A bad ``min_status`` or ``limit``.
         """
-        return self._run(self._plan_status(limit))
+        return self._run(self._plan_status(min_status, limit))
+
+    def rules(self) -> dict:
+        """The health rules in force (op ``rules``).
+
+        Returns
+        -------
+        dict
+            ``rules``: ``{"defaults": {...}, "rule": [...]}``, the shape a
+            rules file has (durations as strings); ``describe``: the same
+            as text, one line per rule.
+        """
+        return self._run(self._plan_rules())
+
+    def reload(self, rules=None) -> dict:
+        """Replace the server's health rules (op ``reload``), keeping all state.
+
+        Parameters
+        ----------
+        rules : None, str, dict or os.PathLike
+            ``None``: the server re-reads its own rules file (``ringflow
+            serve --rules FILE``).  A str is TOML text, a dict has the
+            shape of a rules file, a path (``pathlib.Path``) names a local
+            file that is read here and sent as text.
+
+        Returns
+        -------
+        dict
+            ``rules``: the new rules described, one line per rule;
+            ``count``: how many.
+
+        Raises
+        ------
+        engine.errors.QueryError
+            Invalid rules (the old ones stay in force), or no rules file on
+            the server for ``rules=None``.
+        OSError
+            A local file that cannot be read.
+        """
+        return self._run(self._plan_reload(rules))
+
+    def alerts(self, statuses=None, timeout: float | None = None) -> AlertSubscription:
+        """Follow the alerts the gateway publishes (its PUB endpoint).
+
+        Parameters
+        ----------
+        statuses : iterable of str, str or None
+            Only alerts to these new statuses, e.g. ``["CRIT", "WARN"]`` or
+            ``"CRIT,WARN"`` (filtered by ZeroMQ, on the topic frame);
+            ``None``: all.  ``DROPPED`` messages come either way.
+        timeout : float or None
+            End an iteration after this many seconds without a message;
+            ``None`` waits forever.
+
+        Returns
+        -------
+        AlertSubscription
+            An iterator of dicts, already connecting; close it (or use it as
+            a context manager) to unsubscribe.  :meth:`close` closes it too.
+
+        Raises
+        ------
+        ValueError
+            An unknown status.
+
+        Examples
+        --------
+        >>> with Client() as c, c.alerts(["CRIT"], timeout=60) as feed:  # doctest: +SKIP
+        ...     for alert in feed:
+        ...         print(alert["entity"], alert["metric"], alert["old"], "->", alert["new"])
+        web-17 disk OK -> CRIT
+        """
+        return AlertSubscription(self, statuses, timeout)
 
     def top(self, field: str = "last", k: int = 10, order: str = "desc") -> list[dict]:
         """The ``k`` series with the highest (or lowest) ``field`` (op ``top``).
@@ -681,10 +1039,12 @@ class Client(_ClientBase):
     # --- life cycle -------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the sockets and the context.
+        """Close the sockets, alert subscriptions included, and the context.
 
         Fire-and-forget messages still queued get ``linger`` seconds to be
-        delivered; requests in flight are abandoned.  Safe to call twice.
+        delivered; requests in flight are abandoned.  Do not close a client
+        while another thread iterates one of its subscriptions.  Safe to
+        call twice.
         """
         if self._close_sockets():
             self._ctx.term()
@@ -838,34 +1198,81 @@ class AsyncClient(_ClientBase):
         """
         return await self._run(self._plan_get(entity, metric))
 
-    async def entity(self, entity: str | int) -> list[dict]:
+    async def entity(self, entity: str | int, *, summary: bool = False) -> list[dict] | dict:
         """Every series of one entity; see :meth:`Client.entity`.
 
         Parameters
         ----------
         entity : str or int
             Entity name or id.
+        summary : bool
+            Return ``entity``, ``entity_id``, ``status``, ``since`` and
+            ``series`` instead of the series alone.
 
         Returns
         -------
-        list of dict
+        list of dict or dict
         """
-        return await self._run(self._plan_entity(entity))
+        return await self._run(self._plan_entity(entity, summary))
 
-    async def status(self, limit: int = 100) -> dict:
-        """Status of the series; see :meth:`Client.status`.
+    async def status(self, min_status: str = "WARN", limit: int = 100) -> dict:
+        """Entities with a series at ``min_status`` or worse; see :meth:`Client.status`.
 
         Parameters
         ----------
+        min_status : {"WARN", "OK", "STALE", "CRIT"}
         limit : int
-            Series to list.
+            Entities to list.
 
         Returns
         -------
         dict
-            ``total`` and ``series``.
+            ``total`` and ``entities``, worst first.
         """
-        return await self._run(self._plan_status(limit))
+        return await self._run(self._plan_status(min_status, limit))
+
+    async def rules(self) -> dict:
+        """The health rules in force; see :meth:`Client.rules`.
+
+        Returns
+        -------
+        dict
+            ``rules`` and ``describe``.
+        """
+        return await self._run(self._plan_rules())
+
+    async def reload(self, rules=None) -> dict:
+        """Replace the server's health rules; see :meth:`Client.reload`.
+
+        Parameters
+        ----------
+        rules : None, str, dict or os.PathLike
+            ``None``: the server re-reads its rules file.
+
+        Returns
+        -------
+        dict
+            ``rules`` (described) and ``count``.
+        """
+        return await self._run(self._plan_reload(rules))
+
+    def alerts(self, statuses=None, timeout: float | None = None) -> AsyncAlertSubscription:
+        """Follow the gateway's alerts: ``async for alert in client.alerts()``;
+        see :meth:`Client.alerts`.
+
+        Parameters
+        ----------
+        statuses : iterable of str, str or None
+            Only alerts to these new statuses (``DROPPED`` comes either way).
+        timeout : float or None
+            End an iteration after this many seconds without a message.
+
+        Returns
+        -------
+        AsyncAlertSubscription
+            Already connecting; close it to unsubscribe.
+        """
+        return AsyncAlertSubscription(self, statuses, timeout)
 
     async def top(self, field: str = "last", k: int = 10, order: str = "desc") -> list[dict]:
         """The ``k`` series with the highest or lowest ``field``; see :meth:`Client.top`.

@@ -207,6 +207,9 @@ class Engine:
         self.names: dict = {"entities": {}, "metrics": dict(self._rules.metric_names())}
         self._alerts: AlertHub | None = None
         self._rules_generation = 0
+        # Reloads are rare control-plane calls; two at once must not
+        # interleave their writes to the rules segment.
+        self._reload_lock = threading.Lock()
         self._closed = False
         self._closing = False
         self._dead: WorkerDied | None = None
@@ -609,8 +612,9 @@ class Engine:
         parsed = Rules.load(rules, views=cfg.views)
         parsed.check_window(cfg.window_ns)
         self.names["metrics"].update(parsed.metric_names())
-        gen = self._write_rules(parsed)
-        self._rules = parsed
+        with self._reload_lock:
+            gen = self._write_rules(parsed)
+            self._rules = parsed
         lay, buf = self.layout, self._control.buf
         at = _worker.COUNTER_NAMES.index("rules_generation")
         deadline = time.monotonic() + timeout

@@ -40,6 +40,7 @@ _COALESCE_ROUNDS = 64
 _COALESCE_RECORDS = 65536
 # Frames at least this large skip the staging copy.
 _DIRECT_RECORDS = 1024
+_ALERT_HWM = 100_000
 # Row fields a "top" query can rank by.
 _TOP_FIELDS = ("count", "sum", "min", "max", "mean", "ewma", "last", "last_ts", "first_ts",
                "stale", "late", "win_count", "win_sum", "win_min", "win_max")
@@ -141,6 +142,9 @@ class Gateway:
                     raise self._errors[0]
             self.alerts = self._ctx.socket(zmq.PUB)
             self.alerts.setsockopt(zmq.LINGER, 0)
+            # A burst of status changes must not be cut at libzmq's default
+            # 1000 messages per slow subscriber.
+            self.alerts.setsockopt(zmq.SNDHWM, _ALERT_HWM)
             self.alerts.bind(self.config.endpoints["alerts"])
             # From here on only the engine's alert thread uses the PUB socket.
             engine._alerts.add_callback(self._publish)

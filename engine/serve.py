@@ -11,7 +11,15 @@ and keys of :data:`SCHEMA` (the flag ``--ring-capacity`` is the key
     ring_capacity = 65536
     table_capacity = 262144
     wait = "block"            # block | sleep | yield | spin
-    ewma_alpha = 0.1
+    window = "60s"            # durations: seconds, or "250ms", "30s", "5m", "1h", "1d"
+    lateness = "10s"          # default: 10 s, or the window if shorter
+    half_life = "10s"
+    views = [1, 5, 15]        # horizons of the sliding views, in windows
+    alert_capacity = 4096
+    tick = "250ms"
+
+    [health]
+    rules = "rules.toml"      # relative to this file's directory
 
     [gateway]
     host = "tcp://127.0.0.1"
@@ -28,16 +36,22 @@ and keys of :data:`SCHEMA` (the flag ``--ring-capacity`` is the key
     quiet = false
     status_interval = 5.0
 
-The server runs until SIGINT, SIGTERM or SIGHUP.  Each one stops the gateway
-from reading, drains what it read into the state tables, prints the final
+The rules file (docs/health.md) is read at start-up; a bad one is a usage
+error.  SIGHUP re-reads it and hands it to :meth:`engine.Engine.reload_rules`:
+the server prints one line saying what it did, and keeps the old rules when
+the new file is invalid.  A client can ask for the same through the gateway
+(op ``reload``, ``ringflow reload``).
+
+The server runs until SIGINT or SIGTERM.  Either one stops the gateway from
+reading, drains what it read into the state tables, prints the final
 counters and stops the workers; the exit code is then 0.
 
 Workers start with SIGTERM and SIGHUP blocked (the signal mask survives fork
 and exec), and they ignore SIGINT themselves: a signal sent to the whole
 process group (Ctrl-C in a terminal, ``kill -- -PGID``, systemd's default
-stop, a closed terminal) reaches only the server, which drains and stops the
-workers itself.  A worker whose server dies notices within 100 ms and exits
-on its own.
+stop or reload) reaches only the server, which drains and stops the workers
+itself, or reloads the rules.  A worker whose server dies notices within
+100 ms and exits on its own.
 """
 
 from __future__ import annotations
@@ -50,10 +64,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .config import WAIT_STRATEGIES, EngineConfig
 from .errors import ConfigError, EngineError, WorkerDied
 from .protocol import DEFAULT_HOST, DEFAULT_PORTS
+from .rules import format_duration, parse_duration
 
 __all__ = [
     "SCHEMA",
@@ -108,12 +124,54 @@ def positive_float(value) -> float:
     return float(value)
 
 
-def unit_float(value) -> float:
-    """A number in (0, 1]."""
-    x = positive_float(value)
-    if x > 1:
-        raise SettingsError(f"must be in (0, 1], got {value!r}")
-    return x
+def duration(value) -> str:
+    """A duration: a number of seconds (``>= 0``) or a string such as
+    ``"250ms"``, ``"30s"``, ``"5m"``; returned in its shortest exact
+    spelling (``60`` -> ``"1m"``), which :class:`EngineConfig` reads back
+    exactly."""
+    if isinstance(value, str):
+        # A flag's text: "90" means seconds here, as a number in TOML does
+        # (parse_duration wants a unit in a string).
+        try:
+            value = float(value) if value.strip() else value
+        except ValueError:
+            pass
+    try:
+        return format_duration(parse_duration(value, "duration"))
+    except ConfigError as exc:
+        text = str(exc)
+        if text.startswith("duration: "):
+            text = "must be a duration: " + text.removeprefix("duration: ")
+        raise SettingsError(text.removeprefix("duration ")) from None
+
+
+def view_horizons(value) -> tuple:
+    """Three positive integers, the horizons of the sliding views in windows
+    (a TOML list, or ``"1,5,15"``)."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",")]
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise SettingsError(f"must be 3 positive integers such as [1, 5, 15], got {value!r}")
+    try:
+        out = tuple(positive_int(v) for v in value)
+    except SettingsError:
+        raise SettingsError(
+            f"must be 3 positive integers such as [1, 5, 15], got {value!r}") from None
+    if len(set(out)) != 3:
+        raise SettingsError(f"must be 3 different horizons, got {value!r}")
+    return out
+
+
+def rules_file(value) -> str:
+    """An existing file, as an absolute path: SIGHUP re-reads it, whatever
+    the working directory is by then.  Its content is checked when the
+    engine starts (a bad file is then a usage error too)."""
+    if not isinstance(value, str) or not value.strip():
+        raise SettingsError(f"must be the path of a rules TOML file, got {value!r}")
+    path = os.path.abspath(os.path.expanduser(value))
+    if not os.path.isfile(path):
+        raise SettingsError(f"rules file not found: {value}")
+    return path
 
 
 def port(value) -> int:
@@ -184,7 +242,15 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "ring_capacity": (positive_int, EngineConfig.ring_capacity),
         "table_capacity": (positive_int, EngineConfig.table_capacity),
         "wait": (wait_strategy, EngineConfig.wait),
-        "ewma_alpha": (unit_float, EngineConfig.ewma_alpha),
+        "window": (duration, EngineConfig.window),
+        "lateness": (duration, EngineConfig.lateness),
+        "half_life": (duration, EngineConfig.half_life),
+        "views": (view_horizons, EngineConfig.views),
+        "alert_capacity": (positive_int, EngineConfig.alert_capacity),
+        "tick": (duration, EngineConfig.tick),
+    },
+    "health": {
+        "rules": (rules_file, None),
     },
     "gateway": {
         "host": (normalize_host, DEFAULT_HOST),
@@ -209,7 +275,15 @@ class Settings:
     ring_capacity: int = EngineConfig.ring_capacity
     table_capacity: int = EngineConfig.table_capacity
     wait: str = EngineConfig.wait
-    ewma_alpha: float = EngineConfig.ewma_alpha
+    window: str = EngineConfig.window
+    #: None: the engine's default (10 s, or the window if shorter).
+    lateness: str | None = EngineConfig.lateness
+    half_life: str = EngineConfig.half_life
+    views: tuple = EngineConfig.views
+    alert_capacity: int = EngineConfig.alert_capacity
+    tick: str = EngineConfig.tick
+    #: Absolute path of the rules file, or None (no rules).
+    rules: str | None = None
     host: str = DEFAULT_HOST
     ports: dict = field(default_factory=lambda: dict(DEFAULT_PORTS))
     max_message_bytes: int = 64 << 20
@@ -225,9 +299,13 @@ class Settings:
         return {name: f"{self.host}:{p}" for name, p in self.ports.items()}
 
     def engine_config(self) -> EngineConfig:
+        # The rules go as a Path: a str is also taken for TOML text.
         return EngineConfig(workers=self.workers, ring_capacity=self.ring_capacity,
                             table_capacity=self.table_capacity, wait=self.wait,
-                            ewma_alpha=self.ewma_alpha)
+                            window=self.window, lateness=self.lateness,
+                            half_life=self.half_life, views=self.views,
+                            alert_capacity=self.alert_capacity, tick=self.tick,
+                            rules=None if self.rules is None else Path(self.rules))
 
 
 def _toml_module():
@@ -276,6 +354,10 @@ def load_toml(path: str) -> dict:
                     f"{path}: unknown key {key!r} in [{section}] (known keys: "
                     f"{', '.join(known)})")
             check = known[key][0]
+            if (section, key) == ("health", "rules") and isinstance(value, str):
+                # Relative to the config file, so that the two can move together.
+                value = os.path.join(os.path.dirname(os.path.abspath(path)),
+                                     os.path.expanduser(value))
             try:
                 out[(section, key)] = check(value)
             except SettingsError as exc:
@@ -289,7 +371,13 @@ FLAG_KEYS = {
     "ring_capacity": ("engine", "ring_capacity"),
     "table_capacity": ("engine", "table_capacity"),
     "wait": ("engine", "wait"),
-    "ewma_alpha": ("engine", "ewma_alpha"),
+    "window": ("engine", "window"),
+    "lateness": ("engine", "lateness"),
+    "half_life": ("engine", "half_life"),
+    "views": ("engine", "views"),
+    "alert_capacity": ("engine", "alert_capacity"),
+    "tick": ("engine", "tick"),
+    "rules": ("health", "rules"),
     "host": ("gateway", "host"),
     "ports": ("gateway", "ports"),
     "ingest_port": ("gateway", "ingest_port"),
@@ -343,9 +431,80 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
 
 _SOCKETS = {"ingest": "PULL", "acked": "ROUTER", "query": "ROUTER", "alerts": "PUB"}
 #: Each one stops the server cleanly (drain, final counters, exit 0).
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Re-reads the rules file.
+_RELOAD_SIGNAL = signal.SIGHUP
 #: Blocked in the workers for their whole life (they ignore SIGINT already).
 _BLOCKED_IN_WORKERS = {signal.SIGTERM, signal.SIGHUP}
+
+
+def _rules_summary(rules) -> str:
+    n = len(rules.rules)
+    return f"{n} rule{'s' if n != 1 else ''}, {rules.describe().splitlines()[0]}"
+
+
+class _Reloader:
+    """Rule reloads, from SIGHUP (main thread) and from the gateway's
+    ``reload`` op (its query thread, through ``Gateway.reload_hook``).
+
+    One at a time: :meth:`engine.Engine.reload_rules` rewrites one shared
+    segment under one generation word, so two concurrent reloads could
+    leave the workers a mix of both rule sets."""
+
+    def __init__(self, engine, path: str | None, say) -> None:
+        self.engine = engine
+        self.path = path
+        self._say = say
+        self._lock = threading.Lock()
+
+    def _reload(self, rules):
+        with self._lock:
+            return self.engine.reload_rules(rules)
+
+    def __call__(self, rules=None):
+        """The gateway's hook: ``None`` re-reads the rules file, anything
+        else is rules sent inline.  Raises what ``reload_rules`` raises,
+        which the gateway turns into an error reply."""
+        if rules is None and self.path is None:
+            raise ConfigError("this gateway has no rules file (serve without --rules); "
+                              "send rules inline")
+        what = f"from {self.path}" if rules is None else "sent inline"
+        try:
+            new = self._reload(Path(self.path) if rules is None else rules)
+        except ConfigError as exc:
+            self._say(f"a client's rules reload ({what}) refused, keeping the old rules: {exc}")
+            raise
+        except EngineError as exc:
+            self._say(f"a client's rules reload ({what}) failed: {exc}")
+            raise
+        if rules is None:
+            self._say(f"rules reloaded from {self.path} at a client's request: "
+                      f"{_rules_summary(new)}")
+        else:
+            again = f"; SIGHUP re-reads {self.path}" if self.path else ""
+            self._say(f"rules replaced by a client (sent inline{again}): {_rules_summary(new)}")
+        return new
+
+    def on_sighup(self) -> None:
+        """Re-read the rules file; print what happened, keep the old rules
+        if the new ones are invalid.  A dead worker is raised (the server
+        then stops)."""
+        if self.path is None:
+            self._say("received SIGHUP: no rules file to re-read (serve --rules FILE); "
+                      "still serving")
+            return
+        try:
+            new = self._reload(Path(self.path))
+        except WorkerDied:
+            raise
+        except ConfigError as exc:
+            self._say(f"received SIGHUP: rules file {self.path} not reloaded, keeping the old "
+                      f"rules: {exc}")
+            return
+        except EngineError as exc:
+            self._say(f"received SIGHUP: rules reload failed: {exc}")
+            return
+        self._say(f"received SIGHUP: rules reloaded from {self.path}: {_rules_summary(new)}")
 
 
 def _final_counters(stats: dict, gw: dict) -> dict:
@@ -375,7 +534,8 @@ def _status_line(counters: dict, prev: dict | None, dt: float) -> str:
 
 
 def run(settings: Settings, console=None) -> int:
-    """Serve until SIGINT or SIGTERM; returns the exit code.
+    """Serve until SIGINT or SIGTERM, reloading the rules on SIGHUP; returns
+    the exit code.
 
     Raises
     ------
@@ -394,14 +554,22 @@ def run(settings: Settings, console=None) -> int:
         console.file.flush()
 
     stop = threading.Event()
+    reload_wanted = threading.Event()
+    # Wakes the main loop at once for either: the handlers only set flags,
+    # the work is done by the loop (a handler may interrupt any code of
+    # the main thread, a reload or a status line half done).
+    wake = threading.Event()
     received: list[str] = []
 
     def on_signal(signum, _frame) -> None:
-        if not stop.is_set():
+        if signum == _RELOAD_SIGNAL:
+            reload_wanted.set()
+        elif not stop.is_set():
             received.append(signal.Signals(signum).name)
             stop.set()
+        wake.set()
 
-    old_handlers = {s: signal.signal(s, on_signal) for s in _STOP_SIGNALS}
+    old_handlers = {s: signal.signal(s, on_signal) for s in (*_STOP_SIGNALS, _RELOAD_SIGNAL)}
     # Workers inherit the signal mask: with SIGTERM and SIGHUP blocked while
     # they start, such a signal sent to the whole process group reaches only
     # this process (they ignore SIGINT themselves).  Here it stays pending
@@ -422,23 +590,39 @@ def run(settings: Settings, console=None) -> int:
                                 ack_timeout=settings.ack_timeout, hwm=settings.hwm)
         except EngineError as exc:
             raise ServeError(str(exc)) from None
+        reloader = _Reloader(eng, settings.rules, say)
+        gateway.reload_hook = reloader
         cfg = eng.config
         say(f"[bold]ringflow serve[/]: {cfg.workers} workers (pids "
             f"{', '.join(map(str, eng.pids))}), wait={cfg.wait}, rings of "
             f"{cfg.ring_slots:,} records, {cfg.table_capacity:,} series per worker",
             markup=True)
+        say(f"  windows of {format_duration(cfg.window_ns)} (lateness "
+            f"{format_duration(cfg.effective_lateness_ns)}), EWMA half-life "
+            f"{format_duration(cfg.half_life_ns)}, views {list(cfg.views)} windows")
+        if settings.rules is None:
+            say("  rules   none: every series stays OK or STALE (serve --rules FILE)")
+        else:
+            say(f"  rules   {settings.rules}: {_rules_summary(eng.rules)}; SIGHUP re-reads it")
         for name, url in gateway.endpoints.items():
             say(f"  {name:<7} {_SOCKETS[name]:<7} {url}")
         ready = " ".join(f"{name}={url}" for name, url in gateway.endpoints.items())
-        say(f"ringflow serving on {ready} (pid {os.getpid()}); Ctrl-C or SIGTERM to stop")
+        say(f"ringflow serving on {ready} (pid {os.getpid()}); Ctrl-C or SIGTERM to stop, "
+            "SIGHUP to reload the rules")
 
         prev = None
         t_prev = time.monotonic()
         next_status = t_prev + settings.status_interval
         while not stop.is_set():
-            stop.wait(min(1.0, settings.status_interval))
+            wake.wait(min(1.0, settings.status_interval))
+            # Cleared before the flags are read: a signal from here on sets
+            # its flag before wake, so it is seen now or on the next turn.
+            wake.clear()
             if stop.is_set():
                 break
+            if reload_wanted.is_set():
+                reload_wanted.clear()
+                reloader.on_sighup()
             # stats() raises WorkerDied once a worker is gone.
             stats = eng.stats()
             now = time.monotonic()
@@ -466,4 +650,3 @@ def run(settings: Settings, console=None) -> int:
             eng.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
-

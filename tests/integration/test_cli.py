@@ -1,6 +1,8 @@
 """The ``ringflow`` command line against a real server: ``serve`` runs as a
 subprocess on free ports; ``send``, ``query`` and ``stats`` run as
-subprocesses or through :func:`engine.cli.main` in this process."""
+subprocesses or through :func:`engine.cli.main` in this process.  The
+health commands (``status``, ``alerts``, ``reload``, SIGHUP) are in
+test_health_cli.py."""
 
 from __future__ import annotations
 
@@ -163,7 +165,8 @@ def run_main(capsys, *argv: str) -> tuple[int, str, str]:
 
 # --- help and usage errors (no server) ----------------------------------------
 
-@pytest.mark.parametrize("command", ["serve", "send", "query", "stats", "demo"])
+@pytest.mark.parametrize("command", ["serve", "send", "query", "status", "alerts", "reload",
+                                     "stats", "demo"])
 def test_every_command_has_help(capsys, command):
     rc, out, _ = run_main(capsys, command, "--help")
     assert rc == 0
@@ -174,6 +177,10 @@ def test_every_command_has_help(capsys, command):
         assert "--host" in out and "--ports" in out
     if command == "serve":
         assert "[engine]" in out and "[gateway]" in out and "status_interval" in out
+        assert "[health]" in out and "--rules" in out and "SIGHUP" in out
+        assert "ewma-alpha" not in out and "ewma_alpha" not in out
+    if command in ("query", "status", "alerts", "reload"):
+        assert "examples:" in out and f"ringflow {command}" in out.split("examples:")[1]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -192,6 +199,16 @@ def test_every_command_has_help(capsys, command):
     (["serve", "--ports", "7710,7710,7711,7712"], "four different ports"),
     (["serve", "--ring-capacity", "8"], "ring_capacity must be in 16..2**26"),
     (["serve", "--config", "/nonexistent/ringflow.toml"], "cannot read config file"),
+    (["serve", "--ewma-alpha", "0.1"], "unrecognized arguments: --ewma-alpha"),
+    (["serve", "--window", "5x"], "unknown unit 'x'"),
+    (["serve", "--half-life", "-1"], "must not be negative"),
+    (["serve", "--window", "10s", "--lateness", "1m"], "must not exceed the window"),
+    (["serve", "--rules", "/nonexistent/rules.toml"], "rules file not found"),
+    (["query", "web-1", "cpu", "--metric", "mem"], "give the metric once"),
+    (["status", "--limit", "0"], "must be a positive integer"),
+    (["alerts", "--status", "CRIT,BAD"], "statuses are a comma-separated list"),
+    (["alerts", "--count", "0"], "must be a positive integer"),
+    (["reload", "--rules", "/nonexistent/rules.toml"], "cannot read /nonexistent/rules.toml"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_input_is_a_usage_error(capsys, argv, message):
@@ -205,14 +222,27 @@ def test_bad_input_is_a_usage_error(capsys, argv, message):
 
 def test_toml_values_and_flag_precedence(tmp_path):
     cfg = tmp_path / "ringflow.toml"
+    (tmp_path / "rules.toml").write_text('[[rule]]\nmetric = "disk"\ncrit = 0.9\n')
     cfg.write_text(
-        '[engine]\nworkers = 3\nwait = "sleep"\nring_capacity = 1024\n'
+        '[engine]\nworkers = 3\nwait = "sleep"\nring_capacity = 1024\nwindow = 30\n'
+        'half_life = "2500ms"\nviews = [1, 4, 16]\nalert_capacity = 64\ntick = "100ms"\n'
+        '[health]\nrules = "rules.toml"\n'
         '[gateway]\nhost = "tcp://127.0.0.1"\nports = 20000\nacked_port = 20100\n'
         'ack_timeout = 1.5\n[serve]\nquiet = true\n')
     parser = build_parser()
     s = resolve_settings(parser.parse_args(["serve", "--config", str(cfg)]))
     assert (s.workers, s.wait, s.ring_capacity, s.ack_timeout, s.quiet) == (
         3, "sleep", 1024, 1.5, True)
+    # Durations in their shortest exact spelling; the rules file relative to
+    # the config file, made absolute (SIGHUP re-reads it from anywhere).
+    assert (s.window, s.half_life, s.tick, s.lateness) == ("30s", "2500ms", "100ms", None)
+    assert (s.views, s.alert_capacity) == ((1, 4, 16), 64)
+    assert s.rules == str(tmp_path / "rules.toml")
+    ec = s.engine_config()
+    assert (ec.window_ns, ec.half_life_ns, ec.tick_ns, ec.lateness_ns) == (
+        30 * 10**9, 2_500_000_000, 100_000_000, 10 * 10**9)
+    assert [r.metric for r in ec.health_rules.rules] == ["disk"]
+    assert not hasattr(s, "ewma_alpha")
     assert s.ports == {"ingest": 20000, "acked": 20100, "query": 20002, "alerts": 20003}
     assert s.table_capacity == engine.EngineConfig.table_capacity      # default kept
 
@@ -223,6 +253,14 @@ def test_toml_values_and_flag_precedence(tmp_path):
     # --ports wins over the file's ports and acked_port; --query-port over --ports.
     assert s.ports == {"ingest": 21000, "acked": 21001, "query": 21500, "alerts": 21003}
     assert s.origin["workers"] == "flag" and s.origin["ring_capacity"] == str(cfg)
+
+    other = tmp_path / "other.toml"
+    other.write_text('[[rule]]\nmetric = "cpu"\nwarn = 0.8\n')
+    s = resolve_settings(parser.parse_args(
+        ["serve", "--config", str(cfg), "--window", "1m", "--lateness", "0",
+         "--half-life", "0.5", "--rules", str(other)]))
+    assert (s.window, s.lateness, s.half_life, s.rules) == ("1m", "0s", "500ms", str(other))
+    assert s.origin["window"] == "flag" and s.origin["views"] == str(cfg)
 
 
 @pytest.mark.parametrize("body, message", [
@@ -235,6 +273,12 @@ def test_toml_values_and_flag_precedence(tmp_path):
     ("[gateway]\nports = [1, 2]\n", "[gateway] ports must be one base port or 4 ports"),
     ("[serve]\nquiet = 1\n", "[serve] quiet must be true or false"),
     ("[engine\nworkers = 2\n", "is not valid TOML"),
+    ("[engine]\newma_alpha = 0.1\n", "unknown key 'ewma_alpha' in [engine]"),
+    ("[engine]\nwindow = \"5x\"\n", "[engine] window must be a duration: unknown unit"),
+    ("[engine]\nhalf_life = -1\n", "[engine] half_life must not be negative"),
+    ("[engine]\nviews = [1, 5]\n", "[engine] views must be 3 positive integers"),
+    ("[health]\nrules = \"missing.toml\"\n", "[health] rules rules file not found"),
+    ("[health]\nrule = \"x.toml\"\n", "unknown key 'rule' in [health]"),
 ])
 def test_toml_errors_name_the_key(capsys, tmp_path, body, message):
     cfg = tmp_path / "bad.toml"
@@ -304,7 +348,10 @@ def test_send_synthetic_then_query_and_stats(serve, capsys):
 
     rc, out, _ = run_main(capsys, "query", "web-0007", "--ports", p, "--json")
     assert rc == 0
-    rows = json.loads(out)
+    summary = json.loads(out)
+    # No rules: every series OK (or STALE, never here: no ttl either).
+    assert (summary["entity"], summary["status"], summary["since"]) == ("web-0007", "OK", None)
+    rows = summary["series"]
     assert sorted(r["metric"] for r in rows) == ["cpu", "disk", "errors", "latency_ms", "mem"]
     assert all(r["entity"] == "web-0007" and r["count"] > 0 for r in rows)
     assert sum(r["count"] for r in rows) > 0
@@ -316,11 +363,15 @@ def test_send_synthetic_then_query_and_stats(serve, capsys):
 
     r = ringflow("query", "web-0007", "--ports", p)
     assert r.returncode == 0, r.stderr
-    for name in ("cpu", "disk", "errors", "latency_ms", "mem", "count", "ewma"):
+    assert r.stdout.startswith("web-0007: OK\n")
+    for name in ("cpu", "disk", "errors", "latency_ms", "mem", "count", "ewma", "status",
+                 "win mean", "p50", "p95", "p99", "view1", "view5", "view15"):
         assert name in r.stdout
 
     rc, out, err = run_main(capsys, "query", "web-9999", "--ports", p)
     assert rc == 1 and "no entity web-9999" in err
+    rc, out, err = run_main(capsys, "query", "web-9999", "--ports", p, "--json")
+    assert rc == 1 and json.loads(out) is None
     rc, out, err = run_main(capsys, "query", "web-0007", "swap", "--ports", p, "--json")
     assert rc == 1 and "no series web-0007 swap" in err and json.loads(out) is None
 
@@ -422,8 +473,7 @@ def test_port_in_use_is_a_clear_error(serve):
 # --- shutdown -------------------------------------------------------------------
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGINT to the process group",
-                                 "SIGTERM to the process group",
-                                 "SIGHUP to the process group"])
+                                 "SIGTERM to the process group"])
 def test_signal_drains_and_leaves_nothing(serve, how):
     from engine.client import Client
     from engine.gateway import endpoint_urls
@@ -468,6 +518,23 @@ def test_signal_drains_and_leaves_nothing(serve, how):
     assert final["applied"] >= acked[0] >= acked_before > 0
     assert final["applied"] == final["accepted"] and final["pending"] == 0
     assert final["series"] == 300
+    assert_clean(srv, workers)
+
+
+def test_sighup_to_the_group_reloads_and_stops_nothing(serve):
+    """SIGHUP no longer stops the server; without --rules there is nothing
+    to re-read, which it says.  The workers never see the signal."""
+    srv = serve(new_session=True)
+    workers = srv.worker_pids()
+    os.killpg(srv.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "received SIGHUP" not in srv.output and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "received SIGHUP: no rules file to re-read" in srv.output, srv.output
+    assert srv.proc.poll() is None and all(_alive(p) for p in workers)
+    r = ringflow("stats", "--ports", ports_arg(srv.ports), "--json")
+    assert r.returncode == 0 and all(w["alive"] for w in json.loads(r.stdout)["workers"])
+    assert srv.stop(signal.SIGTERM) == 0 and "ringflow stopped cleanly" in srv.output
     assert_clean(srv, workers)
 
 

@@ -40,10 +40,10 @@ def urls(ports: dict) -> dict:
 
 
 @contextlib.contextmanager
-def live(workers: int = 2, **settings):
+def live(workers: int = 2, engine_settings: dict | None = None, **settings):
     """A running engine with its gateway on free ports: (engine, ports)."""
     ports = free_ports()
-    with engine.Engine(workers=workers) as eng:
+    with engine.Engine(workers=workers, **(engine_settings or {})) as eng:
         eng.serve(endpoints=urls(ports), **settings)
         yield eng, ports
 
@@ -142,9 +142,12 @@ def test_queries():
         eng.flush()
         assert c.get("nobody", "cpu") is None
         assert c.entity("nobody") == []
-        status = c.status(limit=2)
-        assert status["total"] == 4 and len(status["series"]) == 2
-        assert set(status) == {"total", "series"}
+        # No rules: nothing at WARN or worse; every entity is OK.
+        assert c.status() == {"total": 0, "entities": []}
+        status = c.status("OK", limit=2)
+        assert status["total"] == 4 and len(status["entities"]) == 2
+        assert set(status) == {"total", "entities"}
+        assert all(e["status"] == "OK" and len(e["series"]) == 1 for e in status["entities"])
         top = c.top("last", k=2)
         assert [s["last"] for s in top] == [99.0, 98.0]
         bottom = c.top(field="count", k=1, order="asc")
@@ -173,6 +176,8 @@ def test_queries():
             c.top(order="sideways")
         with pytest.raises(QueryError, match="limit"):
             c.status(limit=0)
+        with pytest.raises(QueryError, match="min_status"):
+            c.status("BAD")
         assert c.ping() > 0  # the socket still works after errors
 
 
@@ -194,6 +199,179 @@ def test_lookup():
         assert len(c.lookup([], "cpu")) == 0
         with pytest.raises(ValueError):
             c.lookup([1, 2, 3], ["cpu", "mem"])
+
+
+RULES = """
+[defaults]
+ttl = "0"
+
+[[rule]]
+metric = "disk"
+warn = 0.8
+crit = 0.9
+
+[[rule]]
+metric = "cpu"
+stat = "ewma"
+warn = 0.7
+"""
+
+
+def fleet(now: int) -> list[dict]:
+    """web-17 disk CRIT, web-09 cpu WARN, web-01 all OK."""
+    values = {("web-17", "disk"): 0.97, ("web-17", "cpu"): 0.2, ("web-09", "cpu"): 0.75,
+              ("web-09", "disk"): 0.5, ("web-01", "disk"): 0.1}
+    return [{"entity": e, "metric": m, "value": v, "ts": now} for (e, m), v in values.items()]
+
+
+@pytest.mark.timeout(30)
+def test_status_entity_rules_and_reload(tmp_path):
+    with live(engine_settings={"rules": RULES}) as (eng, ports), Client(ports=ports) as c:
+        assert c.send_json(fleet(TS), ack=True) == 5
+        eng.flush()
+        status = c.status()
+        assert status["total"] == 2
+        assert [(e["entity"], e["status"], e["since"]) for e in status["entities"]] == [
+            ("web-17", "CRIT", TS), ("web-09", "WARN", TS)]
+        # Only the series at min_status or worse.
+        assert [s["metric"] for s in status["entities"][0]["series"]] == ["disk"]
+        assert c.status(limit=1)["entities"][0]["entity"] == "web-17"
+        assert c.status("CRIT")["total"] == 1
+        every = c.status("OK")
+        assert every["total"] == 3 and every["entities"][-1]["entity"] == "web-01"
+
+        summary = c.entity("web-17", summary=True)
+        assert set(summary) == {"entity", "entity_id", "status", "since", "series"}
+        assert (summary["status"], summary["since"]) == ("CRIT", TS)
+        assert [(s["metric"], s["status"]) for s in summary["series"]] == [
+            ("disk", "CRIT"), ("cpu", "OK")]
+        assert c.entity("web-17") == summary["series"]
+        disk = summary["series"][0]
+        assert disk["quantiles"]["p50"] == pytest.approx(0.97, rel=1 / 9)
+        assert disk["window"]["count"] == 1 and set(disk["views"]) == {
+            "view1", "view5", "view15"}
+
+        rules = c.rules()
+        assert [r["metric"] for r in rules["rules"]["rule"]] == ["disk", "cpu"]
+        assert rules["describe"].splitlines()[1].startswith("rule 1: disk last")
+
+        # No rules file behind this gateway.
+        with pytest.raises(QueryError, match="no rules file; send rules inline"):
+            c.reload()
+        # Raise disk's crit: web-17 drops to WARN at once, state kept.
+        reply = c.reload(RULES.replace("crit = 0.9", "crit = 0.99"))
+        assert reply["count"] == 2 and "CRIT >= 0.99" in reply["rules"]
+        assert c.entity("web-17", summary=True)["status"] == "WARN"
+        assert c.get("web-17", "disk")["count"] == 1
+        # A dict, and a local file read by the client.
+        reply = c.reload({"rule": [{"metric": "disk", "crit": 0.6}]})
+        assert reply["count"] == 1
+        assert [e["entity"] for e in c.status("CRIT")["entities"]] == ["web-17"]
+        path = tmp_path / "rules.toml"
+        path.write_text(RULES)
+        assert c.reload(path)["count"] == 2
+        assert c.entity("web-17", summary=True)["status"] == "CRIT"
+
+        before = c.rules()
+        for bad, message in [
+            ('[[rule]]\nmetric = "disk"\nwarn = "high"\n', "warn must be a number"),
+            ("[[rule]\n", "not valid TOML"),
+            # A path is never opened by the gateway: it is (bad) TOML text.
+            (str(path), "not valid TOML"),
+            ({"rule": [{"metric": "disk"}]}, "needs warn or crit"),
+        ]:
+            with pytest.raises(QueryError, match=message):
+                c.reload(bad)
+        with pytest.raises(QueryError, match="rules must be TOML text or an object"):
+            c.query({"op": "reload", "rules": [1, 2]})
+        with pytest.raises(TypeError):
+            c.reload(42)
+        assert c.rules() == before
+        assert c.ping() > 0
+
+        # The hook `ringflow serve` sets: {"op": "reload"} re-reads a file.
+        calls = []
+
+        def hook(rules=None):
+            calls.append(rules)
+            return eng.reload_rules(path if rules is None else rules)
+
+        eng.gateway.reload_hook = hook
+        path.write_text('[[rule]]\nmetric = "cpu"\nwarn = 0.1\n')
+        assert c.reload()["count"] == 1
+        assert c.reload({"rule": []})["count"] == 0
+        assert calls == [None, {"rule": []}]
+        eng.gateway.reload_hook = None
+        assert eng.gateway.stats()["healthy"]
+
+
+@pytest.mark.timeout(30)
+def test_alerts_follow_filter_and_close():
+    settings = {"rules": RULES}
+    with live(engine_settings=settings) as (eng, ports), Client(ports=ports) as c:
+        with pytest.raises(ValueError, match="unknown status"):
+            c.alerts(["CRIT", "PANIC"])
+        everything = c.alerts(timeout=5)
+        crit = c.alerts(["crit"], timeout=0.5)
+        assert crit.topics == [b"CRIT", b"DROPPED"] and everything.topics == [b""]
+        assert everything.wait_connected(5) and crit.wait_connected(5)
+        time.sleep(0.2)   # the gateway takes subscriptions with its next publish
+        assert c.send_json(fleet(TS), ack=True) == 5
+        got = [next(everything), next(everything)]
+        by_entity = {a["entity"]: a for a in got}
+        assert by_entity["web-17"] == {
+            "topic": "CRIT", "entity": "web-17", "metric": "disk",
+            "entity_id": engine.entity_id("web-17"), "metric_id": engine.metric_id("disk"),
+            "old": "OK", "new": "CRIT", "stat": "last", "value": 0.97, "ts": TS,
+            "worker": by_entity["web-17"]["worker"]}
+        assert by_entity["web-09"]["topic"] == "WARN" and by_entity["web-09"]["stat"] == "ewma"
+        assert [a["entity"] for a in crit] == ["web-17"]   # ends after 0.5 s of silence
+        assert crit.received == 1 and not crit.closed
+        crit.close()
+        crit.close()
+        assert crit.closed and list(crit) == []
+        # A subscription left open does not keep the client from closing.
+    assert everything.closed
+
+
+@pytest.mark.timeout(30)
+def test_alerts_dropped_comes_through_any_filter():
+    # A 16-alert ring and 2000 series going CRIT in one batch: the worker
+    # drops most of them, and the gateway says so on topic DROPPED.
+    settings = {"rules": RULES, "alert_capacity": 16}
+    with live(workers=1, engine_settings=settings) as (eng, ports), Client(ports=ports) as c:
+        with c.alerts(["OK"], timeout=10) as feed:
+            assert feed.wait_connected(5)
+            time.sleep(0.2)
+            c.send(engine.make_events(np.arange(2000) + 1, "disk", np.full(2000, TS),
+                                      np.full(2000, 0.95)), ack=True)
+            message = next(feed)
+        assert message["topic"] == "DROPPED" and message["dropped"] > 0
+        assert message["total"] >= message["dropped"]
+        eng.flush()
+        # The statuses are right regardless.
+        assert c.status("CRIT", limit=1)["total"] == 2000
+
+
+@pytest.mark.timeout(30)
+def test_async_alerts():
+    async def main(eng, ports):
+        async with AsyncClient(ports=ports) as c:
+            feed = c.alerts("CRIT,WARN", timeout=5)
+            assert await feed.wait_connected(5)
+            await asyncio.sleep(0.2)
+            await c.send_json(fleet(TS), ack=True)
+            got = sorted([await feed.__anext__(), await feed.__anext__()],
+                         key=lambda a: a["entity"])
+            assert [(a["topic"], a["entity"]) for a in got] == [
+                ("WARN", "web-09"), ("CRIT", "web-17")]
+            async with c.alerts(timeout=0.3) as quiet:
+                assert [a async for a in quiet] == []
+            assert quiet.closed
+        assert feed.closed
+
+    with live(engine_settings={"rules": RULES}) as (eng, ports):
+        asyncio.run(main(eng, ports))
 
 
 def _fake_query_server(url: str, delay_first: float, stop: threading.Event) -> None:
@@ -300,8 +478,20 @@ def test_async_client_round_trips():
             row = await c.get(key, engine.metric_id("cpu"))
             assert (row["entity"], row["metric"], row["count"]) == ("web-01", "cpu", 2)
             assert len(await c.entity("web-01")) == 2
-            status = await c.status(limit=3)
-            assert status["total"] == 6 and len(status["series"]) == 3
+            summary = await c.entity("web-01", summary=True)
+            assert (summary["entity"], summary["status"], len(summary["series"])) == (
+                "web-01", "OK", 2)
+            status = await c.status("OK", limit=3)
+            assert status["total"] == 5 and len(status["entities"]) == 3
+            assert (await c.status())["total"] == 0
+            rules = await c.rules()
+            assert rules["rules"] == {"defaults": {"ttl": "0s"}, "rule": []}
+            reply = await c.reload('[[rule]]\nmetric = "cpu"\ncrit = 50\n')
+            assert reply["count"] == 1 and "cpu last" in reply["rules"]
+            # Entities 1..4 have cpu values up to 99: CRIT at once, on reload.
+            status = await c.status("CRIT")
+            assert status["total"] == 4 and {e["entity_id"] for e in status["entities"]} == {
+                1, 2, 3, 4}
             assert (await c.top("count", k=1))[0]["count"] == 100
             assert (await c.stats())["gateway"]["accepted"] == 404
             assert await c.ping() > 0

@@ -247,9 +247,10 @@ def test_every_query_op_and_the_binary_lookup_round_trip(kind):
         assert s["entity_id"] == engine.entity_id("web-01")
         assert s["metric_id"] == engine.metric_id("cpu")
         row = gw.eng.get("web-01", "cpu")
-        for f in ("count", "sum", "min", "max", "mean", "var", "ewma", "last", "last_ts",
+        for f in ("count", "sum", "min", "max", "mean", "ewma", "last", "last_ts",
                   "first_ts", "stale"):
             assert s[f] == row[f].item(), f
+        assert s["var"] == row["m2"].item() / row["count"].item()
         assert (s["count"], s["min"], s["max"], s["last"]) == (3, 1.0, 5.0, 3.0)
         by_id = gw.ask_json(q, {"op": "get", "entity": engine.entity_id("web-01"),
                                 "metric": engine.metric_id("cpu")})
@@ -261,10 +262,13 @@ def test_every_query_op_and_the_binary_lookup_round_trip(kind):
         assert r["ok"] and sorted(x["metric"] for x in r["series"]) == ["cpu", "mem"]
         assert gw.ask_json(q, {"op": "entity", "entity": "nobody"})["series"] == []
 
+        # No rules: nothing at WARN or worse; three entities in all.
         r = gw.ask_json(q, {"op": "status"})
-        assert r["ok"] and r["total"] == 4 and len(r["series"]) == 4
-        r = gw.ask_json(q, {"op": "status", "limit": 2})
-        assert r["total"] == 4 and len(r["series"]) == 2
+        assert r["ok"] and r["total"] == 0 and r["entities"] == []
+        r = gw.ask_json(q, {"op": "status", "min_status": "OK"})
+        assert r["total"] == 3 and sum(len(e["series"]) for e in r["entities"]) == 4
+        r = gw.ask_json(q, {"op": "status", "min_status": "OK", "limit": 2})
+        assert r["total"] == 3 and len(r["entities"]) == 2
 
         r = gw.ask_json(q, {"op": "top", "field": "max", "k": 2})
         assert [(x["entity"], x["metric"], x["max"]) for x in r["series"]] == [

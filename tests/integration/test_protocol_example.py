@@ -100,8 +100,10 @@ def test_layout_tables_match_the_dtypes(heading, dtype):
     rows = re.findall(r"^\| (\d+)\s*\| (\d+)\s*\| (\w+)\s*\| `(\w+)`", section, re.M)
     kinds = {"u": "u", "i": "i", "f": "f"}
     documented = [(name, int(off), int(size), kind) for off, size, kind, name in rows]
+    # .base: the element type of an array field (the row's view and sketch).
     actual = [(name, dtype.fields[name][1], dtype.fields[name][0].itemsize,
-               f"{kinds[dtype.fields[name][0].kind]}{8 * dtype.fields[name][0].itemsize}")
+               f"{kinds[dtype.fields[name][0].base.kind]}"
+               f"{8 * dtype.fields[name][0].base.itemsize}")
               for name in dtype.names]
     assert documented == actual
     fmt = re.search(r'`struct` format: `"([^"]+)"`', section).group(1)
