@@ -249,17 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="run an engine on its defaults, feed it a synthetic fleet, query it",
-        description="Start an engine, ingest synthetic server-health events for a few "
-                    "seconds with a progress line, then print throughput, a few series "
-                    "and the engine's counters.",
+        help="run an engine with health rules on a synthetic fleet going through incidents",
+        description="Start an engine with health rules and ingest a synthetic fleet at "
+                    "full speed while four hosts go through scripted incidents (cpu "
+                    "hysteresis, a disk filling up, a p99 latency spike, a host going "
+                    "silent and coming back); print each alert as it happens, then the "
+                    "entities not OK and the workers' counters.",
     )
     demo.add_argument("--workers", type=_positive_int, default=2,
                       help="worker processes (default: 2)")
     demo.add_argument("--seconds", type=_positive_float, default=5.0,
                       help="seconds of ingest (default: 5)")
     demo.add_argument("--hosts", type=_positive_int, default=2000,
-                      help="hosts in the synthetic fleet, five metrics each (default: 2000)")
+                      help="hosts in the synthetic fleet, five metrics each, at least 5 "
+                           "(default: 2000)")
     demo.add_argument("--batch", type=_positive_int, default=16384,
                       help="events per submitted batch (default: 16384)")
     demo.add_argument("--wait", choices=WAIT_STRATEGIES, default="block",
