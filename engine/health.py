@@ -58,10 +58,10 @@ def _fmt_number(x) -> str:
 def _bucket_estimate(b: int) -> float:
     if b < 4:
         return 0.0
-    e, j = b >> 2, b & 3
-    lo = math.ldexp(1.0 + j * 0.25, e - 1023)
-    hi = math.ldexp(1.0 + (j + 1) * 0.25, e - 1023)
-    return 2.0 * lo * hi / (lo + hi)
+    # On the mantissas, scaled after: 2 * lo * hi overflows above 1e154.
+    lo = 1.0 + (b & 3) * 0.25
+    hi = lo + 0.25
+    return math.ldexp(2.0 * lo * hi / (lo + hi), (b >> 2) - 1023)
 
 
 def sketch_quantile(sk_base: int, sketch, win_count: int, win_min: float, win_max: float,

@@ -24,6 +24,9 @@ from rf cimport (Event, RingHeader, rf_load_acquire_u64, rf_load_relaxed_u64,
 
 cdef enum:
     ROW_USED = 1
+    # The previous window is final and in the views (or was empty): a
+    # lateness raised by a reload never reopens it, and nothing folds it twice.
+    ROW_PREV_FINAL = 2
     TABLE_MAGIC = 0x52465441424c4533   # "RFTABLE3": 256-byte rows
     # Software pipeline of the update kernel: the index entry of event
     # i + INDEX_AHEAD and the row of event i + ROW_AHEAD are prefetched
@@ -277,13 +280,14 @@ cdef inline int64_t bucket_of(double x) noexcept nogil:
 
 cdef inline double bucket_estimate(int64_t b) noexcept nogil:
     # The harmonic mean of the bucket's bounds: within 1/9 of any value in
-    # the bucket.
+    # the bucket.  Taken on the mantissas and scaled after: 2 * lo * hi
+    # overflows for values above 1e154.
     cdef double lo, hi
     if b < 4:
         return 0.0
-    lo = ldexp(1.0 + <double>(b & 3) * 0.25, <int>(b >> 2) - 1023)
-    hi = ldexp(1.0 + <double>((b & 3) + 1) * 0.25, <int>(b >> 2) - 1023)
-    return 2.0 * lo * hi / (lo + hi)
+    lo = 1.0 + <double>(b & 3) * 0.25
+    hi = lo + 0.25
+    return ldexp(2.0 * lo * hi / (lo + hi), <int>(b >> 2) - 1023)
 
 cdef inline void sketch_add(StateRow *r, double x) noexcept nogil:
     """Count x in the current window's sketch; the caller has not yet
@@ -305,14 +309,14 @@ cdef inline void sketch_add(StateRow *r, double x) noexcept nogil:
             low += r.sketch[j]
         for j in range(1, SKETCH_BUCKETS):
             r.sketch[j] = r.sketch[j + delta] if j + delta < SKETCH_BUCKETS else 0
-        r.sketch[0] = <uint16_t>(low if low < SKETCH_MAX else SKETCH_MAX)
-        if low > SKETCH_MAX:
-            # Folding overflowed bucket 0: halve instead of saturating so
-            # the ranks stay proportional.
-            r.sketch[0] = <uint16_t>((low + 1) >> 1)
+        while low > SKETCH_MAX:
+            # Folding overflowed bucket 0: halve everything (as often as
+            # needed) instead of saturating, so the ranks stay proportional.
+            low = (low + 1) >> 1
             for j in range(1, SKETCH_BUCKETS):
                 r.sketch[j] = <uint16_t>((r.sketch[j] + 1) >> 1)
             r.sk_shift += 1
+        r.sketch[0] = <uint16_t>low
         r.sk_base = <int16_t>(b - (SKETCH_BUCKETS - 1))
         i = SKETCH_BUCKETS - 1
     elif i < 0:
@@ -384,12 +388,18 @@ cdef inline void view_fold(StateRow *r, uint32_t count, double sum, int64_t t,
             r.view[j] = <float>(dg * <double>r.view[j] + (1.0 - dg) * m)
     r.fold_age = <uint16_t>t
 
+cdef inline void prev_final(StateRow *r, const Params *p) noexcept nogil:
+    """The previous window can no longer change: fold it, once."""
+    if not (r.flags & ROW_PREV_FINAL):
+        view_fold(r, r.prev_count, r.prev_sum, 1, p)
+        r.flags |= ROW_PREV_FINAL
+
+
 cdef inline void window_roll(StateRow *r, int64_t start, int64_t ts, int64_t wm,
                              const Params *p) noexcept nogil:
     cdef int64_t k = (start - r.win_start) // p.window
     cdef int64_t age
-    if wm < r.win_start + p.lateness:
-        view_fold(r, r.prev_count, r.prev_sum, 1, p)
+    prev_final(r, p)
     if k == 1:
         r.prev_count = r.win_count
         r.prev_sum = r.win_sum
@@ -401,6 +411,9 @@ cdef inline void window_roll(StateRow *r, int64_t start, int64_t ts, int64_t wm,
         r.prev_sum = 0.0
         r.prev_min = INFINITY
         r.prev_max = -INFINITY
+    # The new previous window is open for late events until the watermark
+    # passes its end plus the lateness.
+    r.flags &= ~ROW_PREV_FINAL
     if r.fold_age != FOLD_NONE:
         age = <int64_t>r.fold_age + k
         r.fold_age = <uint16_t>(age if age < FOLD_CAP else FOLD_CAP)
@@ -411,7 +424,7 @@ cdef inline void window_roll(StateRow *r, int64_t start, int64_t ts, int64_t wm,
     r.win_max = -INFINITY
     if start + p.lateness <= ts:
         # With no lateness allowed, the window just closed is final at once.
-        view_fold(r, r.prev_count, r.prev_sum, 1, p)
+        prev_final(r, p)
 
 cdef inline void window_add(StateRow *r, int64_t ts, double x, int64_t wm,
                             bint fresh, const Params *p, BatchCounters *c) noexcept nogil:
@@ -424,11 +437,14 @@ cdef inline void window_add(StateRow *r, int64_t ts, double x, int64_t wm,
         start = ts - ts % p.window
     if fresh:
         r.win_start = start
+        # The window before the first one is empty: nothing to fold.
+        r.flags |= ROW_PREV_FINAL if start + p.lateness <= ts else 0
     elif start > r.win_start:
         window_roll(r, start, ts, wm, p)
     elif start == r.win_start:
         check_prev = ts > wm
-    elif start == r.win_start - p.window and r.win_start + p.lateness > wm:
+    elif (start == r.win_start - p.window and r.win_start + p.lateness > wm
+            and not (r.flags & ROW_PREV_FINAL)):
         r.prev_count += 1
         r.prev_sum += x
         if x < r.prev_min:
@@ -449,8 +465,9 @@ cdef inline void window_add(StateRow *r, int64_t ts, double x, int64_t wm,
         r.win_max = x
     if check_prev and wm < r.win_start + p.lateness <= ts:
         # The watermark just passed the previous window's end plus the
-        # lateness: it can no longer change.
-        view_fold(r, r.prev_count, r.prev_sum, 1, p)
+        # lateness: it can no longer change.  (The flags' cold line is read
+        # only here, not for every event.)
+        prev_final(r, p)
 
 
 # --- rules and status -------------------------------------------------
@@ -784,6 +801,9 @@ cdef inline void table_reload(TableHeader *th, const Params *p,
         rf_fence_release()
         r.rule = rule_for(p, r.metric)
         r.pending = 0
+        if r.count and p.health and r.win_start + p.lateness <= r.last_ts:
+            # A lowered lateness can make the previous window final now.
+            prev_final(r, p)
         if r.count and r.status != ST_STALE:
             status_evaluate(r, r.last_ts, p, s)
         rf_store_release_u64(&r.version, v + 2)
