@@ -21,7 +21,8 @@ The pure-Python dict-of-series loop doing the same statistics over the same
 stream shape is measured in this run at every series count, on a smaller
 sample.
 
-Each series count runs twice on fresh tables: ``plain`` (lifetime
+Each series count runs both modes on fresh tables, interleaved pass by pass
+(so that a shared machine's drift hits both alike): ``plain`` (lifetime
 statistics only: the kernel of issue #2) and ``health`` (everything a worker
 does: 1 s windows with 0.5 s lateness, the three views, the quantile sketch,
 and a rule on every series: ewma for half the metrics, p99 for a quarter,
@@ -110,55 +111,72 @@ def free_table(owner, table: _table.Table) -> None:
         owner.unlink()
 
 
-def run_stream(table: _table.Table, settings: _table.Settings, ev: np.ndarray, batch: int,
-               repeats: int) -> dict:
-    """Median events/s of ``table.apply`` over all of ``ev`` per repeat, its
-    event times moved forward (untimed) before every pass."""
+def run_streams(runs: dict, ev: np.ndarray, batch: int, repeats: int) -> dict:
+    """Median events/s of ``table.apply`` over all of ``ev`` per pass, for
+    every mode of ``runs`` (``{mode: (table, settings)}``), interleaved: one
+    pass of each mode in turn, the event times moved forward (untimed)
+    before each round.  A shared machine's drift then hits every mode alike
+    and the ratios stay honest."""
     views = [ev[i:i + batch] for i in range(0, len(ev), batch)]
-    apply = table.apply
     alerts = np.empty(batch, engine.ALERT_DTYPE)
-    totals = [0, 0, 0, 0, 0]
-
-    def run():
-        for v in views:
-            a, inv, full, stale, _late, written, _dropped = apply(v, settings, alerts)
-            totals[0] += a
-            totals[1] += inv
-            totals[2] += full
-            totals[3] += stale
-            totals[4] += written
-
-    secs = C.time_repeats(run, repeats, warmup=1, setup=lambda: C.advance_time(ev))
-    rates = [len(ev) / s for s in secs]
-    ok = totals[1] == 0 and totals[2] == 0 and totals[0] == len(ev) * (repeats + 1)
-    return {"events": len(ev), "repeats": repeats, "events_per_s": C.median(rates),
-            "rates": rates, "ns_per_event": 1e9 / C.median(rates),
-            "stale_fraction": totals[3] / max(1, totals[0]), "alerts": totals[4],
-            "counts_ok": ok}
+    secs = {mode: [] for mode in runs}
+    totals = {mode: [0, 0, 0, 0, 0] for mode in runs}
+    for i in range(1 + repeats):                    # the first round is a warm-up
+        C.advance_time(ev)
+        for mode, (table, settings) in runs.items():
+            apply, tot = table.apply, totals[mode]
+            t0 = time.perf_counter()
+            for v in views:
+                a, inv, full, stale, _late, written, _dropped = apply(v, settings, alerts)
+                tot[0] += a
+                tot[1] += inv
+                tot[2] += full
+                tot[3] += stale
+                tot[4] += written
+            if i:
+                secs[mode].append(time.perf_counter() - t0)
+    out = {}
+    for mode, t in secs.items():
+        rates = [len(ev) / x for x in t]
+        tot = totals[mode]
+        out[mode] = {"events": len(ev), "repeats": repeats, "events_per_s": C.median(rates),
+                     "rates": rates, "ns_per_event": 1e9 / C.median(rates),
+                     "stale_fraction": tot[3] / max(1, tot[0]), "alerts": tot[4],
+                     "counts_ok": tot[1] == 0 and tot[2] == 0
+                     and tot[0] == len(ev) * (repeats + 1)}
+    return out
 
 
 def run_kernel(series: int, events: int, pool: int, batch: int, repeats: int,
-               seed: int, memory: str = "shm", mode: str = "plain") -> dict:
-    owner, table, nbytes = make_table(series, memory)
-    settings = kernel_settings(mode)
+               seed: int, memory: str = "shm", modes=MODES) -> dict:
+    """Every mode on a fresh table of its own, the same streams, interleaved."""
+    owners, runs, nbytes = [], {}, 0
     try:
-        table.apply(C.all_series_once(series), settings, np.empty(series, engine.ALERT_DTYPE))
-        assert table.used == series
+        for mode in modes:
+            owner, table, nbytes = make_table(series, memory)
+            owners.append((owner, table))
+            settings = kernel_settings(mode)
+            table.apply(C.all_series_once(series), settings,
+                        np.empty(series, engine.ALERT_DTYPE))
+            assert table.used == series
+            runs[mode] = (table, settings)
         # Replays of a small pool: many short passes make one median.
-        cached = run_stream(table, settings, C.gen_events(pool, series, seed + 1), batch,
-                            max(15, 3 * repeats))
+        cached = run_streams(runs, C.gen_events(pool, series, seed + 1), batch,
+                             max(15, 3 * repeats))
         gc.collect()
         stream = C.gen_events(events, series, seed)
         # After the replays' event times, or nearly every event would be stale.
         stream["ts"] += 60 * 10**9
-        streamed = run_stream(table, settings, stream, batch, repeats)
-        return {"series": series, "batch": batch, "table_mib": nbytes / 2**20,
-                "memory": memory, "mode": mode,
-                "in_cache": cached, "from_memory": streamed,
-                "events_per_s": cached["events_per_s"],
-                "counts_ok": cached["counts_ok"] and streamed["counts_ok"]}
+        streamed = run_streams(runs, stream, batch, repeats)
+        return {mode: {"series": series, "batch": batch, "table_mib": nbytes / 2**20,
+                       "memory": memory, "mode": mode,
+                       "in_cache": cached[mode], "from_memory": streamed[mode],
+                       "events_per_s": cached[mode]["events_per_s"],
+                       "counts_ok": cached[mode]["counts_ok"] and streamed[mode]["counts_ok"]}
+                for mode in modes}
     finally:
-        free_table(owner, table)
+        for owner, table in owners:
+            free_table(owner, table)
 
 
 def main(argv: list[str] | None = None) -> C.Report:
@@ -201,12 +219,13 @@ def main(argv: list[str] | None = None) -> C.Report:
         base = C.measure_python_baseline(series, bevents, 3, args.seed)
         baselines[series] = base.as_dict()
         plain = None
+        gc.collect()
+        time.sleep(0.05)
+        results = run_kernel(series, events, args.pool, args.batch, repeats, args.seed,
+                             args.memory, args.modes)
+        gc.collect()
         for mode in args.modes:
-            gc.collect()
-            time.sleep(0.05)
-            r = run_kernel(series, events, args.pool, args.batch, repeats, args.seed,
-                           args.memory, mode)
-            gc.collect()
+            r = results[mode]
             r["python_events_per_s"] = base.rate
             for where in ("in_cache", "from_memory"):
                 r[where]["ratio_vs_python"] = r[where]["events_per_s"] / base.rate

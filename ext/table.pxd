@@ -282,12 +282,16 @@ cdef inline double bucket_estimate(int64_t b) noexcept nogil:
     # The harmonic mean of the bucket's bounds: within 1/9 of any value in
     # the bucket.  Taken on the mantissas and scaled after: 2 * lo * hi
     # overflows for values above 1e154.
-    cdef double lo, hi
+    cdef double lo, hi, scale
+    cdef uint64_t bits
     if b < 4:
         return 0.0
     lo = 1.0 + <double>(b & 3) * 0.25
     hi = lo + 0.25
-    return ldexp(2.0 * lo * hi / (lo + hi), <int>(b >> 2) - 1023)
+    # 2 ** (E - 1023) built from its bits: exact, and cheaper than ldexp.
+    bits = (<uint64_t>(b >> 2)) << 52
+    memcpy(&scale, &bits, 8)
+    return (2.0 * lo * hi / (lo + hi)) * scale
 
 cdef inline void sketch_add(StateRow *r, double x) noexcept nogil:
     """Count x in the current window's sketch; the caller has not yet
@@ -351,13 +355,28 @@ cdef inline double sketch_quantile(const StateRow *r, double q) noexcept nogil:
     cdef double est
     if r.win_count == 0:
         return NAN
-    for i in range(SKETCH_BUCKETS):
-        n += r.sketch[i]
+    if r.sk_shift == 0:
+        # Never halved: the counters add up to the window's count.
+        n = r.win_count
+    else:
+        for i in range(SKETCH_BUCKETS):
+            n += r.sketch[i]
     rank = <uint64_t>(q * <double>(n - 1))
-    for i in range(SKETCH_BUCKETS):
-        cum += r.sketch[i]
-        if cum > rank:
-            break
+    if rank + rank >= n:
+        # A high quantile: from the top, a bucket or two instead of twenty.
+        # The bucket holding rank r is the highest i with
+        # count(sketch[i:]) >= n - r.
+        i = SKETCH_BUCKETS - 1
+        while True:
+            cum += r.sketch[i]
+            if cum >= n - rank or i == 0:
+                break
+            i -= 1
+    else:
+        for i in range(SKETCH_BUCKETS):
+            cum += r.sketch[i]
+            if cum > rank:
+                break
     est = bucket_estimate(r.sk_base + i)
     if est < r.win_min:
         est = r.win_min
