@@ -238,6 +238,41 @@ server); 2 usage error or no gateway answering within --timeout.
 """
 
 
+BENCH_EPILOG = """\
+examples:
+  ringflow bench                                  the whole suite (minutes)
+  ringflow bench --quick                          a smaller run, under a minute
+  ringflow bench --only scaling --workers 1,2,4,8,16
+  ringflow bench --only contenders --events 1000000 --out /tmp/bench
+
+exit codes: 0 every run completed (WRONG contenders are findings); 1 a
+contender crashed, raised or timed out (recorded in results.json); 2 usage
+error.
+"""
+
+
+def _bench_sections(text: str) -> list[str]:
+    from .suite.runner import SECTIONS
+
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in SECTIONS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"sections are a comma-separated list of {', '.join(SECTIONS)}, got {text!r}")
+    return names
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"a comma-separated list of positive integers, got {text!r}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     v = _validators()
     parser = argparse.ArgumentParser(
@@ -429,6 +464,38 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print JSON instead of tables")
     _add_client_options(stats, v)
     stats.set_defaults(_parser=stats)
+
+    # --- bench ---
+    bench = sub.add_parser(
+        "bench", formatter_class=_Formatter, epilog=BENCH_EPILOG,
+        help="run the comparative benchmark suite on this host (issue #5)",
+        description="Run every contender (a dict behind a lock, thread pools, asyncio "
+                    "actors, worker processes, ringflow embedded and behind its gateway) on "
+                    "the same seeded workload, check each final state against the oracle, "
+                    "then push producers until p99 passes 10 ms, then scale ringflow's "
+                    "workers. Writes results.json, report.md and PNG plots into "
+                    "bench-results/<UTC timestamp>/ (or --out). A contender with a wrong "
+                    "result is a finding reported as WRONG, not a failure of the command.",
+    )
+    bench.add_argument("--quick", action="store_true",
+                       help="a ~20k-event workload, producers 1 and 4, workers 1 and 2: "
+                            "under a minute")
+    bench.add_argument("--only", type=_bench_sections, default=None, metavar="SECTIONS",
+                       help="comma-separated sections to run among contenders, producers, "
+                            "scaling (default: all)")
+    bench.add_argument("--workers", type=_int_list, default=None, metavar="1,2,4",
+                       help="worker counts of the scaling section (default: 1, 2, 4, ... up "
+                            "to this host's cores)")
+    bench.add_argument("--events", type=_positive_int, default=None, metavar="N",
+                       help="events in the workload (default: 20000 with --quick, else "
+                            "200000)")
+    bench.add_argument("--out", default=None, metavar="DIR",
+                       help="directory for the results (default: "
+                            "bench-results/<UTC timestamp>/)")
+    bench.add_argument("--seed", type=int, default=0, help="workload seed (default: 0)")
+    bench.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (it goes to stderr)")
+    bench.set_defaults(_parser=bench)
     return parser
 
 
@@ -918,6 +985,51 @@ def _cmd_stats(args) -> int:
 _COMMANDS = {"serve": _cmd_serve, "send": _cmd_send, "query": _cmd_query,
              "status": _cmd_status, "alerts": _cmd_alerts, "reload": _cmd_reload,
              "stats": _cmd_stats}
+
+
+def _cmd_bench(args) -> int:
+    from rich import box
+    from rich.table import Table
+
+    from .suite.report import CONTENDER_HEAD, summary_rows
+    from .suite.runner import run_suite
+
+    results = run_suite(out_dir=args.out, quick=args.quick, only=args.only,
+                        workers=args.workers, events=args.events, seed=args.seed,
+                        progress=not args.no_progress)
+    out = _out_console()
+    if results.get("contenders") is not None:
+        t = Table(title="contenders", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+        for i, c in enumerate(CONTENDER_HEAD):
+            t.add_column(c, justify="left" if i in (0, len(CONTENDER_HEAD) - 1) else "right")
+        for row in summary_rows(results):
+            t.add_row(*[c.replace("**", "") for c in row])
+        out.print(t)
+    prod = (results.get("producers") or {}).get("results") or {}
+    if prod:
+        out.print("max producers with p99 <= 10 ms: " + ", ".join(
+            f"{n} {v.get('max_producers') or 'none'}" for n, v in prod.items()),
+            soft_wrap=True, markup=False)
+    scaling = (results.get("scaling") or {}).get("results") or {}
+    for name, rows in scaling.items():
+        out.print(f"scaling {name}: " + ", ".join(
+            f"{r['workers']}w " + (f"{r['events_per_s']:,.0f}/s" if "error" not in r
+                                   else "ERROR") for r in rows), soft_wrap=True, markup=False)
+    for note in results.get("notes", []):
+        out.print(f"note: {note}", soft_wrap=True, markup=False)
+    out.print(f"results in {results['out_dir']}/ (results.json, report.md"
+              + (", plots" if any(str(f).endswith(".png") for f in results.get("files", []))
+                 else "") + ")", soft_wrap=True, markup=False)
+    if results.get("errors"):
+        err = _err_console()
+        for e in results["errors"]:
+            err.print(f"ringflow bench: error: {e}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+_COMMANDS["bench"] = _cmd_bench
 
 
 def main(argv: list[str] | None = None) -> int:

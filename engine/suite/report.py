@@ -1,0 +1,343 @@
+"""``report.md`` and the PNG plots of a suite run (see :mod:`engine.suite.runner`).
+
+The plots need matplotlib (headless Agg backend); without it the report
+says so and only the tables are written.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+__all__ = ["write_report", "summary_rows"]
+
+_MiB = 1024 * 1024
+
+
+def _f(v, fmt: str = "{:,.0f}", none: str = "-") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return none
+    return fmt.format(v)
+
+
+def _ms(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if v < 10 else f"{v:,.1f}"
+
+
+def _table(head: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> list[str]:
+    """A markdown table; columns in ``left`` (negative: from the end) are
+    left-aligned, the others (figures) right-aligned."""
+    n = len(head)
+    lefts = {i % n for i in left}
+    out = ["| " + " | ".join(head) + " |",
+           "|" + "|".join("---" if i in lefts else "---:" for i in range(n)) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def _correct(r: dict) -> str:
+    if "error" in r:
+        return "ERROR"
+    if r.get("correct"):
+        return "yes"
+    return f"**WRONG** ({r.get('mismatches')} mismatches)"
+
+
+def summary_rows(results: dict) -> list[list[str]]:
+    """The contenders table as rows of text: name, events/s, x baseline,
+    p50/p99/p99.9 ms, RSS MiB, CPU %, stale overwrites, correct?"""
+    rows = []
+    runs = (results.get("contenders") or {}).get("runs", [])
+    for r in sorted(runs, key=lambda r: -(r.get("events_per_s") or 0)):
+        if "error" in r:
+            rows.append([r["name"], "-", "-", "-", "-", "-", "-", "-", "-",
+                         "ERROR: " + str(r["error"]).splitlines()[0][:80]])
+            continue
+        rows.append([
+            r["name"], _f(r.get("events_per_s")), _f(r.get("x_baseline"), "{:.2f}x"),
+            _ms(r.get("p50_ms")), _ms(r.get("p99_ms")), _ms(r.get("p999_ms")),
+            _f((r.get("peak_rss_bytes") or 0) / _MiB, "{:,.1f}"),
+            _f(100 * r["cpu_utilisation"] if r.get("cpu_utilisation") is not None else None,
+               "{:.0f}%"),
+            _f(r.get("stale_overwrites")), _correct(r)])
+    return rows
+
+
+CONTENDER_HEAD = ["contender", "events/s", "x baseline", "p50 ms", "p99 ms", "p99.9 ms",
+                  "RSS MiB", "CPU %", "stale overwrites", "correct?"]
+
+
+def _markdown(results: dict, plots: list[Path], plot_note: str | None) -> str:
+    h = results.get("host", {})
+    s = results.get("settings", {})
+    lines = ["# ringflow comparative benchmark", ""]
+    lines.append(f"Run {results.get('started_utc', '?')} "
+                 f"({_f(results.get('duration_s'), '{:.1f}')} s), "
+                 f"{'quick' if s.get('quick') else 'full'} mode, "
+                 f"sections: {', '.join(s.get('sections', []))}.")
+    lines.append("")
+    lines.append(f"Host: {h.get('cores')} cores ({h.get('cpu_model')}), {h.get('platform')}; "
+                 f"Python {h.get('python')}, NumPy {h.get('numpy')}, libzmq {h.get('libzmq')}, "
+                 f"pyzmq {h.get('pyzmq')}; commit {str(h.get('git_commit'))[:12]}"
+                 f"{' (dirty)' if h.get('git_dirty') else ''}.")
+    lines.append("")
+    wl = results.get("workload") or {}
+    if wl:
+        lines.append(f"Workload: {wl.get('events'):,} events, seed {wl.get('seed')} "
+                     f"({s.get('workload_source')}); oracle: {s.get('oracle_source')}.")
+        lines.append("")
+    if plot_note:
+        lines += [f"> {plot_note}", ""]
+
+    c = results.get("contenders")
+    if c is not None:
+        lines += ["## Contenders", ""]
+        base = (f"`{c.get('baseline')}` at {_f(c.get('baseline_events_per_s'))} events/s "
+                "in this run" if c.get("baseline_events_per_s")
+                else f"`{c.get('baseline')}` did not run, so no ratios")
+        lines.append(f"Every contender on the same workload, 1 producer. Baseline: {base}. "
+                     "A contender whose final state differs from the oracle's is WRONG "
+                     "whatever its speed.")
+        lines.append("")
+        lines += _table(CONTENDER_HEAD, summary_rows(results), left=(0, -1))
+        lines.append("")
+        wrong = [r for r in c.get("runs", []) if r.get("status") == "WRONG"]
+        for r in wrong:
+            ex = "; ".join(r.get("mismatch_examples", [])[:3])
+            lines.append(f"- `{r['name']}` is WRONG: {r.get('mismatches')} mismatches, "
+                         f"e.g. {ex}")
+        if wrong:
+            lines.append("")
+        info = results.get("contender_info", {})
+        if any(v.get("description") for v in info.values()):
+            lines += _table(["contender", "design", "tuning"],
+                            [[n, v.get("description", ""), v.get("tuning", "")]
+                             for n, v in info.items()], left=(0, 1, 2))
+            lines.append("")
+
+    p = results.get("producers")
+    if p is not None:
+        lines += ["## Producers", ""]
+        lines.append(f"A paced workload ({_f(p.get('events'))} events at "
+                     f"{_f(p.get('rate'))} events/s) with 1, 2, 4, ... concurrent producers "
+                     f"until p99 passes {p.get('slo_p99_ms')} ms. \"max producers\" is the "
+                     "most producers sustained with p99 within it.")
+        lines.append("")
+        levels = p.get("levels", [])
+        rows = []
+        for name, v in p.get("results", {}).items():
+            by = {r["producers"]: r for r in v.get("runs", [])}
+            cells = []
+            for lv in levels:
+                r = by.get(lv)
+                if r is None:
+                    cells.append("")
+                elif "error" in r:
+                    cells.append("ERROR")
+                else:
+                    cells.append(_ms(r.get("p99_ms")) + (" WRONG" if not r.get("correct")
+                                                         else ""))
+            rows.append([name, _f(v.get("max_producers"), "{}", "none"),
+                         _f(v.get("max_producers_events_per_s"))] + cells)
+        lines += _table(["contender", "max producers", "events/s there"]
+                        + [f"p99 ms x{lv}" for lv in levels], rows)
+        lines.append("")
+
+    sc = results.get("scaling")
+    if sc is not None:
+        lines += ["## Scaling", ""]
+        lines.append(f"ringflow with 1..N workers, {_f(sc.get('events'))} events (the median "
+                     f"of {sc.get('repeats', 1)} run(s)), 1 producer; efficiency per core = "
+                     "rate / (workers x rate at 1 worker).")
+        lines.append("")
+        rows = []
+        for name, runs in sc.get("results", {}).items():
+            for r in runs:
+                if "error" in r:
+                    rows.append([name, str(r["workers"]), "-", "-", "-",
+                                 "ERROR: " + str(r["error"]).splitlines()[0][:80]])
+                else:
+                    rows.append([name, str(r["workers"]), _f(r.get("events_per_s")),
+                                 _f(r.get("efficiency"), "{:.0%}"), _ms(r.get("p99_ms")),
+                                 _correct(r)])
+        lines += _table(["contender", "workers", "events/s", "efficiency/core", "p99 ms",
+                         "correct?"], rows, left=(0, -1)) if rows else ["(no scaling run)"]
+        lines.append("")
+
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"![{pl.stem}]({pl.name})" for pl in plots]
+        lines.append("")
+    if results.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
+    if results.get("errors"):
+        lines += ["## Errors", ""] + [f"- {e}" for e in results["errors"]] + [""]
+    return "\n".join(lines)
+
+
+# --- plots ---------------------------------------------------------------------
+
+def _spans_decades(values) -> bool:
+    v = [x for x in values if x and x > 0]
+    return bool(v) and max(v) / min(v) >= 10
+
+
+def _plots(results: dict, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files: list[Path] = []
+    host = results.get("host", {})
+    sub = f"{host.get('cores')} cores, {host.get('cpu_model')}"
+
+    c = results.get("contenders") or {}
+    runs = [r for r in c.get("runs", []) if "error" not in r]
+    if runs:
+        runs = sorted(runs, key=lambda r: r["events_per_s"])
+        names = [r["name"] + (" (WRONG)" if not r["correct"] else "") for r in runs]
+        rates = [r["events_per_s"] for r in runs]
+        fig, ax = plt.subplots(figsize=(9, 0.45 * len(runs) + 1.8))
+        bars = ax.barh(names, rates, color=["#d62728" if not r["correct"] else "#1f77b4"
+                                            for r in runs])
+        for b, r in zip(bars, runs):
+            if not r["correct"]:
+                b.set_hatch("//")
+                b.set_edgecolor("black")
+        ax.set_xscale("log")
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        lo = 10 ** math.floor(math.log10(max(min(rates) / 2, 1e-3)))
+        ax.set_xlim(lo, max(rates) * 3)
+        for b, v in zip(bars, rates):
+            ax.text(v * 1.05, b.get_y() + b.get_height() / 2, f"{v:,.0f}", va="center",
+                    fontsize=8)
+        base = c.get("baseline_events_per_s")
+        if base:
+            ax.axvline(base, color="black", linestyle="--",
+                       label=f"baseline {c.get('baseline')} ({base:,.0f}/s)")
+            ax.legend(loc="lower right")
+        ax.set_xlabel("throughput (events/s, log scale)")
+        ax.set_title(f"Throughput by contender (red hatched = WRONG result)\n{sub}",
+                     fontsize=10)
+        fig.tight_layout()
+        files.append(out_dir / "throughput.png")
+        fig.savefig(files[-1], dpi=110)
+        plt.close(fig)
+
+        lat = [r for r in runs if r.get("p99_ms") is not None]
+        if lat:
+            import numpy as np
+
+            fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(lat) + 2), 4.5))
+            x = np.arange(len(lat))
+            for i, (key, label) in enumerate((("p50_ms", "p50"), ("p99_ms", "p99"),
+                                              ("p999_ms", "p99.9"))):
+                ax.bar(x + (i - 1) * 0.27, [max(r[key] or 0, 1e-6) for r in lat], 0.27,
+                       label=label)
+            ax.set_xticks(x, [r["name"] + ("\n(WRONG)" if not r["correct"] else "")
+                              for r in lat], rotation=30, ha="right")
+            ax.set_yscale("log")
+            ax.set_ylabel("latency, creation to applied (ms, log scale)")
+            ax.set_title(f"Latency by contender (as fast as possible)\n{sub}", fontsize=10)
+            ax.legend()
+            fig.tight_layout()
+            files.append(out_dir / "latency.png")
+            fig.savefig(files[-1], dpi=110)
+            plt.close(fig)
+
+    p = results.get("producers") or {}
+    series = {n: [r for r in v.get("runs", []) if r.get("p99_ms") is not None]
+              for n, v in (p.get("results") or {}).items()}
+    series = {n: v for n, v in series.items() if v}
+    if series:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for n, rows in series.items():
+            ax.plot([r["producers"] for r in rows], [max(r["p99_ms"], 1e-6) for r in rows],
+                    marker="o", label=n + (" (WRONG)" if any(not r["correct"] for r in rows)
+                                           else ""))
+        ax.axhline(p.get("slo_p99_ms", 10), color="red", linestyle="--",
+                   label=f"{p.get('slo_p99_ms', 10):g} ms threshold")
+        ax.set_xscale("log", base=2)
+        from matplotlib.ticker import NullFormatter
+
+        levels = sorted({r["producers"] for rows in series.values() for r in rows})
+        ax.set_xticks(levels, [str(v) for v in levels])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrent producers (log2 scale)")
+        ax.set_ylabel("p99 latency (ms, log scale)")
+        ax.set_title(f"p99 latency vs producers ({p.get('rate', 0):,.0f} events/s offered)\n"
+                     f"{sub}", fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        files.append(out_dir / "producers_p99.png")
+        fig.savefig(files[-1], dpi=110)
+        plt.close(fig)
+
+    sc = (results.get("scaling") or {}).get("results") or {}
+    sc = {n: [r for r in rows if "error" not in r] for n, rows in sc.items()}
+    sc = {n: rows for n, rows in sc.items() if rows}
+    if sc:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+        labels = {"ringflow": "embedded", "ringflow_gateway": "via gateway"}
+        for n, rows in sc.items():
+            w = [r["workers"] for r in rows]
+            a1.plot(w, [r["events_per_s"] for r in rows], marker="o",
+                    label=f"{n} ({labels.get(n, n)})")
+            eff = [(r["workers"], r["efficiency"]) for r in rows
+                   if r.get("efficiency") is not None]
+            if eff:
+                a2.plot([e[0] for e in eff], [100 * e[1] for e in eff], marker="o",
+                        label=f"{n} ({labels.get(n, n)})")
+        from matplotlib.ticker import FuncFormatter
+
+        ws = sorted({r["workers"] for rows in sc.values() for r in rows})
+        for a in (a1, a2):
+            if ws and ws[-1] / ws[0] >= 8:
+                a.set_xscale("log", base=2)
+            a.set_xticks(ws, [str(w) for w in ws])
+        a1.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        a1.set_xlabel("workers")
+        a1.set_ylabel("throughput (events/s)")
+        allr = [r["events_per_s"] for rows in sc.values() for r in rows]
+        if _spans_decades(allr):
+            a1.set_yscale("log")
+            a1.set_ylabel("throughput (events/s, log scale)")
+        else:
+            a1.set_ylim(bottom=0)
+        a1.set_title("Throughput vs workers")
+        a1.legend(fontsize=8)
+        a2.axhline(100, color="black", linestyle="--", label="linear (100%)")
+        a2.set_xlabel("workers")
+        a2.set_ylabel("efficiency per core (% of 1-worker rate)")
+        a2.set_title("Efficiency per core vs workers")
+        a2.legend(fontsize=8)
+        fig.suptitle(f"ringflow scaling, {sub}", fontsize=10)
+        fig.tight_layout()
+        files.append(out_dir / "scaling.png")
+        fig.savefig(files[-1], dpi=110)
+        plt.close(fig)
+    return files
+
+
+def write_report(results: dict, out_dir) -> list[Path]:
+    """Write ``report.md`` and the PNG plots into ``out_dir``; returns the
+    files written (report.md first).  Without matplotlib the plots are
+    skipped and the report says so."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_note = None
+    try:
+        plots = _plots(results, out_dir)
+    except ImportError as exc:
+        plots = []
+        plot_note = f"plots skipped: matplotlib is not installed ({exc})"
+        results.setdefault("notes", []).append(plot_note)
+    report = out_dir / "report.md"
+    report.write_text(_markdown(results, plots, plot_note), encoding="utf-8")
+    return [report, *plots]

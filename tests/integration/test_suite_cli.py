@@ -1,0 +1,187 @@
+"""``ringflow bench`` end to end (issue #5): the runner with fake contenders
+(a right one, a wrong one, a crashing and a hanging one) and the CLI with
+whatever real contenders exist."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.suite.base import Contender, RunResult, Workload
+from engine.suite.runner import run_suite
+
+ROOT = Path(__file__).resolve().parents[2]
+HAS_MPL = importlib.util.find_spec("matplotlib") is not None
+
+
+def _apply(workload: Workload, honest_order: bool) -> tuple[dict, np.ndarray, int, float]:
+    t0 = time.perf_counter_ns()
+    state: dict = {}
+    stale = 0
+    lat = np.empty(workload.n, np.int64)
+    for i, (key, ts, metric, _flags, value) in enumerate(workload.events.tolist()):
+        s = state.get((key, metric))
+        if s is None:
+            state[(key, metric)] = [1, value, value, value, value, ts]
+        else:
+            s[0] += 1
+            s[1] += value
+            s[2] = min(s[2], value)
+            s[3] = max(s[3], value)
+            if ts >= s[5]:
+                s[4], s[5] = value, ts
+            elif not honest_order:  # the bug under test: the older event wins
+                s[4], s[5] = value, ts
+                stale += 1
+        lat[i] = time.perf_counter_ns() - t0 - int(workload.created_ns[i])
+    seconds = (time.perf_counter_ns() - t0) / 1e9
+    return {k: tuple(v) for k, v in state.items()}, np.maximum(lat, 1), stale, seconds
+
+
+class RightDict(Contender):
+    name = "single"
+    description = "fake: one dict, one thread"
+    tuning = "none"
+    workers = 1
+
+    def run(self, workload: Workload, producers: int = 1) -> RunResult:
+        state, lat, stale, seconds = _apply(workload, True)
+        return RunResult(self.name, seconds, state, lat, stale, producers=producers,
+                         notes=f"{self.workers} workers")
+
+
+class LastWriterWins(Contender):
+    name = "last_writer_wins"
+    description = "fake: lets an older event overwrite last"
+
+    def run(self, workload: Workload, producers: int = 1) -> RunResult:
+        state, lat, stale, seconds = _apply(workload, False)
+        return RunResult(self.name, seconds / 2, state, lat, stale, producers=producers)
+
+
+class Boom(Contender):
+    name = "boom"
+
+    def run(self, workload: Workload, producers: int = 1) -> RunResult:
+        raise RuntimeError("boom on purpose")
+
+
+class Crash(Contender):
+    name = "crash"
+
+    def run(self, workload: Workload, producers: int = 1) -> RunResult:
+        os._exit(3)
+
+
+class Hang(Contender):
+    name = "hang"
+
+    def run(self, workload: Workload, producers: int = 1) -> RunResult:
+        time.sleep(60)
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.timeout(180)
+def test_runner_quick_end_to_end(tmp_path):
+    out = tmp_path / "bench"
+    results = run_suite(out_dir=out, quick=True, events=2000, seed=3, progress=False,
+                        contenders={"single": RightDict(), "last_writer_wins": LastWriterWins()},
+                        scaling_contenders=("single",), workers=[1, 2],
+                        scaling_events=3000, scaling_repeats=2)
+    data = json.loads((out / "results.json").read_text())
+    assert data["errors"] == [], data["errors"]
+    host = data["host"]
+    for k in ("cores", "cpu_model", "python", "numpy", "libzmq", "pyzmq", "platform"):
+        assert host.get(k), k
+    assert "git_commit" in host
+    assert data["settings"]["events"] == 2000 and data["settings"]["seed"] == 3
+
+    runs = {r["name"]: r for r in data["contenders"]["runs"]}
+    assert runs["single"]["correct"], runs["single"]["mismatch_examples"]
+    assert runs["single"]["status"] == "ok"
+    assert runs["single"]["x_baseline"] == pytest.approx(1.0)
+    wrong = runs["last_writer_wins"]
+    assert not wrong["correct"] and wrong["status"] == "WRONG" and wrong["mismatches"] > 0
+    assert wrong["stale_overwrites"] > 0
+    # still WRONG whatever its speed, and its ratio is computed
+    assert wrong["x_baseline"] == pytest.approx(
+        wrong["events_per_s"] / runs["single"]["events_per_s"])
+    assert wrong["x_baseline"] > 0
+    for r in runs.values():
+        assert r["p50_ms"] is not None and r["p99_ms"] >= r["p50_ms"]
+        assert r["peak_rss_bytes"] > 0 and r["cpu_seconds"] >= 0
+
+    prod = data["producers"]
+    assert prod["levels"] == [1, 4]
+    assert set(prod["results"]) == {"single", "last_writer_wins"}
+    assert prod["results"]["last_writer_wins"]["wrong"]
+
+    sc = data["scaling"]["results"]["single"]
+    assert [r["workers"] for r in sc] == [1, 2]
+    assert sc[0]["efficiency"] == pytest.approx(1.0)
+    assert len(sc[1]["repeat_events_per_s"]) == 2 and data["scaling"]["events"] == 3000
+
+    report = (out / "report.md").read_text()
+    assert "## Contenders" in report and "WRONG" in report and "x baseline" in report
+    assert "## Producers" in report and "## Scaling" in report
+    if HAS_MPL:
+        for png in ("throughput.png", "latency.png", "producers_p99.png", "scaling.png"):
+            assert (out / png).stat().st_size > 1000, png
+    else:
+        assert "matplotlib is not installed" in report
+    assert results["contenders"]["runs"][0]["name"] == "single"
+
+
+@pytest.mark.timeout(180)
+def test_runner_records_crashes_and_timeouts(tmp_path):
+    t0 = time.monotonic()
+    results = run_suite(out_dir=tmp_path, quick=True, events=500, only="contenders",
+                        progress=False, timeout=3,
+                        contenders={"single": RightDict(), "boom": Boom(), "crash": Crash(),
+                                    "hang": Hang()})
+    assert time.monotonic() - t0 < 60
+    runs = {r["name"]: r for r in results["contenders"]["runs"]}
+    assert runs["single"]["correct"]
+    assert "boom on purpose" in runs["boom"]["error"] and runs["boom"]["status"] == "error"
+    assert "crashed" in runs["crash"]["error"]
+    assert "timeout" in runs["hang"]["error"]
+    assert len(results["errors"]) == 3
+    assert "ERROR" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.timeout(180)
+def test_cli_bench_quick(tmp_path):
+    out = tmp_path / "tmp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "bench", "--quick", "--events", "2000",
+         "--only", "contenders", "--out", str(out), "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    data = json.loads((out / "results.json").read_text())
+    # 0 when every run completed (WRONG ones are findings); 1 when a contender
+    # raised, crashed or timed out -- the others' contenders may be mid-work.
+    assert proc.returncode == (1 if data["errors"] else 0), proc.stdout + proc.stderr
+    assert str(out) in proc.stdout
+    assert data["settings"]["sections"] == ["contenders"]
+    assert data["host"]["cores"] == os.cpu_count()
+    assert (out / "report.md").stat().st_size > 0
+    if data["contenders"]["runs"]:
+        assert "contenders" in proc.stdout
+
+
+def test_cli_bench_usage_errors():
+    from engine.cli import build_parser
+
+    p = build_parser()
+    args = p.parse_args(["bench", "--only", "scaling", "--workers", "1,2,4,8,16"])
+    assert args.only == ["scaling"] and args.workers == [1, 2, 4, 8, 16]
+    for bad in (["bench", "--only", "nope"], ["bench", "--workers", "0,2"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(bad)
