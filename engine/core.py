@@ -299,11 +299,13 @@ class Engine:
         self._tables = [_table.Table(seg.buf) for seg in self._table_segments]
         self._tableset = _table.TableSet(self._tables)
         self._default = self.producer()
+        # The alert thread must not hold the engine itself: an engine
+        # dropped without close() is then still collected and cleaned up.
         self._alerts = AlertHub(
             _ring.RingSet(buf, [lay.alert_header(w) for w in range(cfg.workers)]),
             cfg.workers,
-            lambda: _ring.ring_bell(self._control.buf, lay.ALERT_CONSUMER_BELL),
-            self._alerts_dropped,
+            lambda: _ring.ring_bell(buf, lay.ALERT_CONSUMER_BELL),
+            lambda: _alerts_dropped(buf, lay, cfg.workers),
             self.names,
             cfg.views,
         )
@@ -569,12 +571,6 @@ class Engine:
         _ring.store_u64(buf, 0, gen + 2)
         self._rules_generation = gen + 2
         return gen + 2
-
-    def _alerts_dropped(self) -> int:
-        at = _worker.COUNTERS_OFFSET + 8 * _worker.COUNTER_NAMES.index("alerts_dropped")
-        buf = self._control.buf
-        return sum(_ring.load_u64(buf, self.layout.worker_block(w) + at)[0]
-                   for w in range(self.config.workers))
 
     @property
     def rules(self) -> Rules:
@@ -865,6 +861,12 @@ class Engine:
 # Worker and producer block sizes are also baked into the compiled modules.
 assert _worker.BLOCK_BYTES == WORKER_BLOCK_BYTES
 assert PRODUCER_BLOCK_BYTES >= 64 + 8 * len(_router.COUNTER_NAMES)
+
+
+def _alerts_dropped(buf, lay: Layout, workers: int) -> int:
+    """Alerts the workers dropped on full alert rings, in all."""
+    at = _worker.COUNTERS_OFFSET + 8 * _worker.COUNTER_NAMES.index("alerts_dropped")
+    return sum(_ring.load_u64(buf, lay.worker_block(w) + at)[0] for w in range(workers))
 
 
 def _entity_summary(key: int, rows: list[dict], names: dict) -> dict:
