@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 from .records import DEFAULT_TS_MAX, DEFAULT_TS_MIN
-from .rules import Rules, parse_duration
+from .rules import Rules, parse_duration, stat_name
 
 __all__ = ["EngineConfig", "Layout", "WAIT_STRATEGIES"]
 
@@ -117,6 +117,9 @@ class EngineConfig:
              f"alert_capacity must be in 16..2**24, got {self.alert_capacity!r}")
         need(int(self.ts_min) >= 0, "ts_min must not be negative")
         object.__setattr__(self, "views", tuple(self.views))
+        # The views name rule statistics (view1, view5, ...): the rules
+        # module says which horizons can.
+        stat_name(0, self.views)
         rules = self.health_rules
         rules.check_window(self.window_ns)
         need(self.lateness_ns <= self.window_ns,

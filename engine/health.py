@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .records import ALERT_DTYPE, STATE_DTYPE
+from .rules import STAT_NAMES, STATUS_NAMES, stat_name
 
 __all__ = [
     "STATUS_NAMES",
@@ -26,33 +27,13 @@ __all__ = [
     "alerts_from_records",
 ]
 
-#: Status names by code; the code order is the severity order.
-STATUS_NAMES = ("OK", "WARN", "STALE", "CRIT")
 STATUS_CODES = {name: code for code, name in enumerate(STATUS_NAMES)}
 #: The quantiles every query reports.
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 
-_STAT_NAMES = ("last", "ewma", "mean", "min", "max", "var", "count", "win_count", "win_sum",
-               "win_min", "win_max", "win_mean", "p50", "p95", "p99")
-_STAT_TTL = 255
 _FOLD_NONE = 65535
+_VIEW0 = STAT_NAMES.index("view0")
 _INDEX = {name: i for i, name in enumerate(STATE_DTYPE.names)}
-
-
-def stat_label(code: int, views=(1, 5, 15)) -> str:
-    """Name of a stat code (the ``stat`` of a rule or an alert)."""
-    if code == _STAT_TTL:
-        return "ttl"
-    if code < len(_STAT_NAMES):
-        return _STAT_NAMES[code]
-    j = code - len(_STAT_NAMES)
-    if 0 <= j < len(views):
-        return f"view{_fmt_number(views[j])}"
-    return f"stat{code}"
-
-
-def _fmt_number(x) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 def _bucket_estimate(b: int) -> float:
@@ -196,8 +177,8 @@ def series_dict(values, names: dict | None = None, *, window_ns: int = 0,
     }
     folded = v[g["fold_age"]] != _FOLD_NONE
     out["views"] = {
-        f"view{_fmt_number(h)}": (_finite(float(x)) if folded else None)
-        for h, x in zip(views, v[g["view"]])
+        stat_name(_VIEW0 + j, views): (_finite(float(x)) if folded else None)
+        for j, x in enumerate(v[g["view"]])
     }
     return out
 
@@ -261,6 +242,6 @@ def alerts_from_records(records: np.ndarray, worker: int, names: dict | None = N
     out = []
     for key, ts, metric, old, new, stat, _rule, value in records.tolist():
         out.append(Alert(entities.get(key), metrics.get(metric), key, metric,
-                         STATUS_NAMES[old], STATUS_NAMES[new], stat_label(stat, views),
+                         STATUS_NAMES[old], STATUS_NAMES[new], stat_name(stat, views),
                          value, ts, worker))
     return out

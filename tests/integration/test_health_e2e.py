@@ -28,8 +28,8 @@ import zmq
 
 import engine
 from engine.client import Client
-from engine.health import stat_label
 from engine.rules import Rules
+from engine.rules import stat_name as stat_label
 from engine.scenario import (
     FOR_STEPS,
     LATE_DELAY,
