@@ -15,6 +15,13 @@ time, the producers waiting for it -- and applied is ``time.time_ns()``
 right after the update, for every ``SAMPLE``-th event of each producer
 (``asyncio``: the first event of every chunk; its chunk is taken once the
 chunk's last event is due).
+
+Same work as every Python contender: per series, the row of
+:data:`engine.suite.threads.ROW_FIELDS` (count, sum, min, max, Welford
+mean/m2, event-time EWMA, last, last_ts, first_ts, stale), folded by
+:func:`engine.suite.procs.fold_rows` (``asyncio``) or per event by
+:func:`engine.suite.threads.update_row` (the actors); the numpy records are
+converted to Python tuples on the clock, chunk by chunk.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import numpy as np
 
 from .base import Contender, RunResult, Workload
 from .procs import Meter, as_state, chunks, created_at, fold_rows, partition
+from .threads import new_row, update_row
 
 __all__ = ["CONTENDERS", "AsyncioDict", "ActorPerEvent", "ActorPerKey"]
 
@@ -71,8 +79,10 @@ class _AsyncContender(Contender):
 class AsyncioDict(_AsyncContender):
     name = "asyncio"
     description = "asyncio, one process: producer coroutines fold into one dict, no lock"
-    tuning = ("chunks of 256 events: rows converted with ndarray.tolist() per chunk, "
-              "folded inline, then await asyncio.sleep(0) so the producers interleave")
+    tuning = ("chunks of 256 events: rows converted with ndarray.tolist() per chunk on the "
+              "clock, folded inline by the shared fold (the kernel's per-event work: Welford "
+              "mean/m2, event-time EWMA, first_ts, stale besides the six checked fields), "
+              "then await asyncio.sleep(0) so the producers interleave")
 
     chunk = 256
 
@@ -96,7 +106,9 @@ class ActorPerEvent(_AsyncContender):
     name = "actor_per_event"
     description = "asyncio, a task per event (create_task), each applying one update"
     tuning = ("at most 1000 tasks in flight per producer (create a batch, gather it); "
-              "last-writer rule by ts compare; rows pre-converted per batch with tolist()")
+              "last-writer rule by (ts, stream index); rows converted per batch with tolist() "
+              "on the clock; each task does the kernel's per-event work (shared row update: "
+              "Welford mean/m2, event-time EWMA, first_ts, stale)")
 
     batch = 1000
 
@@ -104,21 +116,13 @@ class ActorPerEvent(_AsyncContender):
         state: dict = {}
         get = state.get
 
-        async def apply(key, ts, metric, v, created) -> None:
+        async def apply(i, key, ts, metric, v, created) -> None:
             sk = (key, metric)
             st = get(sk)
             if st is None:
-                state[sk] = [1, v, v, v, v, ts]
+                state[sk] = new_row(ts, v, i)
             else:
-                st[0] += 1
-                st[1] += v
-                if v < st[2]:
-                    st[2] = v
-                if v > st[3]:
-                    st[3] = v
-                if ts >= st[5]:
-                    st[4] = v
-                    st[5] = ts
+                update_row(st, i, ts, v)
             if created:
                 lat.append(time.time_ns() - created)
 
@@ -135,7 +139,7 @@ class ActorPerEvent(_AsyncContender):
                     stamp = 0
                     if (i + k) % SAMPLE == 0:
                         stamp = created_at(start_ns, created[i + k])
-                    tasks.append(create(apply(key, ts, metric, v, stamp)))
+                    tasks.append(create(apply(i + k, key, ts, metric, v, stamp)))
                 await asyncio.gather(*tasks)
 
         await asyncio.gather(*(producer(ev, cr) for ev, cr in parts))
@@ -146,7 +150,10 @@ class ActorPerKey(_AsyncContender):
     name = "actor_per_key"
     description = "asyncio, an actor (task + asyncio.Queue) per series; producers route to it"
     tuning = ("unbounded queues with put_nowait (no await per event), the actor drains its "
-              "queue with get_nowait after each await; producers yield every 256 events")
+              "queue with get_nowait after each await; producers yield every 256 events and "
+              "convert each chunk with tolist() on the clock; the actor does the kernel's "
+              "per-event work (shared row update: Welford mean/m2, event-time EWMA, "
+              "first_ts, stale)")
 
     chunk = 256
 
@@ -164,19 +171,11 @@ class ActorPerKey(_AsyncContender):
                     if item is None:
                         state[sk] = st
                         return
-                    ts, v, created = item
+                    i, ts, v, created = item
                     if st is None:
-                        st = [1, v, v, v, v, ts]
+                        st = new_row(ts, v, i)
                     else:
-                        st[0] += 1
-                        st[1] += v
-                        if v < st[2]:
-                            st[2] = v
-                        if v > st[3]:
-                            st[3] = v
-                        if ts >= st[5]:
-                            st[4] = v
-                            st[5] = ts
+                        update_row(st, i, ts, v)
                     if created:
                         lat.append(time.time_ns() - created)
                     if empty():
@@ -198,7 +197,7 @@ class ActorPerKey(_AsyncContender):
                     stamp = 0
                     if (i + k) % SAMPLE == 0:
                         stamp = created_at(start_ns, created[i + k])
-                    q.put_nowait((ts, v, stamp))
+                    q.put_nowait((i + k, ts, v, stamp))
                 await asyncio.sleep(0)
 
         try:

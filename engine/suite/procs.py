@@ -26,6 +26,7 @@ import numpy as np
 import psutil
 
 from .base import Contender, RunResult, Workload
+from .threads import HALF_LIFE_NS
 
 __all__ = [
     "CONTENDERS", "MpQueue", "Meter", "partition", "fold_rows", "pace_ns", "created_at",
@@ -99,31 +100,43 @@ def created_at(start_ns: int, created_ns: int) -> int:
     return start_ns + int(created_ns) if created_ns else time.time_ns()
 
 
-def fold_rows(state: dict, rows) -> None:
+def fold_rows(state: dict, rows, half_life: float = HALF_LIFE_NS) -> None:
     """Fold ``EVENT_DTYPE`` rows (as ``tolist()`` tuples: key, ts, metric,
-    flags, value) into ``{(key, metric): [count, sum, min, max, last,
-    last_ts]}``; an older event never replaces ``last`` (ties: the later
-    one does)."""
+    flags, value), in stream order, into ``{(key, metric): row}``, a row being
+    :data:`engine.suite.threads.ROW_FIELDS` (the six STATE_FIELDS first).
+
+    The work of ringflow's kernel per event, as every Python contender does
+    it: count, sum, min, max, Welford mean/m2, an EWMA decaying in event
+    time, last, last_ts, first_ts, stale.  An older event never replaces
+    ``last`` (it is counted in ``stale``); ties: the later one does."""
     get = state.get
     for key, ts, metric, _flags, v in rows:
         sk = (key, metric)
-        st = get(sk)
-        if st is None:
-            state[sk] = [1, v, v, v, v, ts]
+        s = get(sk)
+        if s is None:
+            state[sk] = [1, v, v, v, v, ts, 0, v, 0.0, v, ts, 0]
+            continue
+        n, sm, mn, mx, last, last_ts, li, mean, m2, ewma, first_ts, stale = s
+        n += 1
+        inv = 1.0 / n
+        delta = v - mean
+        mean += v * inv - mean * inv
+        m2 += delta * (v - mean)
+        if ts >= last_ts:
+            if ts > last_ts:
+                a = 2.0 ** ((last_ts - ts) / half_life)
+                ewma = a * ewma + (1.0 - a) * v
+            last = v
+            last_ts = ts
         else:
-            st[0] += 1
-            st[1] += v
-            if v < st[2]:
-                st[2] = v
-            if v > st[3]:
-                st[3] = v
-            if ts >= st[5]:
-                st[4] = v
-                st[5] = ts
+            stale += 1
+        s[:] = (n, sm + v, v if v < mn else mn, v if v > mx else mx, last, last_ts, li, mean,
+                m2, ewma, ts if ts < first_ts else first_ts, stale)
 
 
 def as_state(state: dict) -> dict:
-    """``{(key, metric): tuple}`` with plain ints and floats."""
+    """``{(key, metric): tuple}`` of the six STATE_FIELDS (the first six of
+    a row), with plain ints and floats."""
     return {(int(k), int(m)): (int(s[0]), float(s[1]), float(s[2]), float(s[3]),
                                float(s[4]), int(s[5]))
             for (k, m), s in state.items()}
@@ -243,7 +256,10 @@ class MpQueue(Contender):
     tuning = (f"chunks of {CHUNK} events (a numpy slice: one pickle and one pipe write per "
               f"chunk, not per event; an item per event costs a pickle + pipe write + lock "
               f"each, ~10-20 us, i.e. well under 100k events/s), bounded queues of "
-              f"{QUEUE_CHUNKS} chunks for backpressure, workers started before the clock")
+              f"{QUEUE_CHUNKS} chunks for backpressure, workers started before the clock; "
+              f"each worker does the kernel's per-event work (Welford mean/m2, event-time EWMA, "
+              f"first_ts, stale besides the six checked fields) and converts its numpy "
+              f"chunks to Python tuples on the clock (ndarray.tolist() per chunk)")
 
     def __init__(self, workers: int = 2, chunk: int = CHUNK) -> None:
         self.workers = workers

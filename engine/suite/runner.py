@@ -47,6 +47,23 @@ SLO_P99_MS = 10.0
 #: Contenders whose worker count the scaling section varies.
 SCALING_CONTENDERS = ("ringflow", "ringflow_gateway")
 _MAX_MISMATCHES_KEPT = 10
+#: Contenders section, full mode: events of the workload.  ringflow applies
+#: 200k events in ~10 ms, where fixed costs dominate (2M: ~75 ms at ~27M
+#: events/s on 2 cores); 8M keeps it running for ~0.3 s.
+FULL_EVENTS = 8_000_000
+#: Slow contenders (below FAST_EVENTS_PER_S on the pilot, or in
+#: KNOWN_SLOW) run on this prefix of the same workload, compared with the
+#: oracle of that prefix (throughput is per run, so a prefix is fair).
+SLOW_EVENTS = 400_000
+#: Events of the pilot run that sorts the contenders into fast and slow.
+PILOT_EVENTS = 50_000
+#: Pilot throughput (events/s) from which a contender gets the whole workload.
+#: The pure-Python designs measure 0.4-1.3M events/s on the pilot, ringflow's
+#: 4M and more: 2M splits them with a wide margin either side (at 1M, designs
+#: near 1M went either way from one run to the next).
+FAST_EVENTS_PER_S = 2e6
+#: Contenders known to be slow: no pilot, the prefix straight away.
+KNOWN_SLOW = ("thread_per_request", "actor_per_event", "actor_per_key")
 _MAX_LATENCY_SAMPLES = 200_000
 
 
@@ -464,6 +481,16 @@ def _with_workers(contender: Contender, workers: int) -> Contender | None:
         return None
 
 
+def _prefix(workload: Workload, n: int) -> Workload:
+    """The first ``n`` events of ``workload`` (itself when it has no more)."""
+    if n >= workload.n:
+        return workload
+    params = dict(workload.params or {})
+    params["prefix_of"] = workload.n
+    return Workload(events=workload.events[:n], created_ns=workload.created_ns[:n],
+                    seed=workload.seed, params=params)
+
+
 def _producer_levels(quick: bool, cap: int) -> list[int]:
     if quick:
         return [1, 4]
@@ -483,7 +510,10 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
               producer_rate: float | None = None, producer_cap: int | None = None,
               timeout: float | None = None,
               scaling_contenders: tuple[str, ...] = SCALING_CONTENDERS,
-              scaling_events: int | None = None, scaling_repeats: int | None = None) -> dict:
+              scaling_events: int | None = None, scaling_repeats: int | None = None,
+              slow_events: int | None = None, pilot_events: int | None = None,
+              fast_events_per_s: float = FAST_EVENTS_PER_S,
+              known_slow: tuple[str, ...] = KNOWN_SLOW) -> dict:
     """Run the suite and write ``results.json``, ``report.md`` and plots into
     ``out_dir`` (default ``bench-results/<UTC timestamp>/``); returns the
     results (the same dict as results.json).
@@ -493,6 +523,14 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
     worker counts (default 1, 2, 4, ... up to the host's cores).  A run that
     raises, crashes or passes ``timeout`` seconds is recorded in
     ``results["errors"]`` and the suite goes on.
+
+    Contenders section: the workload has ``events`` events (default 20k with
+    ``quick``, else :data:`FULL_EVENTS`).  When ``slow_events`` (default
+    :data:`SLOW_EVENTS`, or ``events`` with ``quick``) is smaller, each
+    contender first runs a pilot on the first ``pilot_events`` events; those
+    below ``fast_events_per_s`` there, and those of ``known_slow`` (no
+    pilot), run on the first ``slow_events`` events only, checked against
+    the oracle of that prefix; every run records its ``events``.
     """
     started = time.time()
     notes: list[str] = []
@@ -508,7 +546,9 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
     if not contenders:
         notes.append("no contender available")
     cores = os.cpu_count() or 1
-    events = events or (20_000 if quick else 200_000)
+    events = events or (20_000 if quick else FULL_EVENTS)
+    slow_events = min(events, slow_events or (events if quick else SLOW_EVENTS))
+    pilot_events = min(slow_events, pilot_events or PILOT_EVENTS)
     hosts = hosts or max(10, min(10_000, events // 20))
     producer_events = producer_events or min(events, 5_000 if quick else 50_000)
     producer_rate = producer_rate or (10_000.0 if quick else 50_000.0)
@@ -536,6 +576,8 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
         "settings": {
             "quick": quick, "sections": sections, "events": events, "hosts": hosts,
             "seed": seed, "baseline": baseline, "timeout_s": timeout,
+            "slow_events": slow_events, "pilot_events": pilot_events,
+            "fast_events_per_s": fast_events_per_s, "known_slow": list(known_slow),
             "producer_events": producer_events, "producer_rate": producer_rate,
             "producer_cap": producer_cap, "scaling_events": scaling_events,
             "scaling_repeats": scaling_repeats, "producer_levels": _producer_levels(quick,
@@ -555,7 +597,8 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
 
     scaled = [n for n in scaling_contenders if n in contenders]
     levels = _producer_levels(quick, producer_cap)
-    total = ((len(contenders) if "contenders" in sections else 0)
+    piloted = slow_events < events
+    total = ((len(contenders) * (2 if piloted else 1) if "contenders" in sections else 0)
              + (len(contenders) * len(levels) if "producers" in sections else 0)
              + (len(scaled) * len(workers) * scaling_repeats if "scaling" in sections
                 else 0))
@@ -570,10 +613,31 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
 
         if "contenders" in sections:
             runs = []
+            short = _prefix(workload, slow_events)
+            pilot_wl = _prefix(workload, pilot_events)
             for name, c in contenders.items():
+                pilot = None
+                slow = piloted and name in known_slow
+                if piloted and not slow:
+                    bar.describe(f"contenders: {name} (pilot)")
+                    pilot = _run_isolated(c, pilot_wl, 1, check, timeout, bar.tick)
+                    slow = ("error" in pilot
+                            or not pilot.get("events_per_s", 0) >= fast_events_per_s)
+                bar.advance(1 if piloted else 0)
+                wl = short if slow else workload
                 bar.describe(f"contenders: {name}")
-                r = _run_isolated(c, workload, 1, check, timeout, bar.tick)
+                r = _run_isolated(c, wl, 1, check, timeout, bar.tick)
                 r = {"name": name, "producers": 1, **r}
+                r["events"] = wl.n
+                r["prefix"] = wl.n < workload.n
+                if pilot is not None:
+                    r["pilot_events_per_s"] = pilot.get("events_per_s")
+                if r["prefix"] and "error" not in r:
+                    why = ("known slow" if pilot is None else
+                           f"pilot {pilot.get('events_per_s', 0):,.0f} events/s")
+                    r["notes"] = ((r.get("notes") or "") + ("; " if r.get("notes") else "")
+                                  + f"ran on the first {wl.n:,} of {workload.n:,} events "
+                                  f"({why}), checked against that prefix's oracle")
                 if "error" in r:
                     errors.append(f"contenders/{name}: {r['error']}")
                 runs.append(r)
@@ -593,6 +657,8 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
                 r["x_baseline"] = (r["events_per_s"] / base_rate
                                    if base_rate and "error" not in r else None)
             results["contenders"] = {"baseline": baseline, "baseline_events_per_s": base_rate,
+                                     "events": workload.n, "slow_events": short.n,
+                                     "pilot_events": pilot_wl.n if piloted else None,
                                      "runs": runs}
 
         if "producers" in sections:

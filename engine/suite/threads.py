@@ -4,9 +4,14 @@ Every contender applies the workload to a dict of per-series state with
 Python threads, and is written as well as its design allows (``tuning`` says
 how).  Common to all of them:
 
-* the numpy records are turned into Python lists before the clock starts
-  (every Python design needs Python values; the conversion, about 20 ms for
-  200k events, is left out of ``seconds`` for all of them alike);
+* every design does the work of ringflow's update kernel per event (see
+  :func:`_apply_ordered`): count, sum, min, max, Welford mean and m2, an
+  EWMA decaying in event time (half-life :data:`HALF_LIFE_NS`), last,
+  last_ts, first_ts and a stale counter; the oracle checks the six
+  :data:`~engine.suite.base.STATE_FIELDS`, taken from that fuller row;
+* the numpy records are turned into Python lists on the clock, right after
+  the run's start time (a service receiving the events would have to), for
+  all of them alike;
 * work moves in blocks of ``block`` events (64): a lock is taken per block,
   not per event, and the last event of each block is the latency sample
   (creation = run start + ``created_ns`` when paced, else the moment the
@@ -34,6 +39,10 @@ import numpy as np
 from .base import Contender, RunResult, Workload
 
 __all__ = [
+    "HALF_LIFE_NS",
+    "ROW_FIELDS",
+    "new_row",
+    "update_row",
     "SingleThread",
     "GlobalLock",
     "QueuePool",
@@ -43,6 +52,49 @@ __all__ = [
 ]
 
 _perf = time.perf_counter_ns
+
+#: Half-life of the EWMA every Python contender keeps, in ns of event time
+#: (the one constant of the suite's contenders: aio and procs import it).
+HALF_LIFE_NS = 10e9
+
+#: A row, in every Python contender of the suite: the six STATE_FIELDS
+#: first (count, sum, min, max, last, last_ts), then what ringflow's kernel
+#: also keeps.  ``last_index`` (the stream index of ``last``) is only used by
+#: the designs that order ``last`` by ``(ts, index)``.
+ROW_FIELDS = ("count", "sum", "min", "max", "last", "last_ts", "last_index", "mean", "m2",
+              "ewma", "first_ts", "stale")
+
+
+def new_row(t, v, i=0) -> list:
+    """The row of a series' first event ``(ts=t, value=v)``, stream index ``i``."""
+    return [1, v, v, v, v, t, i, v, 0.0, v, t, 0]
+
+
+def update_row(s, i, t, v, half_life=HALF_LIFE_NS) -> None:
+    """Apply event ``(i, t, v)`` to row ``s`` (see :data:`ROW_FIELDS`) in place.
+
+    The same rule as ringflow's kernel (tests/reference.py series_state_ref):
+    Welford mean/m2; an event newer than ``last`` -- by ``(ts, stream
+    index)``, ties to the later event -- becomes ``last`` and moves the EWMA
+    (weight ``1 - 2 ** (-dt / half_life)``), an older one is only counted in
+    the aggregates and in ``stale``."""
+    n, sm, mn, mx, last, last_ts, li, mean, m2, ewma, first_ts, stale = s
+    n += 1
+    inv = 1.0 / n
+    delta = v - mean
+    mean += v * inv - mean * inv
+    m2 += delta * (v - mean)
+    if t > last_ts or (t == last_ts and i > li):
+        if t > last_ts:
+            a = 2.0 ** ((last_ts - t) / half_life)
+            ewma = a * ewma + (1.0 - a) * v
+        last = v
+        last_ts = t
+        li = i
+    else:
+        stale += 1
+    s[:] = (n, sm + v, v if v < mn else mn, v if v > mx else mx, last, last_ts, li, mean, m2,
+            ewma, t if t < first_ts else first_ts, stale)
 
 
 def _peak_rss() -> int:
@@ -54,12 +106,9 @@ class _Run:
     """The per-run material shared by the threads of one contender."""
 
     def __init__(self, workload: Workload, chunk: int, block: int):
-        ev = workload.events
-        self.K = ev["key"].tolist()
-        self.M = ev["metric"].tolist()
-        self.T = ev["ts"].tolist()
-        self.V = ev["value"].tolist()
-        self.n = len(self.K)
+        self.events = workload.events
+        self.K = self.M = self.T = self.V = None
+        self.n = len(workload.events)
         self.created = workload.created_ns
         self.paced = bool(self.n and workload.created_ns.any())
         self.chunk = chunk
@@ -69,8 +118,15 @@ class _Run:
         self.cpu0 = 0.0
 
     def start(self) -> None:
+        """Start the clock, then turn the records into Python lists (on the
+        clock: a service receiving the events would have to)."""
         self.cpu0 = time.process_time()
         self.t0 = _perf()
+        ev = self.events
+        self.K = ev["key"].tolist()
+        self.M = ev["metric"].tolist()
+        self.T = ev["ts"].tolist()
+        self.V = ev["value"].tolist()
 
     def blocks(self, p: int = 0, producers: int = 1):
         """Yield ``(a, b, created)`` for producer ``p``'s blocks, paced.
@@ -110,25 +166,41 @@ class _Run:
         )
 
 
-def _apply_ordered(state, K, M, T, V, a, b) -> None:
-    """Apply events a..b-1; ``last`` goes to the largest (ts, index).
+#: Appended to the ``tuning`` of the lock-based thread contenders.
+_SAME_WORK = ("; the kernel's per-event work in the shared fold (count, sum, min, max, "
+              "Welford mean/m2, event-time EWMA, last, last_ts, first_ts, stale); numpy "
+              "records converted to Python lists on the clock")
 
-    A row is ``[count, sum, min, max, last, last_ts, last_index]``."""
+
+def _apply_ordered(state, K, M, T, V, a, b, half_life=HALF_LIFE_NS) -> None:
+    """Apply events a..b-1 (the fold of every thread contender but
+    ``optimistic``); ``last`` goes to the largest (ts, index).
+
+    A row is :data:`ROW_FIELDS`; the update is :func:`update_row`, inlined
+    (a call per event costs ~15%)."""
+    get = state.get
     for i, k, m, t, v in zip(range(a, b), K[a:b], M[a:b], T[a:b], V[a:b]):
-        s = state.get((k, m))
+        s = get((k, m))
         if s is None:
-            state[(k, m)] = [1, v, v, v, v, t, i]
+            state[(k, m)] = [1, v, v, v, v, t, i, v, 0.0, v, t, 0]
+            continue
+        n, sm, mn, mx, last, last_ts, li, mean, m2, ewma, first_ts, stale = s
+        n += 1
+        inv = 1.0 / n
+        delta = v - mean
+        mean += v * inv - mean * inv
+        m2 += delta * (v - mean)
+        if t > last_ts or (t == last_ts and i > li):
+            if t > last_ts:
+                a_ = 2.0 ** ((last_ts - t) / half_life)
+                ewma = a_ * ewma + (1.0 - a_) * v
+            last = v
+            last_ts = t
+            li = i
         else:
-            s[0] += 1
-            s[1] += v
-            if v < s[2]:
-                s[2] = v
-            elif v > s[3]:
-                s[3] = v
-            if t > s[5] or (t == s[5] and i > s[6]):
-                s[4] = v
-                s[5] = t
-                s[6] = i
+            stale += 1
+        s[:] = (n, sm + v, v if v < mn else mn, v if v > mx else mx, last, last_ts, li, mean,
+                m2, ewma, t if t < first_ts else first_ts, stale)
 
 
 def _join_all(threads) -> None:
@@ -163,9 +235,11 @@ class SingleThread(Contender):
     name = "single"
     description = "one thread updating a dict of per-series lists (the baseline)"
     tuning = (
-        "update inlined in a zip loop over Python lists, rows are mutable lists "
-        "(no allocation per event after a series' first), min/max with one "
-        "comparison chain; in stream order so last only needs ts >= last_ts"
+        "the kernel's per-event work (count, sum, min, max, Welford mean/m2, "
+        "event-time EWMA, last, last_ts, first_ts, stale) in the shared fold: "
+        "a zip loop over Python lists, the row unpacked into locals and written "
+        "back in one slice assignment; numpy records converted to Python lists "
+        "on the clock"
     )
 
     def __init__(self, chunk: int = 4096, block: int = 64):
@@ -173,25 +247,13 @@ class SingleThread(Contender):
 
     def run(self, workload: Workload, producers: int = 1) -> RunResult:
         r = _Run(workload, self.chunk, self.block)
-        K, M, T, V = r.K, r.M, r.T, r.V
         state: dict = {}
         lat = r.lat
+        apply = _apply_ordered
         r.start()
+        K, M, T, V = r.K, r.M, r.T, r.V
         for a, b, created in r.blocks():
-            for k, m, t, v in zip(K[a:b], M[a:b], T[a:b], V[a:b]):
-                s = state.get((k, m))
-                if s is None:
-                    state[(k, m)] = [1, v, v, v, v, t]
-                else:
-                    s[0] += 1
-                    s[1] += v
-                    if v < s[2]:
-                        s[2] = v
-                    elif v > s[3]:
-                        s[3] = v
-                    if t >= s[5]:
-                        s[4] = v
-                        s[5] = t
+            apply(state, K, M, T, V, a, b)
             lat.append(_perf() - created)
         notes = "producers ignored: one thread" if producers != 1 else ""
         return r.result(self.name, state, 1, notes)
@@ -208,7 +270,7 @@ class GlobalLock(Contender):
         "256-event blocks no faster and 4x the latency); stream split "
         "round-robin in chunks of 1024; last ordered by (ts, stream index) "
         "under the lock, so no stale overwrite is possible"
-    )
+    ) + _SAME_WORK
 
     def __init__(self, chunk: int = 1024, block: int = 64):
         self.chunk, self.block = chunk, block
@@ -216,7 +278,6 @@ class GlobalLock(Contender):
     def run(self, workload: Workload, producers: int = 1) -> RunResult:
         producers = max(1, int(producers))
         r = _Run(workload, self.chunk, self.block)
-        K, M, T, V = r.K, r.M, r.T, r.V
         state: dict = {}
         lock = threading.Lock()
         lat = r.lat
@@ -225,7 +286,7 @@ class GlobalLock(Contender):
         def producer(p):
             for a, b, created in r.blocks(p, producers):
                 with lock:
-                    _apply_ordered(state, K, M, T, V, a, b)
+                    _apply_ordered(state, r.K, r.M, r.T, r.V, a, b)
                 lat.append(_perf() - created)
 
         threads = [threading.Thread(target=errs.wrap(producer, p)) for p in range(producers)]
@@ -249,7 +310,7 @@ class QueuePool(Contender):
         "bounded queue (8 items) for back-pressure: 64 items gave 15x the p50 "
         "latency and less throughput; 4 workers taking the mutex per block of "
         "64 events (1 worker is as fast under the GIL, but then it is no pool)"
-    )
+    ) + _SAME_WORK
 
     def __init__(self, workers: int = 4, chunk: int = 256, block: int = 64, maxsize: int = 8):
         self.workers, self.chunk, self.block, self.maxsize = workers, chunk, block, maxsize
@@ -257,7 +318,6 @@ class QueuePool(Contender):
     def run(self, workload: Workload, producers: int = 1) -> RunResult:
         producers = max(1, int(producers))
         r = _Run(workload, self.chunk, self.block)
-        K, M, T, V = r.K, r.M, r.T, r.V
         state: dict = {}
         lock = threading.Lock()
         lat = r.lat
@@ -289,7 +349,7 @@ class QueuePool(Contender):
                 try:
                     for a, b, created in item:
                         with lock:
-                            _apply_ordered(state, K, M, T, V, a, b)
+                            _apply_ordered(state, r.K, r.M, r.T, r.V, a, b)
                         lat.append(_perf() - created)
                 except BaseException as e:  # noqa: BLE001 - re-raised by run()
                     failed = True
@@ -321,7 +381,7 @@ class ThreadPerRequest(Contender):
         "per thread is 10x slower); at most 16 request threads alive (a "
         "semaphore, so producers never wait for a whole batch to join; 256 "
         "alive gave 10x the p50 latency with 4 producers); 256 KiB stacks"
-    )
+    ) + _SAME_WORK
 
     def __init__(self, request: int = 16, max_threads: int = 16, chunk: int = 1024):
         self.request, self.max_threads, self.chunk = request, max_threads, chunk
@@ -329,7 +389,6 @@ class ThreadPerRequest(Contender):
     def run(self, workload: Workload, producers: int = 1) -> RunResult:
         producers = max(1, int(producers))
         r = _Run(workload, self.chunk, self.request)
-        K, M, T, V = r.K, r.M, r.T, r.V
         state: dict = {}
         lock = threading.Lock()
         lat = r.lat
@@ -340,7 +399,7 @@ class ThreadPerRequest(Contender):
         def request(a, b, created):
             try:
                 with lock:
-                    _apply_ordered(state, K, M, T, V, a, b)
+                    _apply_ordered(state, r.K, r.M, r.T, r.V, a, b)
                 lat.append(_perf() - created)
             finally:
                 sem.release()
@@ -377,8 +436,10 @@ class ThreadPerRequest(Contender):
 class Optimistic(Contender):
     """Producer threads update per-series records by compare-and-retry on a version.
 
-    Each record is ``[version, count, sum, min, max, reg]`` where ``reg`` is
-    the ``(ts, index, value)`` of ``last``.  A thread reads the version and a
+    Each record is ``[version, count, sum, min, max, mean, m2, first_ts,
+    stale, reg, lock]`` where ``reg`` is the ``(ts, index, value, ewma)`` of
+    ``last`` (the same per-event work as the other contenders: Welford
+    mean/m2, the event-time EWMA moving with ``last``).  A thread reads the version and a
     snapshot, computes the new aggregates and whether its event is newer
     than the snapshot's ``reg``, then compare-and-swaps the aggregates on the
     version (retrying on conflict).  Only after that does it publish ``last``
@@ -407,7 +468,9 @@ class Optimistic(Contender):
     tuning = (
         "no lock on the read/compute path; the emulated CAS holds a per-record "
         "lock only around compare+store; new series via dict.setdefault; "
-        "threads take the stream round-robin in chunks of 1024"
+        "threads take the stream round-robin in chunks of 1024; the kernel's "
+        "per-event work (Welford mean/m2, EWMA, first_ts, stale); numpy records "
+        "converted to Python lists on the clock"
     )
 
     def __init__(self, chunk: int = 1024, block: int = 64, preempt=None):
@@ -416,52 +479,66 @@ class Optimistic(Contender):
     def run(self, workload: Workload, producers: int = 1) -> RunResult:
         producers = max(1, int(producers))
         r = _Run(workload, self.chunk, self.block)
-        K, M, T, V = r.K, r.M, r.T, r.V
         pre = self.preempt
         recs: dict = {}
         lat = r.lat
         errs = _Errors()
         stale = [0] * producers
         retries = [0] * producers
-        minus = (-(2**63), -1, 0.0)
+        minus = (-(2**63), -1, 0.0, 0.0)
         inf = float("inf")
+        never = 2**63 - 1
+        hl = HALF_LIFE_NS
 
         def producer(p):
             nstale = nretry = 0
             setdefault = recs.setdefault
+            K, M, T, V = r.K, r.M, r.T, r.V
             for a, b, created in r.blocks(p, producers):
                 i = a
                 for k, m, t, v in zip(K[a:b], M[a:b], T[a:b], V[a:b]):
                     rec = recs.get((k, m))
                     if rec is None:
-                        rec = setdefault((k, m), [0, 0, 0.0, inf, -inf, minus, threading.Lock()])
+                        rec = setdefault((k, m), [0, 0, 0.0, inf, -inf, 0.0, 0.0, never, 0,
+                                                  minus, threading.Lock()])
                     while True:
-                        ver = rec[0]
-                        n1 = rec[1] + 1
-                        s1 = rec[2] + v
-                        lo = rec[3] if rec[3] <= v else v
-                        hi = rec[4] if rec[4] >= v else v
-                        reg = rec[5]
+                        ver, n, sm, lo, hi, mean, m2, first, old_stale, reg, _lk = rec
+                        n += 1
+                        inv = 1.0 / n
+                        delta = v - mean
+                        mean += v * inv - mean * inv
+                        m2 += delta * (v - mean)
+                        if v < lo:
+                            lo = v
+                        if v > hi:
+                            hi = v
+                        if t < first:
+                            first = t
                         newer = t > reg[0] or (t == reg[0] and i > reg[1])
                         if pre is not None:
                             pre()
-                        with rec[6]:  # CAS on the version
+                        with rec[10]:  # CAS on the version
                             if rec[0] == ver:
-                                rec[1] = n1
-                                rec[2] = s1
-                                rec[3] = lo
-                                rec[4] = hi
-                                rec[0] = ver + 1
+                                rec[:9] = (ver + 1, n, sm + v, lo, hi, mean, m2, first,
+                                           old_stale if newer else old_stale + 1)
                                 break
                         nretry += 1
                     if newer:
+                        # The EWMA moves with last, from the snapshot's register.
+                        if reg[1] < 0:
+                            ewma = v
+                        elif t > reg[0]:
+                            w = 2.0 ** ((reg[0] - t) / hl)
+                            ewma = w * reg[3] + (1.0 - w) * v
+                        else:
+                            ewma = reg[3]
                         if pre is not None:
                             pre()
-                        new = (t, i, v)
-                        with rec[6]:  # atomic exchange of the last register
-                            old = rec[5]
-                            rec[5] = new
-                        if old > new:
+                        new = (t, i, v, ewma)
+                        with rec[10]:  # atomic exchange of the last register
+                            old = rec[9]
+                            rec[9] = new
+                        if old[:2] > new[:2]:
                             nstale += 1
                     i += 1
                 lat.append(_perf() - created)
@@ -477,7 +554,7 @@ class Optimistic(Contender):
             _join_all(t for t in threads if t.ident is not None)
         errs.raise_()
         state = {
-            s: [rec[1], rec[2], rec[3], rec[4], rec[5][2], rec[5][0]] for s, rec in recs.items()
+            s: [rec[1], rec[2], rec[3], rec[4], rec[9][2], rec[9][0]] for s, rec in recs.items()
         }
         notes = f"{self.tuning}; {sum(retries)} CAS retries"
         return r.result(self.name, state, producers, notes, stale=sum(stale))
