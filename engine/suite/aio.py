@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from abc import abstractmethod
 
 import numpy as np
 
@@ -72,8 +73,9 @@ class _AsyncContender(Contender):
                          peak_rss_bytes=int(peak), cpu_seconds=cpu, producers=producers,
                          notes=self.tuning)
 
-    async def _main(self, parts, start_ns: int, lat: list) -> dict:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    async def _main(self, parts, start_ns: int, lat: list) -> dict:
+        """Fold every part (one per producer) and return the rows by series."""
 
 
 class AsyncioDict(_AsyncContender):
