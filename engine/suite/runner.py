@@ -63,7 +63,7 @@ PILOT_EVENTS = 50_000
 #: near 1M went either way from one run to the next).
 FAST_EVENTS_PER_S = 2e6
 #: Contenders known to be slow: no pilot, the prefix straight away.
-KNOWN_SLOW = ("thread_per_request", "actor_per_event", "actor_per_key")
+KNOWN_SLOW = ("global_lock_per_event", "thread_per_request", "actor_per_event", "actor_per_key")
 _MAX_LATENCY_SAMPLES = 200_000
 
 
@@ -113,6 +113,26 @@ def _oracle_check(notes: list[str]):
         notes.append(f"engine.suite.oracle not available ({type(exc).__name__}: {exc}): "
                      "the runner's fallback oracle is used")
         return _fallback_check, "engine.suite.runner (fallback)"
+
+
+class _MemoCheck:
+    """The oracle check, with each workload's answer computed once, in the
+    parent, before the runs fork (8M events: 2 s per run otherwise)."""
+
+    def __init__(self, check, final_state=None) -> None:
+        self._check, self._final_state = check, final_state
+        self._memo: dict = {}
+
+    def prepare(self, workload: Workload) -> None:
+        if self._final_state is not None and id(workload.events) not in self._memo:
+            self._memo[id(workload.events)] = (workload.events,
+                                               self._final_state(workload))
+
+    def __call__(self, state: dict, workload: Workload) -> list:
+        hit = self._memo.get(id(workload.events))
+        if hit is not None and hit[0] is workload.events:
+            return self._check(state, hit[1])
+        return self._check(state, workload)
 
 
 def _generate(gen, events: int, hosts: int, seed: int, rate: float | None) -> Workload:
@@ -491,6 +511,60 @@ def _prefix(workload: Workload, n: int) -> Workload:
                     seed=workload.seed, params=params)
 
 
+def _repeated(contender: Contender, workload: Workload, producers: int, check,
+              timeout: float, bar, repeats: int) -> dict:
+    """``repeats`` runs; the one of median rate (the first failed or wrong
+    run if any), with every run's rate and stale-overwrite count."""
+    reps = []
+    for _ in range(max(1, repeats)):
+        reps.append(_run_isolated(contender, workload, producers, check, timeout, bar.tick))
+        bar.advance()
+        if "error" in reps[-1]:
+            break
+    bar.advance(max(1, repeats) - len(reps))
+    bad = [x for x in reps if "error" in x or not x["correct"]]
+    pick = bad[0] if bad else sorted(reps, key=lambda x: x["events_per_s"])[len(reps) // 2]
+    out = dict(pick)
+    out["repeats"] = len(reps)
+    ok = [x for x in reps if "error" not in x]
+    if ok:
+        out["repeat_events_per_s"] = [x["events_per_s"] for x in ok]
+        out["repeat_stale_overwrites"] = [x["stale_overwrites"] for x in ok]
+        out["repeat_correct"] = [x["correct"] for x in ok]
+    return out
+
+
+def _status(r: dict) -> str:
+    if "error" in r:
+        return "error"
+    return "ok" if r["correct"] else "WRONG"
+
+
+def _headline(contenders: dict, baseline: str) -> dict:
+    """ringflow's ratios against the baseline and the global-lock designs,
+    each at its best producer count, in this run (issue #5's targets)."""
+    by_name: dict = {}
+    for r in contenders["runs"] + contenders.get("contended", []):
+        by_name.setdefault(r["name"], []).append(r)
+
+    def best(name):
+        rates = [r["events_per_s"] for r in by_name.get(name, [])
+                 if "error" not in r and r.get("correct")]
+        return max(rates) if rates else None
+
+    out = {"ringflow_events_per_s": best("ringflow"), "stale_overwrites": {}}
+    for name, rows in by_name.items():
+        out["stale_overwrites"][name] = max(
+            (max(r.get("repeat_stale_overwrites") or [r.get("stale_overwrites", 0)])
+             for r in rows if "error" not in r), default=None)
+    rf = out["ringflow_events_per_s"]
+    for name in (baseline, "global_lock", "global_lock_per_event"):
+        b = best(name)
+        out[f"{name}_events_per_s"] = b
+        out[f"x_{name}"] = rf / b if rf and b else None
+    return out
+
+
 def _producer_levels(quick: bool, cap: int) -> list[int]:
     if quick:
         return [1, 4]
@@ -513,7 +587,8 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
               scaling_events: int | None = None, scaling_repeats: int | None = None,
               slow_events: int | None = None, pilot_events: int | None = None,
               fast_events_per_s: float = FAST_EVENTS_PER_S,
-              known_slow: tuple[str, ...] = KNOWN_SLOW) -> dict:
+              known_slow: tuple[str, ...] = KNOWN_SLOW, repeats: int | None = None,
+              contended: int | None = None) -> dict:
     """Run the suite and write ``results.json``, ``report.md`` and plots into
     ``out_dir`` (default ``bench-results/<UTC timestamp>/``); returns the
     results (the same dict as results.json).
@@ -530,7 +605,12 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
     contender first runs a pilot on the first ``pilot_events`` events; those
     below ``fast_events_per_s`` there, and those of ``known_slow`` (no
     pilot), run on the first ``slow_events`` events only, checked against
-    the oracle of that prefix; every run records its ``events``.
+    the oracle of that prefix; every run records its ``events``.  Each
+    contender runs ``repeats`` times (default 3, 1 with ``quick``) with 1
+    producer and as many with ``contended`` producers (default 4, 2 with
+    ``quick``; the baseline is one thread and runs with 1 only); a row is
+    the run of median rate.  ``results["headline"]`` holds ringflow's ratios
+    against the baseline and the global-lock designs at their best.
     """
     started = time.time()
     notes: list[str] = []
@@ -557,6 +637,8 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
     # scaling section gets a bigger workload and the median of repeats.
     scaling_events = scaling_events or max(events, 200_000 if quick else 1_000_000)
     scaling_repeats = scaling_repeats or (1 if quick else 3)
+    repeats = repeats or (1 if quick else 3)
+    contended = contended or (2 if quick else 4)
     timeout = timeout or (60.0 + events * 1e-4)
     workers = sorted(set(workers)) if workers else (
         [1, min(2, cores)] if quick else _default_workers(cores))
@@ -569,6 +651,11 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
 
     gen, gen_source = _workload_generator(notes)
     check, oracle_source = _oracle_check(notes)
+    try:
+        from .oracle import final_state
+    except Exception:  # noqa: BLE001 - the fallback oracle: no memo
+        final_state = None
+    check = _MemoCheck(check, final_state if check.__module__.endswith(".oracle") else None)
 
     results: dict = {
         "schema": 1,
@@ -580,7 +667,8 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
             "fast_events_per_s": fast_events_per_s, "known_slow": list(known_slow),
             "producer_events": producer_events, "producer_rate": producer_rate,
             "producer_cap": producer_cap, "scaling_events": scaling_events,
-            "scaling_repeats": scaling_repeats, "producer_levels": _producer_levels(quick,
+            "scaling_repeats": scaling_repeats, "repeats": repeats,
+            "contended_producers": contended, "producer_levels": _producer_levels(quick,
                                                                               producer_cap),
             "slo_p99_ms": SLO_P99_MS, "workers": workers,
             "contenders": sorted(contenders),
@@ -598,7 +686,8 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
     scaled = [n for n in scaling_contenders if n in contenders]
     levels = _producer_levels(quick, producer_cap)
     piloted = slow_events < events
-    total = ((len(contenders) * (2 if piloted else 1) if "contenders" in sections else 0)
+    per_contender = (1 if piloted else 0) + repeats * (2 if contended > 1 else 1)
+    total = ((len(contenders) * per_contender if "contenders" in sections else 0)
              + (len(contenders) * len(levels) if "producers" in sections else 0)
              + (len(scaled) * len(workers) * scaling_repeats if "scaling" in sections
                 else 0))
@@ -612,9 +701,12 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
                                    "params": workload.params}
 
         if "contenders" in sections:
-            runs = []
+            runs, contended_runs = [], []
             short = _prefix(workload, slow_events)
             pilot_wl = _prefix(workload, pilot_events)
+            bar.describe("the oracle's answers")
+            for wl in (workload, short, pilot_wl):
+                check.prepare(wl)
             for name, c in contenders.items():
                 pilot = None
                 slow = piloted and name in known_slow
@@ -625,23 +717,27 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
                             or not pilot.get("events_per_s", 0) >= fast_events_per_s)
                 bar.advance(1 if piloted else 0)
                 wl = short if slow else workload
-                bar.describe(f"contenders: {name}")
-                r = _run_isolated(c, wl, 1, check, timeout, bar.tick)
-                r = {"name": name, "producers": 1, **r}
-                r["events"] = wl.n
-                r["prefix"] = wl.n < workload.n
-                if pilot is not None:
-                    r["pilot_events_per_s"] = pilot.get("events_per_s")
-                if r["prefix"] and "error" not in r:
-                    why = ("known slow" if pilot is None else
-                           f"pilot {pilot.get('events_per_s', 0):,.0f} events/s")
-                    r["notes"] = ((r.get("notes") or "") + ("; " if r.get("notes") else "")
-                                  + f"ran on the first {wl.n:,} of {workload.n:,} events "
-                                  f"({why}), checked against that prefix's oracle")
-                if "error" in r:
-                    errors.append(f"contenders/{name}: {r['error']}")
-                runs.append(r)
-                bar.advance()
+                levels_here = [1] + ([contended] if contended > 1 and name != baseline else [])
+                for p in levels_here:
+                    bar.describe(f"contenders: {name} x{p}")
+                    r = _repeated(c, wl, p, check, timeout, bar, repeats)
+                    r = {"name": name, "producers": p, **r}
+                    r["events"] = wl.n
+                    r["prefix"] = wl.n < workload.n
+                    if pilot is not None:
+                        r["pilot_events_per_s"] = pilot.get("events_per_s")
+                    if r["prefix"] and "error" not in r:
+                        why = ("known slow" if pilot is None else
+                               f"pilot {pilot.get('events_per_s', 0):,.0f} events/s")
+                        r["notes"] = ((r.get("notes") or "") + ("; " if r.get("notes") else "")
+                                      + f"ran on the first {wl.n:,} of {workload.n:,} events "
+                                      f"({why}), checked against that prefix's oracle")
+                    (runs if p == 1 else contended_runs).append(r)
+                    if "error" in r:
+                        errors.append(f"contenders/{name} x{p}: {r['error']}")
+                        break  # a design that failed alone is not run contended
+                done = sum(1 for r in contended_runs if r["name"] == name)
+                bar.advance(repeats * (1 - done) if contended > 1 else 0)
             base = next((r for r in runs if r["name"] == baseline and "error" not in r), None)
             base_rate = base["events_per_s"] if base else None
             if base is None:
@@ -649,17 +745,16 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
             elif not base.get("correct"):
                 notes.append(f"baseline {baseline!r} is WRONG: ratios are against a wrong "
                              "design")
-            for r in runs:
-                if "error" in r:
-                    r["status"] = "error"
-                else:
-                    r["status"] = "ok" if r["correct"] else "WRONG"
+            for r in runs + contended_runs:
+                r["status"] = _status(r)
                 r["x_baseline"] = (r["events_per_s"] / base_rate
                                    if base_rate and "error" not in r else None)
             results["contenders"] = {"baseline": baseline, "baseline_events_per_s": base_rate,
                                      "events": workload.n, "slow_events": short.n,
                                      "pilot_events": pilot_wl.n if piloted else None,
-                                     "runs": runs}
+                                     "repeats": repeats, "contended_producers": contended,
+                                     "runs": runs, "contended": contended_runs}
+            results["headline"] = _headline(results["contenders"], baseline)
 
         if "producers" in sections:
             bar.describe("generating the paced workload")
@@ -705,6 +800,9 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
             if not scaled:
                 notes.append("scaling: none of " + ", ".join(scaling_contenders)
                              + " is available")
+            if big is not None:
+                bar.describe("the oracle's answer (scaling)")
+                check.prepare(big)
             for name in scaled:
                 rows = []
                 for w in workers:
@@ -714,19 +812,8 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
                         r = {"workers": w, "error": "the contender has no workers setting"}
                         bar.advance(scaling_repeats)
                     else:
-                        reps = []
-                        for _ in range(scaling_repeats):
-                            reps.append(_run_isolated(c, big, 1, check, timeout, bar.tick))
-                            bar.advance()
-                            if "error" in reps[-1]:
-                                break
-                        bad = [x for x in reps if "error" in x or not x["correct"]]
-                        # the median run by rate (a failed or wrong one if any)
-                        pick = bad[0] if bad else sorted(
-                            reps, key=lambda x: x["events_per_s"])[len(reps) // 2]
-                        r = {"workers": w, **pick}
-                        if not bad:
-                            r["repeat_events_per_s"] = [x["events_per_s"] for x in reps]
+                        r = {"workers": w, **_repeated(c, big, 1, check, timeout, bar,
+                                                       scaling_repeats)}
                     if "error" in r:
                         errors.append(f"scaling/{name} {w} workers: {r['error']}")
                         r["status"] = "error"

@@ -45,6 +45,7 @@ __all__ = [
     "update_row",
     "SingleThread",
     "GlobalLock",
+    "GlobalLockPerEvent",
     "QueuePool",
     "ThreadPerRequest",
     "Optimistic",
@@ -298,6 +299,23 @@ class GlobalLock(Contender):
             _join_all(t for t in threads if t.ident is not None)
         errs.raise_()
         return r.result(self.name, state, producers, self.tuning)
+
+
+class GlobalLockPerEvent(GlobalLock):
+    """The global-lock design as the seed story ran it: the lock per event."""
+
+    name = "global_lock_per_event"
+    description = ("N producer threads updating one shared dict, taking the one "
+                   "threading.Lock for every event (each event a request)")
+    tuning = (
+        "the same code as global_lock with blocks of 1 event: the form the "
+        "failure story describes (every request takes the global mutex), kept "
+        "beside the tuned global_lock so the cost of the lock itself shows; "
+        "stream split round-robin in chunks of 1024"
+    ) + _SAME_WORK
+
+    def __init__(self, chunk: int = 1024):
+        super().__init__(chunk=chunk, block=1)
 
 
 class QueuePool(Contender):
@@ -561,6 +579,7 @@ class Optimistic(Contender):
 
 
 CONTENDERS = {
-    c.name: c for c in (SingleThread, GlobalLock, QueuePool, ThreadPerRequest, Optimistic)
+    c.name: c for c in (SingleThread, GlobalLock, GlobalLockPerEvent, QueuePool,
+                        ThreadPerRequest, Optimistic)
 }
 

@@ -95,7 +95,7 @@ def test_runner_quick_end_to_end(tmp_path):
     results = run_suite(out_dir=out, quick=True, events=2000, seed=3, progress=False,
                         contenders={"single": RightDict(), "last_writer_wins": LastWriterWins()},
                         scaling_contenders=("single",), workers=[1, 2],
-                        scaling_events=3000, scaling_repeats=2)
+                        scaling_events=3000, scaling_repeats=2, repeats=3, contended=3)
     data = json.loads((out / "results.json").read_text())
     assert data["errors"] == [], data["errors"]
     host = data["host"]
@@ -118,6 +118,20 @@ def test_runner_quick_end_to_end(tmp_path):
     for r in runs.values():
         assert r["p50_ms"] is not None and r["p99_ms"] >= r["p50_ms"]
         assert r["peak_rss_bytes"] > 0 and r["cpu_seconds"] >= 0
+        assert r["events"] == 2000
+    # the row is the median of the repeats
+    rates = runs["single"]["repeat_events_per_s"]
+    assert len(rates) == 3 and runs["single"]["events_per_s"] == sorted(rates)[1]
+    # the baseline is one thread: only the others run contended
+    contended = {r["name"]: r for r in data["contenders"]["contended"]}
+    assert set(contended) == {"last_writer_wins"}
+    assert contended["last_writer_wins"]["producers"] == 3
+    assert len(contended["last_writer_wins"]["repeat_stale_overwrites"]) == 3
+    hl = data["headline"]
+    assert hl["stale_overwrites"]["last_writer_wins"] == max(
+        wrong["repeat_stale_overwrites"] + contended["last_writer_wins"]["repeat_stale_overwrites"])
+    assert hl["single_events_per_s"] == runs["single"]["events_per_s"]
+    assert hl["ringflow_events_per_s"] is None and hl["x_single"] is None
 
     prod = data["producers"]
     assert prod["levels"] == [1, 4]
@@ -132,6 +146,7 @@ def test_runner_quick_end_to_end(tmp_path):
     report = (out / "report.md").read_text()
     assert "## Contenders" in report and "WRONG" in report and "x baseline" in report
     assert "## Producers" in report and "## Scaling" in report
+    assert "## Targets" in report and "### Contended: 3 producers" in report
     if HAS_MPL:
         for png in ("throughput.png", "latency.png", "producers_p99.png", "scaling.png"):
             assert (out / png).stat().st_size > 1000, png
@@ -153,7 +168,8 @@ def test_runner_records_crashes_and_timeouts(tmp_path):
     assert "boom on purpose" in runs["boom"]["error"] and runs["boom"]["status"] == "error"
     assert "crashed" in runs["crash"]["error"]
     assert "timeout" in runs["hang"]["error"]
-    assert len(results["errors"]) == 3
+    assert len(results["errors"]) == 3  # a design that failed alone is not run contended
+    assert results["contenders"]["contended"] == []
     assert "ERROR" in (tmp_path / "report.md").read_text()
 
 

@@ -199,7 +199,8 @@ def test_contender_errors_propagate_and_threads_end():
 
     before = threading.active_count()
     bad = Workload(events=np.zeros(3, EVENT_DTYPE), created_ns=np.ones(2, np.int64), seed=0)
-    for name in ("global_lock", "queue_pool", "thread_per_request", "optimistic"):
+    for name in ("global_lock", "global_lock_per_event", "queue_pool", "thread_per_request",
+                 "optimistic"):
         with pytest.raises(IndexError):
             CONTENDERS[name]().run(bad, 2)  # created_ns too short -> IndexError when paced
         assert threading.active_count() == before
@@ -207,7 +208,8 @@ def test_contender_errors_propagate_and_threads_end():
 
 def test_registry():
     assert set(CONTENDERS) == {
-        "single", "global_lock", "queue_pool", "thread_per_request", "optimistic"
+        "single", "global_lock", "global_lock_per_event", "queue_pool",
+        "thread_per_request", "optimistic"
     }
     for name, cls in CONTENDERS.items():
         assert cls.name == name and cls.description and cls.tuning
@@ -228,3 +230,13 @@ def test_consumer_errors_propagate_without_hanging(name, monkeypatch):
     with pytest.raises(ZeroDivisionError):
         CONTENDERS[name]().run(w, 2)
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("producers", [1, 3])
+def test_global_lock_per_event_takes_the_lock_for_every_event(producers, tiny, tiny_oracle):
+    # One latency sample per lock hold: per event here, per 64 in global_lock.
+    r = CONTENDERS["global_lock_per_event"]().run(tiny, producers)
+    assert check(r.state, tiny_oracle) == []
+    assert len(r.latencies_ns) == tiny.n
+    tuned = CONTENDERS["global_lock"]().run(tiny, producers)
+    assert len(tuned.latencies_ns) < tiny.n / 10
