@@ -69,13 +69,15 @@ def summary_rows(results: dict, section: str = "runs") -> list[list[str]]:
     for r in sorted(runs, key=lambda r: -(r.get("events_per_s") or 0)):
         if "error" in r:
             rows.append([r["name"], _f(r.get("events")), "-", "-", "-", "-", "-", "-", "-",
-                         "-", "-", "ERROR: " + str(r["error"]).splitlines()[0][:80]])
+                         "-", "-", "-", "ERROR: " + str(r["error"]).splitlines()[0][:80]])
             continue
         rows.append([
             r["name"], _f(r.get("events")), _f(r.get("events_per_s")), _range(r),
             _f(r.get("x_baseline"), "{:.2f}x"),
             _ms(r.get("p50_ms")), _ms(r.get("p99_ms")), _ms(r.get("p999_ms")),
-            _f((r.get("peak_rss_bytes") or 0) / _MiB, "{:,.1f}"),
+            _ms(r.get("std_ms")),
+            _f(r["rss_growth_bytes"] / _MiB if "rss_growth_bytes" in r
+               else (r.get("peak_rss_bytes") or 0) / _MiB, "{:,.1f}"),
             _f(100 * r["cpu_utilisation"] if r.get("cpu_utilisation") is not None else None,
                "{:.0f}%"),
             _stale(r), _correct(r)])
@@ -83,7 +85,8 @@ def summary_rows(results: dict, section: str = "runs") -> list[list[str]]:
 
 
 CONTENDER_HEAD = ["contender", "events per run", "events/s (median)", "range",
-                  "x baseline", "p50 ms", "p99 ms", "p99.9 ms", "RSS MiB", "CPU %",
+                  "x baseline", "p50 ms", "p99 ms", "p99.9 ms", "std ms", "RSS added MiB",
+                  "CPU %",
                   "stale overwrites", "correct?"]
 
 #: Issue #5's targets: (headline key, threshold, what).
@@ -159,9 +162,16 @@ def _markdown(results: dict, plots: list[Path], plot_note: str | None) -> str:
                      f"goes; each figure is the median of {reps} run(s) (\"range\": the "
                      f"slowest and fastest). Baseline: {base}. Designs under 2 M events/s "
                      f"in a pilot run the first {_f(c.get('slow_events'))} events (\"events "
-                     "per run\"), checked against the oracle of that prefix. A contender "
-                     "whose final state differs from the oracle's is WRONG whatever its "
-                     "speed.")
+                     "per run\"), checked against the oracle of that prefix. Latency is "
+                     "from the creation of a request (a design's batch, timed from its last "
+                     "event; ringflow: a probe event sent alone) to its being applied; each "
+                     "design's notes in results.json say where it samples. At full speed it "
+                     "is mostly time queued behind the design's own backlog: the producers "
+                     "section compares designs at one offered load. \"RSS added\": the "
+                     "peak resident memory of the design's processes minus what the run's "
+                     "process held before it started (the workload itself). CPU % is of "
+                     "one core. A contender whose final state differs from the oracle's is "
+                     "WRONG whatever its speed.")
         lines.append("")
         lines += _table(CONTENDER_HEAD, summary_rows(results), left=(0, -1))
         lines.append("")
@@ -217,6 +227,21 @@ def _markdown(results: dict, plots: list[Path], plot_note: str | None) -> str:
         lines += _table(["contender", "max producers", "events/s there"]
                         + [f"p99 ms x{lv}" for lv in levels], rows)
         lines.append("")
+        lines += ["Latency at that offered load with 1 producer, the one figure every "
+                  "design is measured at alike (a request's creation to applied, "
+                  "HdrHistogram; \"samples\": requests timed):", ""]
+        rows = []
+        for name, v in p.get("results", {}).items():
+            r = next((r for r in v.get("runs", []) if r.get("producers") == 1), None)
+            if r is None or "error" in r:
+                continue
+            rows.append([name, _ms(r.get("p50_ms")), _ms(r.get("p99_ms")),
+                         _ms(r.get("p999_ms")), _ms(r.get("std_ms")), _ms(r.get("max_ms")),
+                         _f(r.get("latency_samples")), _correct(r)])
+        rows.sort(key=lambda row: float(row[2].replace(",", "")) if row[2] != "-" else 1e18)
+        lines += _table(["contender", "p50 ms", "p99 ms", "p99.9 ms", "std ms", "max ms",
+                         "samples", "correct?"], rows, left=(0, -1))
+        lines.append("")
 
     sc = results.get("scaling")
     if sc is not None:
@@ -255,6 +280,55 @@ def _markdown(results: dict, plots: list[Path], plot_note: str | None) -> str:
 def _spans_decades(values) -> bool:
     v = [x for x in values if x and x > 0]
     return bool(v) and max(v) / min(v) >= 10
+
+
+def _latency_plot(results: dict, out_dir: Path, files: list, sub: str, plt) -> None:
+    """p50/p99/p99.9 by contender: at the producers section's common paced
+    load with 1 producer (the comparable figure), and as fast as each goes
+    (where latency is mostly time queued behind the design's own backlog)."""
+    import numpy as np
+
+    panels = []
+    p = results.get("producers") or {}
+    paced = [{"name": n, **r} for n, v in (p.get("results") or {}).items()
+             for r in v.get("runs", []) if r.get("producers") == 1 and "error" not in r
+             and r.get("p99_ms") is not None]
+    if paced:
+        panels.append((f"at {p.get('rate', 0):,.0f} events/s offered, 1 producer", paced))
+    c = results.get("contenders") or {}
+    full = [r for r in c.get("runs", []) if "error" not in r and r.get("p99_ms") is not None]
+    if full:
+        panels.append(("as fast as each goes, 1 producer (queueing included)", full))
+    if not panels:
+        return
+    n = max(len(rows) for _, rows in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, 0.85 * n + 2), 3.6 * len(panels)
+                                                      + 0.8), squeeze=False)
+    for ax, (title, rows) in zip(axes[:, 0], panels):
+        rows = sorted(rows, key=lambda r: r["p99_ms"])
+        x = np.arange(len(rows))
+        for i, (key, label) in enumerate((("p50_ms", "p50"), ("p99_ms", "p99"),
+                                          ("p999_ms", "p99.9"))):
+            ax.bar(x + (i - 1) * 0.27, [max(r[key] or 0, 1e-4) for r in rows], 0.27,
+                   label=label)
+        ax.set_xticks(x, [r["name"] + ("\n(WRONG)" if not r["correct"] else "")
+                          for r in rows], rotation=25, ha="right", fontsize=8.5)
+        ax.set_yscale("log")
+        ax.axhline(SLO_MS, color="red", linestyle="--", linewidth=1,
+                   label=f"{SLO_MS:g} ms")
+        ax.set_ylabel("creation -> applied\n(ms, log scale)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", which="major", alpha=0.3)
+        ax.legend(fontsize=8, ncol=4, loc="upper left")
+    fig.suptitle(f"Latency by contender, sorted by p99\n{sub}", fontsize=10)
+    fig.tight_layout()
+    files.append(out_dir / "latency.png")
+    fig.savefig(files[-1], dpi=110)
+    plt.close(fig)
+
+
+#: The p99 line drawn on the latency plots (the producers section's threshold).
+SLO_MS = 10.0
 
 
 def _plots(results: dict, out_dir: Path) -> list[Path]:
@@ -329,35 +403,25 @@ def _plots(results: dict, out_dir: Path) -> list[Path]:
         fig.savefig(files[-1], dpi=110)
         plt.close(fig)
 
-        lat = [r for r in runs if r.get("p99_ms") is not None]
-        if lat:
-            fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(lat) + 2), 4.5))
-            x = np.arange(len(lat))
-            for i, (key, label) in enumerate((("p50_ms", "p50"), ("p99_ms", "p99"),
-                                              ("p999_ms", "p99.9"))):
-                ax.bar(x + (i - 1) * 0.27, [max(r[key] or 0, 1e-6) for r in lat], 0.27,
-                       label=label)
-            ax.set_xticks(x, [r["name"] + ("\n(WRONG)" if not r["correct"] else "")
-                              for r in lat], rotation=30, ha="right")
-            ax.set_yscale("log")
-            ax.set_ylabel("latency, creation to applied (ms, log scale)")
-            ax.set_title(f"Latency by contender (as fast as possible)\n{sub}", fontsize=10)
-            ax.legend()
-            fig.tight_layout()
-            files.append(out_dir / "latency.png")
-            fig.savefig(files[-1], dpi=110)
-            plt.close(fig)
+    _latency_plot(results, out_dir, files, sub, plt)
 
     p = results.get("producers") or {}
     series = {n: [r for r in v.get("runs", []) if r.get("p99_ms") is not None]
               for n, v in (p.get("results") or {}).items()}
     series = {n: v for n, v in series.items() if v}
     if series:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for n, rows in series.items():
+        fig, ax = plt.subplots(figsize=(10, 5.2))
+        colors = plt.get_cmap("tab20").colors
+        markers = "osD^vP*Xhp<>"
+        for i, (n, rows) in enumerate(series.items()):
+            ours = n.startswith("ringflow")  # drawn heavier: the design under test
             ax.plot([r["producers"] for r in rows], [max(r["p99_ms"], 1e-6) for r in rows],
-                    marker="o", label=n + (" (WRONG)" if any(not r["correct"] for r in rows)
-                                           else ""))
+                    marker=markers[i % len(markers)],
+                    color=({"ringflow": "black", "ringflow_gateway": "#8c1010"}.get(n)
+                           or colors[(2 * i) % 20 + (i >= 10)]),
+                    linestyle="-" if len(rows) > 1 else "none", markersize=7,
+                    linewidth=2.6 if ours else 1.4, zorder=3 if ours else 2,
+                    label=n + (" (WRONG)" if any(not r["correct"] for r in rows) else ""))
         ax.axhline(p.get("slo_p99_ms", 10), color="red", linestyle="--",
                    label=f"{p.get('slo_p99_ms', 10):g} ms threshold")
         ax.set_xscale("log", base=2)
@@ -369,9 +433,11 @@ def _plots(results: dict, out_dir: Path) -> list[Path]:
         ax.set_yscale("log")
         ax.set_xlabel("concurrent producers (log2 scale)")
         ax.set_ylabel("p99 latency (ms, log scale)")
-        ax.set_title(f"p99 latency vs producers ({p.get('rate', 0):,.0f} events/s offered)\n"
-                     f"{sub}", fontsize=10)
-        ax.legend(fontsize=8)
+        ax.set_title(f"p99 latency vs producers ({p.get('rate', 0):,.0f} events/s offered "
+                     f"in all); a line stops where p99 passes the threshold\n{sub}",
+                     fontsize=10)
+        ax.grid(which="major", alpha=0.3)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         files.append(out_dir / "producers_p99.png")
         fig.savefig(files[-1], dpi=110)
@@ -411,6 +477,7 @@ def _plots(results: dict, out_dir: Path) -> list[Path]:
         a1.set_title("Throughput vs workers")
         a1.legend(fontsize=8)
         a2.axhline(100, color="black", linestyle="--", label="linear (100%)")
+        a2.set_ylim(0, 115)
         a2.set_xlabel("workers")
         a2.set_ylabel("efficiency per core (% of 1-worker rate)")
         a2.set_title("Efficiency per core vs workers")

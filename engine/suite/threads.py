@@ -326,7 +326,9 @@ class QueuePool(Contender):
     tuning = (
         "queue items are chunks of 256 events (not single events); a short "
         "bounded queue (8 items) for back-pressure: 64 items gave 15x the p50 "
-        "latency and less throughput; 4 workers taking the mutex per block of "
+        "latency and less throughput; an item is put when its 256 events exist, so "
+        "at a low offered rate the wait to fill it is in the latency; 4 workers "
+        "taking the mutex per block of "
         "64 events (1 worker is as fast under the GIL, but then it is no pool)"
     ) + _SAME_WORK
 
