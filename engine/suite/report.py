@@ -248,20 +248,25 @@ def _markdown(results: dict, plots: list[Path], plot_note: str | None) -> str:
         lines += ["## Scaling", ""]
         lines.append(f"ringflow with 1..N workers, {_f(sc.get('events'))} events (the median "
                      f"of {sc.get('repeats', 1)} run(s)), 1 producer; efficiency per core = "
-                     "rate / (workers x rate at 1 worker).")
+                     "rate / (cores used x rate at 1 worker), where cores used = min(workers, "
+                     f"{results.get('host', {}).get('cores')} cores of this host); per worker "
+                     "divides by the workers instead. The producer and, through the gateway, "
+                     "the gateway and its clients run on the same cores as the workers.")
         lines.append("")
         rows = []
         for name, runs in sc.get("results", {}).items():
             for r in runs:
                 if "error" in r:
-                    rows.append([name, str(r["workers"]), "-", "-", "-",
+                    rows.append([name, str(r["workers"]), "-", "-", "-", "-", "-",
                                  "ERROR: " + str(r["error"]).splitlines()[0][:80]])
                 else:
                     rows.append([name, str(r["workers"]), _f(r.get("events_per_s")),
-                                 _f(r.get("efficiency"), "{:.0%}"), _ms(r.get("p99_ms")),
-                                 _correct(r)])
-        lines += _table(["contender", "workers", "events/s", "efficiency/core", "p99 ms",
-                         "correct?"], rows, left=(0, -1)) if rows else ["(no scaling run)"]
+                                 _range(r), _f(r.get("efficiency"), "{:.0%}"),
+                                 _f(r.get("efficiency_per_worker"), "{:.0%}"),
+                                 _ms(r.get("p99_ms")), _correct(r)])
+        lines += _table(["contender", "workers", "events/s (median)", "range",
+                         "efficiency/core", "efficiency/worker", "p99 ms", "correct?"], rows,
+                        left=(0, -1)) if rows else ["(no scaling run)"]
         lines.append("")
 
     if plots:
@@ -465,6 +470,11 @@ def _plots(results: dict, out_dir: Path) -> list[Path]:
             if ws and ws[-1] / ws[0] >= 8:
                 a.set_xscale("log", base=2)
             a.set_xticks(ws, [str(w) for w in ws])
+        cores = host.get("cores")
+        if cores and ws and ws[-1] > cores:
+            for a in (a1, a2):
+                a.axvline(cores, color="grey", linestyle=":",
+                          label=f"{cores} cores: more workers share them")
         a1.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         a1.set_xlabel("workers")
         a1.set_ylabel("throughput (events/s)")
@@ -479,7 +489,7 @@ def _plots(results: dict, out_dir: Path) -> list[Path]:
         a2.axhline(100, color="black", linestyle="--", label="linear (100%)")
         a2.set_ylim(0, 115)
         a2.set_xlabel("workers")
-        a2.set_ylabel("efficiency per core (% of 1-worker rate)")
+        a2.set_ylabel("efficiency per core used (% of 1-worker rate)")
         a2.set_title("Efficiency per core vs workers")
         a2.legend(fontsize=8)
         fig.suptitle(f"ringflow scaling, {sub}", fontsize=10)

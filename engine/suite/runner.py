@@ -844,9 +844,15 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
                     rows.append(r)
                 one = next((r for r in rows if r["workers"] == 1 and "error" not in r), None)
                 for r in rows:
-                    r["efficiency"] = (r["events_per_s"] / (r["workers"] * one["events_per_s"])
-                                       if one and "error" not in r and one["events_per_s"]
-                                       else None)
+                    ok = one and "error" not in r and one["events_per_s"]
+                    # Per core: workers beyond the host's cores share them.
+                    r["cores_used"] = min(r["workers"], cores)
+                    r["efficiency"] = (r["events_per_s"] / (r["cores_used"]
+                                                            * one["events_per_s"])
+                                       if ok else None)
+                    r["efficiency_per_worker"] = (r["events_per_s"] / (r["workers"]
+                                                                       * one["events_per_s"])
+                                                  if ok else None)
                 per[name] = rows
             if scaled and 1 not in workers:
                 notes.append("scaling: 1 worker not in the list, no efficiency per core")
