@@ -385,6 +385,8 @@ def _plots(results: dict, out_dir: Path) -> list[Path]:
                     text += f"  ({r['x_baseline']:.2g}x)"
                 if r.get("stale_overwrites"):
                     text += f"  {r['stale_overwrites']} stale"
+                if not r["correct"]:
+                    text += "  WRONG"
                 ax.text(r["events_per_s"] * 1.08, b.get_y() + b.get_height() / 2, text,
                         va="center", fontsize=7.5)
         ax.set_yticks(y, names)
