@@ -992,21 +992,31 @@ def _cmd_bench(args) -> int:
     from rich import box
     from rich.table import Table
 
-    from .suite.report import CONTENDER_HEAD, summary_rows
+    from .suite.report import CONTENDER_HEAD, summary_rows, target_rows
     from .suite.runner import run_suite
 
     results = run_suite(out_dir=args.out, quick=args.quick, only=args.only,
                         workers=args.workers, events=args.events, seed=args.seed,
                         progress=not args.no_progress)
     out = _out_console()
-    if results.get("contenders") is not None:
-        t = Table(title="contenders", title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False)
-        for i, c in enumerate(CONTENDER_HEAD):
-            t.add_column(c, justify="left" if i in (0, len(CONTENDER_HEAD) - 1) else "right")
-        for row in summary_rows(results):
+
+    def table(title, head, rows):
+        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for i, c in enumerate(head):
+            t.add_column(c, justify="left" if i in (0, len(head) - 1) else "right")
+        for row in rows:
             t.add_row(*[c.replace("**", "") for c in row])
         out.print(t)
+
+    c = results.get("contenders")
+    if c is not None:
+        table("contenders, 1 producer", CONTENDER_HEAD, summary_rows(results))
+        if c.get("contended"):
+            table(f"contenders, {c.get('contended_producers')} producers", CONTENDER_HEAD,
+                  summary_rows(results, "contended"))
+        if target_rows(results):
+            table("targets (issue #5)", ["target", "measured", "verdict"],
+                  target_rows(results))
     prod = (results.get("producers") or {}).get("results") or {}
     if prod:
         out.print("max producers with p99 <= 10 ms: " + ", ".join(

@@ -106,16 +106,6 @@ def _workload_generator(notes: list[str]):
         return _fallback_generate, "engine.suite.runner (fallback)"
 
 
-def _oracle_check(notes: list[str]):
-    try:
-        from .oracle import check
-        return check, "engine.suite.oracle"
-    except Exception as exc:  # noqa: BLE001
-        notes.append(f"engine.suite.oracle not available ({type(exc).__name__}: {exc}): "
-                     "the runner's fallback oracle is used")
-        return _fallback_check, "engine.suite.runner (fallback)"
-
-
 class _MemoCheck:
     """The oracle check, with each workload's answer computed once, in the
     parent, before the runs fork (8M events: 2 s per run otherwise)."""
@@ -134,6 +124,16 @@ class _MemoCheck:
         if hit is not None and hit[0] is workload.events:
             return self._check(state, hit[1])
         return self._check(state, workload)
+
+
+def _oracle_check(notes: list[str]):
+    try:
+        from .oracle import check, final_state
+        return _MemoCheck(check, final_state), "engine.suite.oracle"
+    except Exception as exc:  # noqa: BLE001
+        notes.append(f"engine.suite.oracle not available ({type(exc).__name__}: {exc}): "
+                     "the runner's fallback oracle is used")
+        return _MemoCheck(_fallback_check), "engine.suite.runner (fallback)"
 
 
 def _generate(gen, events: int, hosts: int, seed: int, rate: float | None) -> Workload:
@@ -673,11 +673,6 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
 
     gen, gen_source = _workload_generator(notes)
     check, oracle_source = _oracle_check(notes)
-    try:
-        from .oracle import final_state
-    except Exception:  # noqa: BLE001 - the fallback oracle: no memo
-        final_state = None
-    check = _MemoCheck(check, final_state if check.__module__.endswith(".oracle") else None)
 
     results: dict = {
         "schema": 1,
@@ -792,11 +787,10 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
                     bar.advance()
                     done += 1
                     rows.append(r)
+                    r["status"] = _status(r)
                     if "error" in r:
                         errors.append(f"producers/{name} x{p}: {r['error']}")
-                        r["status"] = "error"
                         break
-                    r["status"] = "ok" if r["correct"] else "WRONG"
                     p99 = r.get("p99_ms")
                     if p99 is None:
                         continue
@@ -836,11 +830,9 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
                     else:
                         r = {"workers": w, **_repeated(c, big, 1, check, timeout, bar,
                                                        scaling_repeats)}
+                    r["status"] = _status(r)
                     if "error" in r:
                         errors.append(f"scaling/{name} {w} workers: {r['error']}")
-                        r["status"] = "error"
-                    else:
-                        r["status"] = "ok" if r["correct"] else "WRONG"
                     rows.append(r)
                 one = next((r for r in rows if r["workers"] == 1 and "error" not in r), None)
                 for r in rows:

@@ -189,7 +189,38 @@ def test_cli_bench_quick(tmp_path):
     assert data["host"]["cores"] == os.cpu_count()
     assert (out / "report.md").stat().st_size > 0
     if data["contenders"]["runs"]:
-        assert "contenders" in proc.stdout
+        assert "contenders, 1 producer" in proc.stdout
+        assert "contenders, 2 producers" in proc.stdout
+    if data["headline"]["x_single"] is not None:
+        # a 2000-event run is too short to judge the targets
+        assert "targets (issue #5)" in proc.stdout and "n/a (quick run)" in proc.stdout
+        assert "MISSED" not in proc.stdout
+
+
+def test_memo_check_computes_each_answer_once():
+    from engine.suite.oracle import check, final_state
+    from engine.suite.runner import _MemoCheck
+    from engine.suite.workload import generate
+
+    calls = []
+
+    def counted(wl):
+        calls.append(wl)
+        return final_state(wl)
+
+    memo = _MemoCheck(check, counted)
+    wl = generate(events=500, hosts=10, seed=1)
+    memo.prepare(wl)
+    memo.prepare(wl)
+    right = final_state(wl)
+    assert memo(right, wl) == [] and len(calls) == 1
+    wrong = dict(right)
+    wrong.pop(next(iter(wrong)))
+    assert memo(wrong, wl) and len(calls) == 1
+    # a workload never prepared is checked the slow way, still correctly
+    other = generate(events=500, hosts=10, seed=2)
+    assert memo(right, other) != [] and memo(final_state(other), other) == []
+    assert len(calls) == 1
 
 
 def test_cli_bench_usage_errors():
