@@ -106,12 +106,15 @@ class Contender(ABC):
 
     Subclasses set ``name`` (short, unique: it is a CLI and JSON key),
     ``description`` (one line for the report) and ``tuning`` (how it was made
-    as good as its design allows: no strawmen).
+    as good as its design allows: no strawmen).  ``single_threaded`` is true
+    for a design that is one thread whatever the producers: the suite then
+    runs it with 1 producer only.
     """
 
     name: str = ""
     description: str = ""
     tuning: str = ""
+    single_threaded: bool = False
 
     @abstractmethod
     def run(self, workload: Workload, producers: int = 1) -> RunResult:

@@ -125,6 +125,13 @@ def _state_of(eng: engine.Engine, probe: tuple[int, int]) -> dict:
     return {(k, m): (c, s, lo, hi, la, lt) for k, m, c, s, lo, hi, la, lt in zip(*cols)}
 
 
+def _refused(eng: engine.Engine) -> str:
+    """The evidence behind stale_overwrites=0: events that came older than
+    their series' last and were counted instead of applied to it."""
+    return (f"{eng.stats()['stale']:,} events older than their series' last were kept "
+            "out of last (stats()['stale'])")
+
+
 def _handled(eng: engine.Engine) -> int:
     """Events applied or refused (an invalid event is never applied: the
     oracle then reports the difference instead of a hang)."""
@@ -197,7 +204,8 @@ class Ringflow(Contender):
                 stale_overwrites=0, peak_rss_bytes=int(peak), cpu_seconds=cpu,
                 producers=producers,
                 notes=f"{self.workers} workers; latency: probe event every 5 ms, submit -> "
-                      "seen applied (Engine.get), see engine.suite.ringflow",
+                      "seen applied (Engine.get), see engine.suite.ringflow; "
+                      + _refused(eng),
             )
         finally:
             if probe is not None:
@@ -293,7 +301,8 @@ class RingflowGateway(Contender):
                 producers=producers,
                 notes=f"{self.workers} workers, {producers} client process(es); latency: probe "
                       "event every 5 ms through a Client in this process, send -> seen "
-                      "applied (Engine.get); seconds: go -> stats()['applied'] reached n",
+                      "applied (Engine.get); seconds: go -> stats()['applied'] reached n; "
+                      + _refused(eng),
             )
         finally:
             if probe is not None:

@@ -501,6 +501,15 @@ def _json_default(obj):
 
 # --- sections ------------------------------------------------------------------
 
+def _usable_cores() -> int:
+    """The cores this process may run on (a cpuset or taskset may allow
+    fewer than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _default_workers(cores: int) -> list[int]:
     out, w = [], 1
     while w < cores:
@@ -545,7 +554,8 @@ def _repeated(contender: Contender, workload: Workload, producers: int, check,
             break
     bar.advance(max(1, repeats) - len(reps))
     bad = [x for x in reps if "error" in x or not x["correct"]]
-    pick = bad[0] if bad else sorted(reps, key=lambda x: x["events_per_s"])[len(reps) // 2]
+    # the lower median: with an even count, the slower of the middle two
+    pick = bad[0] if bad else sorted(reps, key=lambda x: x["events_per_s"])[(len(reps) - 1) // 2]
     out = dict(pick)
     out["repeats"] = len(reps)
     ok = [x for x in reps if "error" not in x]
@@ -647,7 +657,7 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
         contenders = discover_contenders(notes)
     if not contenders:
         notes.append("no contender available")
-    cores = os.cpu_count() or 1
+    cores = _usable_cores()
     events = events or (20_000 if quick else FULL_EVENTS)
     slow_events = min(events, slow_events or (events if quick else SLOW_EVENTS))
     pilot_events = min(slow_events, pilot_events or PILOT_EVENTS)
@@ -687,7 +697,7 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
             "scaling_repeats": scaling_repeats, "repeats": repeats,
             "contended_producers": contended, "producer_levels": _producer_levels(quick,
                                                                               producer_cap),
-            "slo_p99_ms": SLO_P99_MS, "workers": workers,
+            "slo_p99_ms": SLO_P99_MS, "workers": workers, "full_events": FULL_EVENTS,
             "contenders": sorted(contenders),
             "workload_source": gen_source, "oracle_source": oracle_source,
             "argv": sys.argv,
@@ -734,7 +744,8 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
                             or not pilot.get("events_per_s", 0) >= fast_events_per_s)
                 bar.advance(1 if piloted else 0)
                 wl = short if slow else workload
-                levels_here = [1] + ([contended] if contended > 1 and name != baseline else [])
+                one_thread = getattr(c, "single_threaded", False)
+                levels_here = [1] + ([contended] if contended > 1 and not one_thread else [])
                 for p in levels_here:
                     bar.describe(f"contenders: {name} x{p}")
                     r = _repeated(c, wl, p, check, timeout, bar, repeats)
@@ -848,7 +859,7 @@ def run_suite(out_dir: str | os.PathLike | None = None, quick: bool = False,
                 per[name] = rows
             if scaled and 1 not in workers:
                 notes.append("scaling: 1 worker not in the list, no efficiency per core")
-            results["scaling"] = {"workers": workers, "producers": 1,
+            results["scaling"] = {"workers": workers, "producers": 1, "cores_usable": cores,
                                   "events": scaling_events, "repeats": scaling_repeats,
                                   "params": big.params if big is not None else None,
                                   "results": per}

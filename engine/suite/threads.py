@@ -234,6 +234,7 @@ class SingleThread(Contender):
     """One thread, one dict: the baseline every ratio is against."""
 
     name = "single"
+    single_threaded = True
     description = "one thread updating a dict of per-series lists (the baseline)"
     tuning = (
         "the kernel's per-event work (count, sum, min, max, Welford mean/m2, "

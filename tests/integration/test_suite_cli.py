@@ -51,6 +51,7 @@ class RightDict(Contender):
     description = "fake: one dict, one thread"
     tuning = "none"
     workers = 1
+    single_threaded = True
 
     def run(self, workload: Workload, producers: int = 1) -> RunResult:
         state, lat, stale, seconds = _apply(workload, True)
@@ -232,3 +233,44 @@ def test_cli_bench_usage_errors():
     for bad in (["bench", "--only", "nope"], ["bench", "--workers", "0,2"]):
         with pytest.raises(SystemExit):
             p.parse_args(bad)
+
+
+def _results_for_targets(**settings):
+    from engine.suite.runner import FULL_EVENTS, SECTIONS
+
+    def row(name, rate, correct=(True, True, True), producers=1):
+        return {"name": name, "producers": producers, "events_per_s": rate,
+                "correct": all(correct), "repeat_correct": list(correct),
+                "stale_overwrites": 0, "repeat_stale_overwrites": [0] * len(correct)}
+
+    c = {"runs": [row("single", 1e6), row("global_lock", 1e6),
+                  row("global_lock_per_event", 0.3e6), row("ringflow", 35e6)],
+         "contended": [row("ringflow", 36e6, producers=4)]}
+    from engine.suite.runner import _headline
+
+    s = {"quick": False, "sections": list(SECTIONS), "events": FULL_EVENTS,
+         "full_events": FULL_EVENTS, **settings}
+    return {"settings": s, "contenders": c, "headline": _headline(c, "single"),
+            "duration_s": 250.0}
+
+
+def test_targets_are_judged_only_on_a_full_run():
+    from engine.suite.report import target_rows
+
+    rows = target_rows(_results_for_targets())
+    assert [r[2] for r in rows] == ["MET", "MISSED", "MET", "MET", "counted", "MET"]
+    assert [r[1] for r in rows[:3]] == ["36.0x", "36.0x", "120.0x"]  # best producer count
+    for settings, why in (({"quick": True}, "n/a (quick run)"),
+                          ({"sections": ["contenders"]}, "n/a (partial run)"),
+                          ({"events": 2000}, "n/a (2,000 events)")):
+        rows = target_rows(_results_for_targets(**settings))
+        assert [r[2] for r in rows] == [why] * 4 + ["counted", why], settings
+
+
+def test_ringflow_stale_target_rests_on_the_oracle():
+    from engine.suite.report import target_rows
+
+    res = _results_for_targets()
+    res["contenders"]["contended"][0]["repeat_correct"] = [True, False, True]
+    row = next(r for r in target_rows(res) if r[0].startswith("ringflow: zero stale"))
+    assert row[1] == "a wrong state in 6 run(s)" and row[2] == "MISSED"
