@@ -337,7 +337,7 @@ def _own_rss() -> int:
 def _child(conn, contender: Contender, workload: Workload, producers: int, check) -> None:
     # The parent's objects (workloads' oracle answers, earlier results) are
     # the child's too: without this, the design's own garbage collections
-    # walk them all, pauses that measured 13 ms at p99 against 0.9 ms.
+    # walk them all: p99 13 ms instead of 0.74 ms at 50k events/s.
     gc.freeze()
     try:
         # What the forked child holds before the run (the inherited workload,
