@@ -274,3 +274,19 @@ def test_ringflow_stale_target_rests_on_the_oracle():
     res["contenders"]["contended"][0]["repeat_correct"] = [True, False, True]
     row = next(r for r in target_rows(res) if r[0].startswith("ringflow: zero stale"))
     assert row[1] == "a wrong state in 6 run(s)" and row[2] == "MISSED"
+
+
+def test_headline_takes_the_most_stale_overwrites_of_any_run():
+    res = _results_for_targets()
+    opt = {"name": "optimistic", "producers": 4, "events_per_s": 5e5, "correct": False,
+           "repeat_correct": [True, False, True], "stale_overwrites": 3,
+           "repeat_stale_overwrites": [3, 9, 5]}
+    from engine.suite.runner import _headline
+
+    c = res["contenders"]
+    c["contended"].append(opt)
+    c["runs"].append({**opt, "producers": 1, "correct": True, "stale_overwrites": 0,
+                      "repeat_correct": [True] * 3, "repeat_stale_overwrites": [0, 0, 0]})
+    hl = _headline(c, "single")
+    assert hl["stale_overwrites"]["optimistic"] == 9
+    assert hl["stale_overwrites"]["ringflow"] == 0
