@@ -47,8 +47,8 @@ import zmq
 from hdrh.histogram import HdrHistogram
 
 import engine
-from engine import protocol as P
-from engine.rules import parse_duration
+from engine.core.durations import parse_duration
+from engine.net import protocol as P
 
 try:
     import common as C

@@ -460,7 +460,7 @@ def print_header(con, title: str, args: argparse.Namespace) -> None:
 def check_clean(con=None) -> list[str]:
     """Segments this process created that are still in /dev/shm (should be
     none after a run; other processes' segments are not ours to judge)."""
-    mine = f"{engine.shm.PREFIX}-{os.getpid()}-"
+    mine = f"{engine.core.shm.PREFIX}-{os.getpid()}-"
     left = [n for n in engine.list_segments() if n.startswith(mine)]
     if left and con is not None:
         con.print(f"[red]warning: shared-memory segments left behind: {left}[/]")

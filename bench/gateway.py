@@ -3,7 +3,7 @@
 An engine with 2 workers and 100k series serves its gateway
 (``Engine.serve``) on free TCP ports of 127.0.0.1.  A sender in another
 process (multiprocessing, spawn) connects a PUSH socket to the gateway's
-PULL endpoint and sends binary frames (``engine.protocol.pack_events``) of
+PULL endpoint and sends binary frames (``engine.net.protocol.pack_events``) of
 1, 64 or 4096 events.  The rate is taken on the engine's side: this process
 polls ``Engine.stats()["applied"]`` (every ms) and times from the first
 applied event of a repeat to the last one.  Median of the repeats, after an
@@ -45,7 +45,7 @@ import zmq
 
 import engine
 from engine import _wire
-from engine import protocol as P
+from engine.net import protocol as P
 
 try:
     import common as C

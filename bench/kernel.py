@@ -49,8 +49,8 @@ import numpy as np
 
 import engine
 from engine import _table
-from engine.config import EngineConfig
-from engine.shm import Segment
+from engine.core.config import EngineConfig
+from engine.core.shm import Segment
 
 try:
     import common as C
@@ -78,7 +78,7 @@ HEALTH_RULES = {
 
 
 def kernel_settings(mode: str) -> _table.Settings:
-    from engine.rules import Rules
+    from engine.health.rules import Rules
 
     rules = Rules.load(HEALTH_RULES)
     return _table.Settings(

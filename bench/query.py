@@ -48,7 +48,7 @@ import zmq
 from hdrh.histogram import HdrHistogram
 
 import engine
-from engine import protocol as P
+from engine.net import protocol as P
 
 try:
     import common as C

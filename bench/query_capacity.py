@@ -26,7 +26,7 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 import engine
-from engine import protocol as P
+from engine.net import protocol as P
 
 KINDS = ("lookup1", "lookup64", "get")
 
@@ -48,7 +48,8 @@ s.close(); ctx.term()
 
 SENDER = r"""
 import sys, numpy as np, zmq, engine
-from engine import _wire, protocol as P
+from engine import _wire
+from engine.net import protocol as P
 url, series = sys.argv[1], int(sys.argv[2])
 rng = np.random.default_rng(7)
 ev = engine.make_events(rng.integers(0, series // 4, 4096).astype(np.uint64),

@@ -24,7 +24,7 @@ import numpy as np
 
 import engine
 from engine import _ring
-from engine.shm import Segment
+from engine.core.shm import Segment
 
 try:  # run as a script (bench/ on sys.path) or imported as bench.ring
     import common as C

@@ -20,6 +20,9 @@ __all__ = [
     "GatewayTimeout",
     "Rejected",
     "QueryError",
+    "ProtocolError",
+    "SettingsError",
+    "ServeError",
 ]
 
 # Kernel status codes (ext/rf.pxd); kept here so that Python never has to
@@ -116,8 +119,8 @@ def raise_for_status(status: int, what: str) -> None:
 class GatewayTimeout(EngineError, TimeoutError):
     """A ZeroMQ gateway did not take a message or did not reply in time.
 
-    Raised by :class:`engine.client.Client` and
-    :class:`engine.client.AsyncClient`.  When a reply was awaited, the
+    Raised by :class:`engine.net.client.Client` and
+    :class:`engine.net.client.AsyncClient`.  When a reply was awaited, the
     request socket has been closed and will be replaced, so a late reply is
     never taken for the next request's.
     """
@@ -129,7 +132,7 @@ class Rejected(EngineError):
     Attributes
     ----------
     reason : str or None
-        One of :data:`engine.protocol.REASONS`, as the gateway sent it.
+        One of :data:`engine.net.protocol.REASONS`, as the gateway sent it.
     accepted : int
         Records of the call that were accepted before the rejection (earlier
         frames of a split send, plus those taken from the rejected frame
@@ -162,3 +165,25 @@ class QueryError(EngineError):
     def __init__(self, message: str, reply: dict | None = None):
         super().__init__(message)
         self.reply = reply
+
+
+class ProtocolError(EngineError, ValueError):
+    """A message that breaks the wire protocol (PROTOCOL.md).
+
+    Attributes
+    ----------
+    reason : str
+        One of :data:`engine.net.protocol.REASONS`: what the gateway answers.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class SettingsError(ConfigError):
+    """A ``ringflow serve`` setting (from a file or a flag) is unknown or out of range."""
+
+
+class ServeError(EngineError, RuntimeError):
+    """``ringflow serve`` could not start (a port in use, a worker that died)."""

@@ -34,7 +34,7 @@ def orphan_segments() -> list[str]:
 
 
 def orphan_workers() -> list[int]:
-    """Worker processes (python -m engine._workermain) adopted by init."""
+    """Worker processes (python -m engine.core.workermain) adopted by init."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -46,7 +46,7 @@ def orphan_workers() -> list[int]:
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
-        if b"engine._workermain" in cmd and ppid == 1:
+        if b"engine.core.workermain" in cmd and ppid == 1:
             found.append(int(entry))
     return found
 

@@ -23,7 +23,7 @@ def _our_workers() -> list[psutil.Process]:
     found = []
     for child in me.children(recursive=True):
         try:
-            if "engine._workermain" in " ".join(child.cmdline()):
+            if "engine.core.workermain" in " ".join(child.cmdline()):
                 found.append(child)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             pass

@@ -623,7 +623,7 @@ def rule_record(metric: int = 0, stat: int = S_LAST, *, warn: float | None = Non
                 crit: float | None = None, clear: float | None = None, for_ns: int = 0,
                 ttl_ns: int = 0, falling: bool = False, wildcard: bool = False) -> dict:
     """One compiled rule as a dict with RULE_DTYPE's fields, from thresholds
-    in the user's direction (compiled as ``engine.rules`` documents it:
+    in the user's direction (compiled as ``engine.health.rules`` documents it:
     falling thresholds negated, a missing warn holds crit, a missing crit
     +inf, clear defaults to warn, else crit)."""
     assert warn is not None or crit is not None

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from engine import EVENT_DTYPE, _ring
-from engine.shm import Segment
+from engine.core.shm import Segment
 
 
 def main() -> None:

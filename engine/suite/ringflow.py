@@ -218,7 +218,7 @@ class Ringflow(Contender):
 
 def _sender_main(conn, endpoints: dict, events: np.ndarray, created: np.ndarray) -> None:
     """A client process: connect, wait for "go", push every frame, report."""
-    from engine.client import Client
+    from engine.net.client import Client
 
     client = Client(endpoints=endpoints, timeout=60, max_frame_records=BATCH, linger=30)
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..records import EVENT_DTYPE, entity_id, metric_id
+from ..core.records import EVENT_DTYPE, entity_id, metric_id
 from .base import Workload
 
 __all__ = ["generate", "T0_NS", "STEP_NS", "host_name"]

@@ -1,6 +1,6 @@
 """The ``ringflow`` command line against a real server: ``serve`` runs as a
 subprocess on free ports; ``send``, ``query`` and ``stats`` run as
-subprocesses or through :func:`engine.cli.main` in this process.  The
+subprocesses or through :func:`engine.cli.main.main` in this process.  The
 health commands (``status``, ``alerts``, ``reload``, SIGHUP) are in
 test_health_cli.py."""
 
@@ -21,8 +21,8 @@ import psutil
 import pytest
 
 import engine
-from engine.cli import build_parser, main
-from engine.serve import resolve_settings
+from engine.cli.main import build_parser, main
+from engine.cli.serve import resolve_settings
 from tests.helpers import free_ports
 
 pytestmark = pytest.mark.timeout(60)
@@ -154,7 +154,7 @@ def _alive(pid: int) -> bool:
 
 
 def run_main(capsys, *argv: str) -> tuple[int, str, str]:
-    """:func:`engine.cli.main` in this process: (exit code, stdout, stderr)."""
+    """:func:`engine.cli.main.main` in this process: (exit code, stdout, stderr)."""
     try:
         rc = main(list(argv))
     except SystemExit as exc:
@@ -475,8 +475,8 @@ def test_port_in_use_is_a_clear_error(serve):
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGINT to the process group",
                                  "SIGTERM to the process group"])
 def test_signal_drains_and_leaves_nothing(serve, how):
-    from engine.client import Client
-    from engine.gateway import endpoint_urls
+    from engine.net.client import Client
+    from engine.net.gateway import endpoint_urls
 
     group = "group" in how
     sig = getattr(signal, how.split()[0])

@@ -1,4 +1,4 @@
-"""engine.client.Client and AsyncClient: round trips through a live gateway."""
+"""engine.net.client.Client and AsyncClient: round trips through a live gateway."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import pytest
 import zmq
 
 import engine
-from engine import protocol
-from engine.client import AsyncClient, Client
 from engine.errors import (
     ConfigError,
     EngineError,
@@ -24,6 +22,8 @@ from engine.errors import (
     QueryError,
     Rejected,
 )
+from engine.net import protocol
+from engine.net.client import AsyncClient, Client
 from tests.helpers import free_ports as free_ports_list
 
 TS = 1_732_300_000_000_000_000

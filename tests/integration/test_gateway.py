@@ -1,7 +1,7 @@
 """The ZeroMQ gateway on real sockets (127.0.0.1, free ports), spoken to with
 raw pyzmq: every frame type, every rejection reason, exact ack accounting,
 1,000 concurrent clients, fuzzed frames, and backpressure from a stalled
-worker.  Frames are built with ``struct`` (and ``engine.protocol`` for the
+worker.  Frames are built with ``struct`` (and ``engine.net.protocol`` for the
 binary lookup), never with ``engine.Client``."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine
-from engine import protocol as P
+from engine.net import protocol as P
 from tests.helpers import free_ports
 
 pytestmark = pytest.mark.timeout(60)

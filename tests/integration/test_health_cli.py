@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from engine.client import Client
+from engine.net.client import Client
 from tests.helpers import free_ports
 from tests.integration.test_cli import (
     REPO,

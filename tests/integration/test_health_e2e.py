@@ -27,10 +27,7 @@ import pytest
 import zmq
 
 import engine
-from engine.client import Client
-from engine.rules import Rules
-from engine.rules import stat_name as stat_label
-from engine.scenario import (
+from engine.cli.scenario import (
     FOR_STEPS,
     LATE_DELAY,
     METRICS,
@@ -39,6 +36,9 @@ from engine.scenario import (
     WINDOW_STEPS,
     Scenario,
 )
+from engine.health.rules import Rules
+from engine.health.rules import stat_name as stat_label
+from engine.net.client import Client
 from tests.health_reference import STATUS_NAMES, HealthRef
 from tests.helpers import free_ports
 

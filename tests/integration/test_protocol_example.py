@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine import gateway, protocol
+from engine.net import gateway, protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL_MD = ROOT / "PROTOCOL.md"

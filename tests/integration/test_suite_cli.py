@@ -225,7 +225,7 @@ def test_memo_check_computes_each_answer_once():
 
 
 def test_cli_bench_usage_errors():
-    from engine.cli import build_parser
+    from engine.cli.main import build_parser
 
     p = build_parser()
     args = p.parse_args(["bench", "--only", "scaling", "--workers", "1,2,4,8,16"])

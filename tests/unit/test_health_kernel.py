@@ -18,8 +18,8 @@ from hypothesis import Phase, assume, given, note, settings
 from hypothesis import strategies as st
 
 from engine import _table
-from engine.records import ALERT_DTYPE, EVENT_DTYPE, STATE_DTYPE
-from engine.rules import RULE_DTYPE
+from engine.core.records import ALERT_DTYPE, EVENT_DTYPE, STATE_DTYPE
+from engine.health.rules import RULE_DTYPE
 from tests.health_reference import (
     CRIT,
     FOLD_NONE,

@@ -6,7 +6,8 @@ import pytest
 
 import engine
 from engine import _table
-from engine.config import EngineConfig, Layout
+from engine.core.config import EngineConfig
+from engine.core.layout import Layout
 
 
 def test_event_dtype_matches_the_c_struct():
@@ -40,7 +41,7 @@ def test_state_dtype_matches_the_c_struct():
 
 
 def test_alert_and_rule_dtypes_match_the_c_structs():
-    from engine.rules import RULE_DTYPE, RULES_HEADER_BYTES
+    from engine.health.rules import RULE_DTYPE, RULES_HEADER_BYTES
 
     offsets = _table.alert_offsets()
     assert engine.ALERT_DTYPE.itemsize == offsets.pop("itemsize") == 32

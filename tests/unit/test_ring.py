@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from engine import EVENT_DTYPE, _ring
-from engine.shm import Segment
+from engine.core.shm import Segment
 
 PEER = os.path.join(os.path.dirname(os.path.dirname(__file__)), "ring_peer.py")
 

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from engine.core.durations import format_duration, parse_duration
+from engine.core.records import metric_id
 from engine.errors import ConfigError
-from engine.records import metric_id
-from engine.rules import (
+from engine.health.rules import (
     MAX_RULES,
     RULE_DTYPE,
     RULE_FALLING,
@@ -31,8 +32,6 @@ from engine.rules import (
     STATUS_NAMES,
     Rule,
     Rules,
-    format_duration,
-    parse_duration,
     stat_code,
     stat_name,
 )

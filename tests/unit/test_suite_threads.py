@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.records import EVENT_DTYPE
+from engine.core.records import EVENT_DTYPE
 from engine.suite.base import STATE_FIELDS, RunResult, Workload
 from engine.suite.oracle import check, final_state, stale_overwrites_possible
 from engine.suite.threads import CONTENDERS, Optimistic
@@ -71,7 +71,7 @@ def test_workload_values_and_incident():
     st = final_state(w)
     assert len({m for _, m in st}) == 5
     # An incident host's cpu reaches near 0.98.
-    from engine.records import entity_id, metric_id
+    from engine.core.records import entity_id, metric_id
 
     inc = w.params["incidents"][0]
     sel = (ev["key"] == entity_id(inc["host"])) & (ev["metric"] == metric_id("cpu"))

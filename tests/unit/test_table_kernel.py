@@ -15,7 +15,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from engine import ALERT_DTYPE, DEFAULT_TS_MAX, DEFAULT_TS_MIN, EVENT_DTYPE, STATE_DTYPE, _table
-from engine.shm import Segment
+from engine.core.shm import Segment
 from tests.reference import (
     admitted_mask_ref,
     aggregate_ref,

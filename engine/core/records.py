@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .errors import InvalidEvents
+from ..errors import InvalidEvents
 
 __all__ = [
     "EVENT_DTYPE",

@@ -66,10 +66,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import WAIT_STRATEGIES, EngineConfig
-from .errors import ConfigError, EngineError, WorkerDied
-from .protocol import DEFAULT_HOST, DEFAULT_PORTS
-from .rules import format_duration, parse_duration
+from ..core.config import WAIT_STRATEGIES, EngineConfig
+from ..core.durations import format_duration, parse_duration
+from ..errors import ConfigError, EngineError, ServeError, SettingsError, WorkerDied
+from ..net.protocol import DEFAULT_HOST, DEFAULT_PORTS
 
 __all__ = [
     "SCHEMA",
@@ -84,14 +84,6 @@ __all__ = [
 ]
 
 PORT_NAMES = tuple(DEFAULT_PORTS)  # ingest, acked, query, alerts
-
-
-class SettingsError(ValueError):
-    """A setting (from a file or a flag) is unknown or out of range."""
-
-
-class ServeError(RuntimeError):
-    """The server could not start (a port in use, a worker that died)."""
 
 
 # --- validators: shared by argparse (type=) and the TOML loader ------------
@@ -544,7 +536,7 @@ def run(settings: Settings, console=None) -> int:
     """
     from rich.console import Console
 
-    from .core import Engine
+    from ..core.engine import Engine
     from .demo import workers_table
 
     console = console or Console()

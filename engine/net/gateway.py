@@ -25,11 +25,11 @@ import time
 import numpy as np
 import zmq
 
-from . import _wire
+from .. import _wire
+from ..core.records import EVENT_DTYPE, STATE_DTYPE, entity_id, metric_id
+from ..errors import Backpressure, EngineError
+from ..health.readable import series_dict
 from . import protocol as P
-from .errors import Backpressure, EngineError
-from .health import series_dict
-from .records import EVENT_DTYPE, STATE_DTYPE, entity_id, metric_id
 
 __all__ = ["Gateway", "GatewayConfig", "endpoint_urls"]
 
@@ -93,7 +93,7 @@ class Gateway:
 
     #: Called by the ``reload`` query op: ``reload_hook()`` re-reads the
     #: server's rules file, ``reload_hook(rules)`` installs rules sent
-    #: inline (a dict); either returns the new :class:`engine.rules.Rules`.
+    #: inline (a dict); either returns the new :class:`engine.health.rules.Rules`.
     #: ``ringflow serve`` sets it, so that client reloads and SIGHUP take
     #: turns.  ``None``: no rules file, inline rules go straight to
     #: :meth:`engine.Engine.reload_rules`.
@@ -505,7 +505,7 @@ class Gateway:
         return value
 
     def _op_status(self, request: dict) -> dict:
-        from .health import STATUS_NAMES
+        from ..health.rules import STATUS_NAMES
 
         limit = self._limit(request)
         min_status = request.get("min_status", "WARN")
@@ -544,7 +544,7 @@ class Gateway:
             new = hook()
         else:
             if isinstance(rules, str):
-                from .rules import tomllib
+                from ..health.rules import tomllib
 
                 # Parsed here: Rules.load would take a string naming a file
                 # for that file's path, and a client must not make the

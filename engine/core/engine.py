@@ -15,15 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import _ring, _router, _table, _worker
-from .alerts import AlertHub, AlertStream
-from .config import (
-    PRODUCER_BLOCK_BYTES,
-    WORKER_BLOCK_BYTES,
-    EngineConfig,
-    Layout,
-)
-from .errors import (
+from .. import _ring, _router, _table, _worker
+from ..errors import (
     STATUS_OK,
     STATUS_TIMEOUT,
     Backpressure,
@@ -33,7 +26,8 @@ from .errors import (
     WorkerDied,
     raise_for_status,
 )
-from .health import (
+from ..health.alerts import AlertHub, AlertStream
+from ..health.readable import (
     QUANTILES,
     STATUS_CODES,
     STATUS_NAMES,
@@ -41,12 +35,14 @@ from .health import (
     merged_quantile,
     series_dict,
 )
+from ..health.rules import RULES_SEGMENT_BYTES, Rules
+from .config import EngineConfig
+from .layout import PRODUCER_BLOCK_BYTES, WORKER_BLOCK_BYTES, Layout
 from .records import STATE_DTYPE, as_events, as_ids, entity_id, metric_id
-from .rules import RULES_SEGMENT_BYTES, Rules
 from .shm import Segment
 
 if TYPE_CHECKING:
-    from .gateway import Gateway
+    from ..net.gateway import Gateway
 
 __all__ = ["Engine", "Producer"]
 
@@ -280,7 +276,7 @@ class Engine:
                 "parent_pid": os.getpid(),
             }
             proc = subprocess.Popen(
-                [sys.executable, "-m", "engine._workermain", json.dumps(spec)],
+                [sys.executable, "-m", "engine.core.workermain", json.dumps(spec)],
                 stdin=subprocess.DEVNULL,
                 close_fds=True,
             )
@@ -574,7 +570,7 @@ class Engine:
 
     @property
     def rules(self) -> Rules:
-        """The rules in force (:class:`engine.rules.Rules`)."""
+        """The rules in force (:class:`engine.health.rules.Rules`)."""
         return self._rules
 
     def reload_rules(self, rules, timeout: float = 10.0) -> Rules:
@@ -770,7 +766,7 @@ class Engine:
             ``alerts`` (PUB) URLs; by default 127.0.0.1 ports 7710-7713.
         **settings
             ``max_message_bytes``, ``ack_timeout``, ``hwm``: see
-            :class:`engine.gateway.GatewayConfig`.
+            :class:`engine.net.gateway.GatewayConfig`.
 
         Returns
         -------
@@ -780,7 +776,7 @@ class Engine:
         self._check()
         if self._gateway is not None:
             raise EngineError("this engine already serves a gateway")
-        from .gateway import Gateway, GatewayConfig
+        from ..net.gateway import Gateway, GatewayConfig
 
         gateway = Gateway(self, GatewayConfig(endpoints, **settings))
         self._gateway = gateway

@@ -1,28 +1,20 @@
-"""Engine settings and the byte layout of an engine's control segment."""
+"""Engine settings: what a user chooses, checked once, with the sizes derived from it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..health.rules import Rules, stat_name
+from .durations import parse_duration
+from .layout import INDEX_ENTRY_BYTES, ROW_BYTES, TABLE_HEADER_BYTES
 from .records import DEFAULT_TS_MAX, DEFAULT_TS_MIN
-from .rules import Rules, parse_duration, stat_name
 
-__all__ = ["EngineConfig", "Layout", "WAIT_STRATEGIES"]
+__all__ = ["EngineConfig", "WAIT_STRATEGIES"]
 
 #: Wait strategies, from lowest latency and highest idle CPU to the reverse.
 WAIT_STRATEGIES = ("spin", "yield", "sleep", "block")
 _WAIT_CODES = {name: code for code, name in enumerate(WAIT_STRATEGIES)}
-
-RING_HEADER_BYTES = 192
-WORKER_BLOCK_BYTES = 256
-PRODUCER_BLOCK_BYTES = 128
-EVENT_BYTES = 32
-CONTROL_HEADER_BYTES = 64
-ROW_BYTES = 256
-INDEX_ENTRY_BYTES = 16
-TABLE_HEADER_BYTES = 128
-
 
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
@@ -61,7 +53,7 @@ class EngineConfig:
     views : tuple of 3 numbers
         Horizons of the sliding views, in windows (1m/5m/15m with 60 s
         windows).
-    rules : str, dict, engine.rules.Rules or None
+    rules : str, dict, engine.health.rules.Rules or None
         Health rules: a TOML file path, a TOML string or a dict.
     alert_capacity : int
         Alerts each worker's alert ring holds before it drops (and counts)
@@ -147,7 +139,7 @@ class EngineConfig:
 
     @property
     def health_rules(self) -> Rules:
-        """The rules, parsed and validated (:class:`engine.rules.Rules`)."""
+        """The rules, parsed and validated (:class:`engine.health.rules.Rules`)."""
         cached = self.__dict__.get("_rules")
         if cached is None:
             cached = Rules.load(self.rules, views=self.views)
@@ -183,79 +175,3 @@ class EngineConfig:
     def table_bytes(self) -> int:
         return (TABLE_HEADER_BYTES + self.table_slots * INDEX_ENTRY_BYTES
                 + self.table_capacity * ROW_BYTES)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Byte offsets inside the control segment of one engine.
-
-    A header line (the alert doorbells), worker blocks (doorbell, control
-    words, counters), then producer blocks (doorbell, counters), then one
-    header per event ring and one per alert ring, then the ring records,
-    page-aligned.  Ring ``(p, w)`` carries producer ``p``'s events to worker
-    ``w``; alert ring ``w`` carries worker ``w``'s status changes to the
-    engine.
-    """
-
-    workers: int
-    producers: int
-    ring_slots: int
-    alert_slots: int = 4096
-
-    #: The engine's alert thread sleeps on this doorbell, shared by every
-    #: alert ring.
-    ALERT_CONSUMER_BELL = 8
-    #: Workers never wait for room in an alert ring (they count a drop),
-    #: so its producer doorbell is one nobody sleeps on.
-    ALERT_PRODUCER_BELL = 16
-
-    @property
-    def worker_base(self) -> int:
-        return CONTROL_HEADER_BYTES
-
-    def worker_block(self, w: int) -> int:
-        return self.worker_base + w * WORKER_BLOCK_BYTES
-
-    @property
-    def producer_base(self) -> int:
-        return self.worker_block(self.workers)
-
-    def producer_block(self, p: int) -> int:
-        return self.producer_base + p * PRODUCER_BLOCK_BYTES
-
-    @property
-    def ring_header_base(self) -> int:
-        return self.producer_block(self.producers)
-
-    def ring_index(self, p: int, w: int) -> int:
-        return p * self.workers + w
-
-    def ring_header(self, p: int, w: int) -> int:
-        return self.ring_header_base + self.ring_index(p, w) * RING_HEADER_BYTES
-
-    def alert_header(self, w: int) -> int:
-        return self.ring_header(self.producers, 0) + w * RING_HEADER_BYTES
-
-    @property
-    def data_base(self) -> int:
-        end = self.alert_header(self.workers)
-        return (end + 4095) // 4096 * 4096
-
-    def ring_data(self, p: int, w: int) -> int:
-        return self.data_base + self.ring_index(p, w) * self.ring_slots * EVENT_BYTES
-
-    def alert_data(self, w: int) -> int:
-        return self.ring_data(self.producers, 0) + w * self.alert_slots * EVENT_BYTES
-
-    @property
-    def total_bytes(self) -> int:
-        return self.alert_data(self.workers)
-
-    def rings_of_worker(self, w: int) -> list[int]:
-        return [self.ring_header(p, w) for p in range(self.producers)]
-
-    def rings_of_producer(self, p: int) -> list[int]:
-        return [self.ring_header(p, w) for w in range(self.workers)]
-
-    def all_rings(self) -> list[int]:
-        return [self.ring_header(p, w) for p in range(self.producers) for w in range(self.workers)]

@@ -8,23 +8,20 @@ computed here, when a row is read, so that the hot path never does it."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from .records import ALERT_DTYPE, STATE_DTYPE
+from ..core.records import STATE_DTYPE
 from .rules import STAT_NAMES, STATUS_NAMES, stat_name
 
 __all__ = [
     "STATUS_NAMES",
     "STATUS_CODES",
-    "Alert",
     "QUANTILES",
     "sketch_quantile",
     "merge_sketches",
     "merged_quantile",
     "series_dict",
-    "alerts_from_records",
 ]
 
 STATUS_CODES = {name: code for code, name in enumerate(STATUS_NAMES)}
@@ -105,15 +102,16 @@ def merged_quantile(merged: tuple[int, np.ndarray, float, float], q: float) -> f
     return min(max(_bucket_estimate(base + min(i, len(counts) - 1)), lo), hi)
 
 
-def _finite(x):
+def finite_or_none(x):
+    """``x``, or None where JSON has no spelling for it (NaN, infinities)."""
     return x if x is None or not isinstance(x, float) or math.isfinite(x) else None
 
 
 def _window(count: int, total: float, lo: float, hi: float) -> dict:
     if not count:
         return {"count": 0, "sum": 0.0, "min": None, "max": None, "mean": None}
-    return {"count": count, "sum": _finite(total), "min": lo, "max": hi,
-            "mean": _finite(total / count)}
+    return {"count": count, "sum": finite_or_none(total), "min": lo, "max": hi,
+            "mean": finite_or_none(total / count)}
 
 
 def series_dict(values, names: dict | None = None, *, window_ns: int = 0,
@@ -144,10 +142,10 @@ def series_dict(values, names: dict | None = None, *, window_ns: int = 0,
         "count": count,
     }
     for name in ("sum", "min", "max", "mean"):
-        out[name] = _finite(v[g[name]]) if count else None
-    out["var"] = _finite(v[g["m2"]] / count) if count else None
+        out[name] = finite_or_none(v[g[name]]) if count else None
+    out["var"] = finite_or_none(v[g["m2"]] / count) if count else None
     for name in ("ewma", "last"):
-        out[name] = _finite(v[g[name]]) if count else None
+        out[name] = finite_or_none(v[g[name]]) if count else None
     for name in ("last_ts", "first_ts"):
         out[name] = v[g[name]] if count else None
     out["stale"] = v[g["stale"]]
@@ -177,71 +175,7 @@ def series_dict(values, names: dict | None = None, *, window_ns: int = 0,
     }
     folded = v[g["fold_age"]] != _FOLD_NONE
     out["views"] = {
-        stat_name(_VIEW0 + j, views): (_finite(float(x)) if folded else None)
+        stat_name(_VIEW0 + j, views): (finite_or_none(float(x)) if folded else None)
         for j, x in enumerate(v[g["view"]])
     }
-    return out
-
-
-@dataclass(frozen=True)
-class Alert:
-    """A status change of one series.
-
-    Attributes
-    ----------
-    entity, metric : str or None
-        Names, where the engine knows them.
-    key, metric_id : int
-        The ids.
-    old, new : str
-        Status names.
-    stat : str
-        The statistic that decided (``"ttl"`` for silence).
-    value : float
-        Its value.
-    ts : int
-        Event time of the deciding event (ns since the epoch); for STALE,
-        when the silence passed the TTL.
-    worker : int
-        The worker that owns the series.
-    """
-
-    entity: str | None
-    metric: str | None
-    key: int
-    metric_id: int
-    old: str
-    new: str
-    stat: str
-    value: float
-    ts: int
-    worker: int
-
-    def to_dict(self) -> dict:
-        """JSON-ready form (as published on the alert endpoint)."""
-        return {"entity": self.entity, "metric": self.metric, "entity_id": self.key,
-                "metric_id": self.metric_id, "old": self.old, "new": self.new,
-                "stat": self.stat, "value": _finite(self.value), "ts": self.ts,
-                "worker": self.worker}
-
-    def __str__(self) -> str:
-        who = self.entity if self.entity is not None else f"{self.key:#x}"
-        what = self.metric if self.metric is not None else f"{self.metric_id:#x}"
-        return f"{who} {what}: {self.old} -> {self.new} ({self.stat} = {self.value:g})"
-
-
-def alerts_from_records(records: np.ndarray, worker: int, names: dict | None = None,
-                        views=(1, 5, 15)) -> list[Alert]:
-    """Alert objects for ALERT_DTYPE records (one Python object per status
-    change: changes are rare, the hot path never builds them)."""
-    if records.dtype != ALERT_DTYPE:
-        raise ValueError("records must be ALERT_DTYPE")
-    names = names or {}
-    entities = names.get("entities", {})
-    metrics = names.get("metrics", {})
-    out = []
-    for key, ts, metric, old, new, stat, _rule, value in records.tolist():
-        out.append(Alert(entities.get(key), metrics.get(metric), key, metric,
-                         STATUS_NAMES[old], STATUS_NAMES[new], stat_name(stat, views),
-                         value, ts, worker))
     return out

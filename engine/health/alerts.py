@@ -12,13 +12,15 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
-from .health import Alert, alerts_from_records
-from .records import ALERT_DTYPE
+from ..core.records import ALERT_DTYPE
+from .readable import finite_or_none
+from .rules import STATUS_NAMES, stat_name
 
-__all__ = ["AlertHub", "AlertStream"]
+__all__ = ["Alert", "AlertHub", "AlertStream", "alerts_from_records"]
 
 log = logging.getLogger("ringflow.alerts")
 
@@ -28,6 +30,70 @@ _READ_BATCH = 1024
 # A subscriber that stops reading loses alerts past this many (counted).
 _SUBSCRIBER_QUEUE = 100_000
 _END = object()
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A status change of one series.
+
+    Attributes
+    ----------
+    entity, metric : str or None
+        Names, where the engine knows them.
+    key, metric_id : int
+        The ids.
+    old, new : str
+        Status names.
+    stat : str
+        The statistic that decided (``"ttl"`` for silence).
+    value : float
+        Its value.
+    ts : int
+        Event time of the deciding event (ns since the epoch); for STALE,
+        when the silence passed the TTL.
+    worker : int
+        The worker that owns the series.
+    """
+
+    entity: str | None
+    metric: str | None
+    key: int
+    metric_id: int
+    old: str
+    new: str
+    stat: str
+    value: float
+    ts: int
+    worker: int
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (as published on the alert endpoint)."""
+        return {"entity": self.entity, "metric": self.metric, "entity_id": self.key,
+                "metric_id": self.metric_id, "old": self.old, "new": self.new,
+                "stat": self.stat, "value": finite_or_none(self.value), "ts": self.ts,
+                "worker": self.worker}
+
+    def __str__(self) -> str:
+        who = self.entity if self.entity is not None else f"{self.key:#x}"
+        what = self.metric if self.metric is not None else f"{self.metric_id:#x}"
+        return f"{who} {what}: {self.old} -> {self.new} ({self.stat} = {self.value:g})"
+
+
+def alerts_from_records(records: np.ndarray, worker: int, names: dict | None = None,
+                        views=(1, 5, 15)) -> list[Alert]:
+    """Alert objects for ALERT_DTYPE records (one Python object per status
+    change: changes are rare, the hot path never builds them)."""
+    if records.dtype != ALERT_DTYPE:
+        raise ValueError("records must be ALERT_DTYPE")
+    names = names or {}
+    entities = names.get("entities", {})
+    metrics = names.get("metrics", {})
+    out = []
+    for key, ts, metric, old, new, stat, _rule, value in records.tolist():
+        out.append(Alert(entities.get(key), metrics.get(metric), key, metric,
+                         STATUS_NAMES[old], STATUS_NAMES[new], stat_name(stat, views),
+                         value, ts, worker))
+    return out
 
 
 class AlertStream:

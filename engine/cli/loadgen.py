@@ -1,5 +1,5 @@
 """``ringflow send``: synthetic server-health load, or JSON lines from a file,
-sent to a running gateway through :class:`engine.client.Client`.
+sent to a running gateway through :class:`engine.net.client.Client`.
 
 The synthetic load is the demo's fleet of servers (deterministic: the same
 hosts, metrics and readings for the same ``seed``), paced to a rate when one
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.records import EVENT_DTYPE, entity_id, metric_id
 from .demo import METRICS
-from .records import EVENT_DTYPE, entity_id, metric_id
 
 __all__ = [
     "SyntheticLoad",
@@ -54,7 +54,7 @@ class SyntheticLoad:
     """Paced batches of synthetic server-health events.
 
     The hosts, metrics and reading levels are those of the demo's
-    :class:`engine.demo.Fleet`.  Readings come from a pool generated once
+    :class:`engine.cli.demo.Fleet`.  Readings come from a pool generated once
     (producing load must cost far less than the engine spends applying it),
     laid out so that every (host, metric) series turns up once in each run
     of ``entities * 5`` consecutive events; 1% of the events arrive up to
@@ -262,7 +262,7 @@ class SendResult:
 
 
 def _send_one(client, send: Callable, payload, n: int, ack: bool, result: SendResult) -> None:
-    from .errors import Rejected
+    from ..errors import Rejected
 
     try:
         accepted = send(payload, ack=ack)
@@ -300,7 +300,7 @@ def send_synthetic(client, load: SyntheticLoad, *, rate: float | None = None,
                    console=None) -> SendResult:
     """Send synthetic load with a live progress line; Ctrl-C stops early
     (``interrupted``), a gateway timeout too (``timed_out``)."""
-    from .errors import GatewayTimeout
+    from ..errors import GatewayTimeout
 
     result = SendResult(ack=ack)
     total = float(events) if events is not None else seconds
@@ -340,7 +340,7 @@ def send_lines(client, lines: Iterable[bytes | None], *, source: str, batch: int
     Each bad line is passed to ``report`` as ``"SOURCE:LINE: reason"`` (the
     first ``max_reports`` of them, then one summary) and skipped.
     """
-    from .errors import GatewayTimeout
+    from ..errors import GatewayTimeout
 
     result = SendResult(ack=ack)
     pending: list[dict] = []

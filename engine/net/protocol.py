@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from .records import EVENT_DTYPE, STATE_DTYPE, entity_id, metric_id
+from ..core.records import EVENT_DTYPE, STATE_DTYPE, entity_id, metric_id
+from ..errors import ProtocolError
 
 __all__ = [
     "MAGIC",
@@ -79,14 +80,6 @@ DEFAULT_HOST = "tcp://127.0.0.1"
 DEFAULT_PORTS = {"ingest": 7710, "acked": 7711, "query": 7712, "alerts": 7713}
 
 _JSON_FIELDS = {"entity", "metric", "ts", "value"}
-
-
-class ProtocolError(ValueError):
-    """A message that breaks the protocol; ``reason`` is one of REASONS."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def pack_header(kind: int, count: int) -> bytes:

@@ -13,8 +13,8 @@ import json
 import sys
 import time
 
-from .config import WAIT_STRATEGIES
-from .protocol import DEFAULT_HOST, DEFAULT_PORTS
+from ..core.config import WAIT_STRATEGIES
+from ..net.protocol import DEFAULT_HOST, DEFAULT_PORTS
 
 #: Exit codes: 0 success; 1 a failure the command reports (nothing found,
 #: malformed input, a refused query); 2 a usage error (argparse) or no
@@ -30,7 +30,7 @@ def _positive_int(text: str) -> int:
 
 
 def _statuses(text: str) -> list[str]:
-    from .health import STATUS_NAMES
+    from ..health.rules import STATUS_NAMES
 
     names = [t.strip().upper() for t in text.split(",") if t.strip()]
     bad = [n for n in names if n not in STATUS_NAMES]
@@ -48,7 +48,7 @@ def _positive_float(text: str) -> float:
 
 
 def _checked(check, name: str):
-    """An argparse ``type=`` from a validator of :mod:`engine.serve`, so that
+    """An argparse ``type=`` from a validator of :mod:`engine.cli.serve`, so that
     flags and the TOML file accept exactly the same values."""
 
     def convert(text: str):
@@ -252,7 +252,7 @@ error.
 
 
 def _bench_sections(text: str) -> list[str]:
-    from .suite.runner import SECTIONS
+    from ..suite.runner import SECTIONS
 
     names = [t.strip().lower() for t in text.split(",") if t.strip()]
     bad = [n for n in names if n not in SECTIONS]
@@ -503,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --- helpers of the client commands ------------------------------------------
 
 def _endpoints(args) -> dict:
-    from .gateway import endpoint_urls
+    from ..net.gateway import endpoint_urls
 
     ports = dict(DEFAULT_PORTS)
     if args.ports:
@@ -516,7 +516,7 @@ def _endpoints(args) -> dict:
 
 
 def _connect(args):
-    from .client import Client
+    from ..net.client import Client
 
     return Client(endpoints=_endpoints(args), timeout=args.timeout)
 
@@ -640,7 +640,7 @@ def _cmd_send(args) -> int:
             except OSError as exc:
                 args._parser.error(f"cannot open {args.source}: {exc.strerror}")
     out, err = _out_console(), _err_console()
-    from .errors import GatewayTimeout
+    from ..errors import GatewayTimeout
 
     try:
         with _connect(args) as client:
@@ -699,7 +699,7 @@ def _cmd_send(args) -> int:
 
 
 def _cmd_query(args) -> int:
-    from .errors import GatewayTimeout, QueryError
+    from ..errors import GatewayTimeout, QueryError
 
     if args.metric is not None and args.metric_option is not None \
             and args.metric != args.metric_option:
@@ -795,7 +795,7 @@ def _cmd_query(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from .errors import GatewayTimeout, QueryError
+    from ..errors import GatewayTimeout, QueryError
 
     min_status = "OK" if args.all else "WARN"
     try:
@@ -856,8 +856,8 @@ def _alert_line(alert: dict) -> str:
 
 
 def _cmd_alerts(args) -> int:
-    from .client import DROPPED, Client
-    from .errors import GatewayTimeout
+    from ..errors import GatewayTimeout
+    from ..net.client import DROPPED, Client
 
     # The alert endpoint is a PUB: connecting to it tells nothing, so the
     # query endpoint answers for the gateway.
@@ -903,7 +903,7 @@ def _cmd_alerts(args) -> int:
 
 
 def _cmd_reload(args) -> int:
-    from .errors import GatewayTimeout, QueryError
+    from ..errors import GatewayTimeout, QueryError
 
     rules = None
     if args.rules is not None:
@@ -931,7 +931,7 @@ def _cmd_reload(args) -> int:
 
 
 def _cmd_stats(args) -> int:
-    from .errors import GatewayTimeout, QueryError
+    from ..errors import GatewayTimeout, QueryError
 
     try:
         with _connect(args) as client:
@@ -992,8 +992,8 @@ def _cmd_bench(args) -> int:
     from rich import box
     from rich.table import Table
 
-    from .suite.report import CONTENDER_HEAD, summary_rows, target_rows
-    from .suite.runner import run_suite
+    from ..suite.report import CONTENDER_HEAD, summary_rows, target_rows
+    from ..suite.runner import run_suite
 
     results = run_suite(out_dir=args.out, quick=args.quick, only=args.only,
                         workers=args.workers, events=args.events, seed=args.seed,
@@ -1054,7 +1054,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import zmq
 
-    from .errors import EngineError
+    from ..errors import EngineError
 
     try:
         return _COMMANDS[args.command](args)

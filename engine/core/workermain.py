@@ -1,4 +1,4 @@
-"""Entry point of a worker process: ``python -m engine._workermain SPEC``.
+"""Entry point of a worker process: ``python -m engine.core.workermain SPEC``.
 
 The engine starts each worker as a fresh interpreter (fork + exec), so a
 worker never inherits the parent's threads, sockets or locks."""
@@ -26,7 +26,7 @@ def main(spec: dict) -> None:
     # process group must not kill workers halfway through a batch.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    from ._worker import STATUS_STOPPED, WorkerLoop
+    from .._worker import STATUS_STOPPED, WorkerLoop
     from .shm import Segment
 
     control = Segment.attach(spec["control"])

@@ -9,15 +9,15 @@ import time
 
 import numpy as np
 
-from .config import EngineConfig
-from .core import Engine
-from .rules import format_duration
+from ..core.config import EngineConfig
+from ..core.durations import format_duration
+from ..core.engine import Engine
 from .scenario import METRICS as SCENARIO_METRICS
 from .scenario import MIN_HOSTS, STEPS, Background, Scenario
 
 __all__ = ["METRICS", "run", "workers_table", "status_table", "alert_line"]
 
-#: Metrics of the load generator's synthetic fleet (engine.loadgen) with
+#: Metrics of the load generator's synthetic fleet (engine.cli.loadgen) with
 #: their typical level and spread.
 METRICS = {
     "cpu": (0.45, 0.15),
@@ -116,7 +116,7 @@ def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 
         wait: str = "block", show: int = 10) -> dict:
     """Run the demo and print what the engine saw.
 
-    The scenario (:mod:`engine.scenario`) plays at 10x speed: a sampling
+    The scenario (:mod:`engine.cli.scenario`) plays at 10x speed: a sampling
     interval of 100 ms, so 5 s cover the whole script (scenario time: cpu
     WARN -> CRIT -> WARN -> OK from 0.8 to 1.7 s, a host silent from 0.6 s,
     STALE at 1.7 s and back at 4 s, a latency spike at 2.3-3 s, a disk

@@ -40,7 +40,7 @@ Examples
 --------
 >>> import time
 >>> from engine import Engine
->>> from engine.scenario import Scenario
+>>> from engine.cli.scenario import Scenario
 >>> sc = Scenario(hosts=20, interval="100ms")
 >>> with Engine(rules=sc.rules_toml(), **sc.engine_settings()) as eng:   # doctest: +SKIP
 ...     start = sc.align(time.time_ns())
@@ -58,8 +58,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .records import EVENT_DTYPE, entity_id, metric_id
-from .rules import format_duration, parse_duration
+from ..core.durations import format_duration, parse_duration
+from ..core.records import EVENT_DTYPE, entity_id, metric_id
 
 __all__ = [
     "METRICS",
@@ -489,7 +489,7 @@ class Scenario:
             (``Engine.submit``, ``Client.send``); ``"records"``: a list of
             dicts ``{"entity", "metric", "ts", "value"}`` (``Client.send_json``);
             ``"json"``: the same as JSON-lines bytes (the body of a type-2
-            gateway frame, see :func:`engine.protocol.pack_json`).
+            gateway frame, see :func:`engine.net.protocol.pack_json`).
         hosts : iterable of str, optional
             Only these hosts.
         """

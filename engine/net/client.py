@@ -38,15 +38,15 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from . import protocol as P
-from .errors import (
+from ..core.records import EVENT_DTYPE, STATE_DTYPE, as_events, as_ids, entity_id, metric_id
+from ..errors import (
     ConfigError,
     EngineError,
     GatewayTimeout,
     QueryError,
     Rejected,
 )
-from .records import EVENT_DTYPE, STATE_DTYPE, as_events, as_ids, entity_id, metric_id
+from . import protocol as P
 
 __all__ = ["Client", "AsyncClient", "AlertSubscription", "AsyncAlertSubscription"]
 
@@ -616,7 +616,7 @@ class Client(_ClientBase):
         ``tcp://`` URL of the gateway's host, without port (a bare host name
         gets ``tcp://`` prepended).
     ports : dict, optional
-        Ports overriding :data:`engine.protocol.DEFAULT_PORTS` (keys
+        Ports overriding :data:`engine.net.protocol.DEFAULT_PORTS` (keys
         ``ingest``, ``acked``, ``query``, ``alerts``).
     endpoints : dict, optional
         Whole URLs overriding ``host`` and ``ports`` per endpoint, e.g.
@@ -648,7 +648,7 @@ class Client(_ClientBase):
 
     Examples
     --------
-    >>> from engine.client import Client
+    >>> from engine.net.client import Client
     >>> import engine
     >>> with Client() as c:                                    # doctest: +SKIP
     ...     c.send(engine.make_events(["web-01"], "cpu", None, [0.93]), ack=True)
@@ -735,7 +735,7 @@ class Client(_ClientBase):
         ------
         engine.errors.Rejected
             A frame was rejected (``reason``: one of
-            :data:`engine.protocol.REASONS`); frames before it were accepted,
+            :data:`engine.net.protocol.REASONS`); frames before it were accepted,
             none after it was sent.
         engine.errors.GatewayTimeout
             No reply within ``timeout``, or no room to queue a frame.
@@ -1069,7 +1069,7 @@ class AsyncClient(_ClientBase):
     host : str
         ``tcp://`` URL of the gateway's host, without port.
     ports : dict, optional
-        Ports overriding :data:`engine.protocol.DEFAULT_PORTS`.
+        Ports overriding :data:`engine.net.protocol.DEFAULT_PORTS`.
     endpoints : dict, optional
         Whole URLs overriding ``host`` and ``ports`` per endpoint.
     timeout : float or None
