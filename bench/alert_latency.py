@@ -255,9 +255,7 @@ def main(argv: list[str] | None = None) -> C.Report:
     rep.target("alert p99 in overload (queues full)", "(reported)",
                f"{over['p99_ms']:.2f} ms at {over['ingest_events_per_s'] / 1e6:.1f} M ev/s",
                None)
-    rep.print_targets(con)
-    rep.write_json(args.json)
-    C.check_clean(con)
+    rep.finish(con, args.json)
     G.check_children(con)
     return rep
 

@@ -369,6 +369,13 @@ class Report:
         for n in self.notes:
             console.print(f"[dim]note: {n}[/]")
 
+    def finish(self, console, json_path: str | None) -> None:
+        """End of every script: the targets, the JSON file, and a check that
+        the run left no shared-memory segment behind."""
+        self.print_targets(console)
+        self.write_json(json_path)
+        check_clean(console)
+
 
 def cpu_seconds(pids) -> float:
     """User + system CPU seconds of these processes so far (gone ones count 0)."""

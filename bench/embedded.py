@@ -142,9 +142,7 @@ def main(argv: list[str] | None = None) -> C.Report:
     if psutil.cpu_count() and max(args.workers) + 1 > psutil.cpu_count():
         rep.notes.append(f"{psutil.cpu_count()} cores: with w workers plus the submitting "
                          "process, w >= 2 oversubscribes the machine")
-    rep.print_targets(con)
-    rep.write_json(args.json)
-    C.check_clean(con)
+    rep.finish(con, args.json)
     return rep
 
 

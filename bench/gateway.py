@@ -521,9 +521,7 @@ def main(argv: list[str] | None = None) -> C.Report:
     if psutil.cpu_count() and args.workers + 2 > psutil.cpu_count():
         rep.notes.append(f"{psutil.cpu_count()} cores: {args.workers} workers, the gateway's "
                          "ingest thread and the sender process oversubscribe the machine")
-    rep.print_targets(con)
-    rep.write_json(args.json)
-    C.check_clean(con)
+    rep.finish(con, args.json)
     check_children(con)
     return rep
 

@@ -192,9 +192,7 @@ def main(argv: list[str] | None = None) -> C.Report:
     if "spin" in waits:
         rep.notes.append("spin busy-waits: each idle worker keeps a core at 100% "
                          "(on this 2-core machine that starves everything else)")
-    rep.print_targets(con)
-    rep.write_json(args.json)
-    C.check_clean(con)
+    rep.finish(con, args.json)
     return rep
 
 

@@ -276,9 +276,7 @@ def main(argv: list[str] | None = None) -> C.Report:
                            f"({v['events_per_s'] / 1e6:,.1f} M ev/s)",
                            (v["ratio_vs_plain"] >= TARGET_HEALTH_RATIO
                             and row.values["counts_ok"]) if judged else None)
-    rep.print_targets(con)
-    rep.write_json(args.json)
-    C.check_clean(con)
+    rep.finish(con, args.json)
     return rep
 
 

@@ -254,9 +254,7 @@ def main(argv: list[str] | None = None) -> C.Report:
         rep.target(f"p99 {r.params['measure']} ({w})",
                    "<= 200 us" if judged else "(other strategy, reported)", f"{v:,.1f} us",
                    (v <= TARGET_P99_US and r.values["applied_ok"]) if judged else None)
-    rep.print_targets(con)
-    rep.write_json(args.json)
-    C.check_clean(con)
+    rep.finish(con, args.json)
     return rep
 
 

@@ -617,9 +617,7 @@ def main(argv: list[str] | None = None) -> C.Report:
                 ok = ok and ratio <= TARGET_INGEST_RATIO
             if parts:
                 rep.target(f"{kind}, p99 under ingest / idle", "<= 2x", ", ".join(parts), ok)
-    rep.print_targets(con)
-    rep.write_json(args.json)
-    C.check_clean(con)
+    rep.finish(con, args.json)
     G.check_children(con)
     return rep
 

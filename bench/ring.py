@@ -240,9 +240,7 @@ def main(argv: list[str] | None = None) -> C.Report:
             v = row.values["events_per_s"]
             rep.target(f"ring @4096 ({wait})", ">= 150 M ev/s", f"{v / 1e6:,.1f} M ev/s",
                        v >= TARGET_RATE and row.values["checksum_ok"])
-    rep.print_targets(con)
-    rep.write_json(args.json)
-    C.check_clean(con)
+    rep.finish(con, args.json)
     return rep
 
 

@@ -199,9 +199,7 @@ def main(argv: list[str] | None = None) -> C.Report:
                f"process after warm-up", f"max growth {growth:+.2f} MiB", flat_all and ok)
     if done < 100_000_000:
         rep.notes.append("the target run is --events 100M; this run was shorter")
-    rep.print_targets(con)
-    rep.write_json(args.json)
-    C.check_clean(con)
+    rep.finish(con, args.json)
     return rep
 
 
