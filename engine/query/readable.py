@@ -68,7 +68,9 @@ def sketch_quantile(sk_base: int, sketch, win_count: int, win_min: float, win_ma
     ``floor(q * (n - 1))`` (docs/health.md).  ``None`` for an empty window."""
     if not win_count:
         return None
-    counts = list(sketch)
+    # Python ints: NumPy 2 adds u16 counters in u16, and a window's counters
+    # may total more than 65535 (only one counter is kept below that).
+    counts = sketch.tolist() if isinstance(sketch, np.ndarray) else [int(c) for c in sketch]
     return _decode(sk_base, counts, sum(counts), win_min, win_max, q)
 
 
