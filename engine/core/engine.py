@@ -27,18 +27,11 @@ from ..errors import (
     raise_for_status,
 )
 from ..health.alerts import AlertHub, AlertStream
-from ..health.readable import (
-    QUANTILES,
-    STATUS_CODES,
-    STATUS_NAMES,
-    merge_sketches,
-    merged_quantile,
-    series_dict,
-)
 from ..health.rules import RULES_SEGMENT_BYTES, Rules
+from ..query.reader import Reader
 from .config import EngineConfig
 from .layout import PRODUCER_BLOCK_BYTES, WORKER_BLOCK_BYTES, Layout
-from .records import STATE_DTYPE, as_events, as_ids, entity_id, metric_id
+from .records import as_events, entity_id, metric_id
 from .shm import Segment
 
 if TYPE_CHECKING:
@@ -46,18 +39,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine", "Producer"]
 
-_KEY_FIELD = STATE_DTYPE.names.index("key")
 # Kernels wait in slices this long, then come back to Python to notice a dead
 # worker or an expired timeout.
 _SLICE_NS = 50_000_000
-
-
-def _series_key(key) -> int:
-    return entity_id(key) if isinstance(key, str) else int(key)
-
-
-def _series_metric(metric) -> int:
-    return metric_id(metric) if isinstance(metric, str) else int(metric)
 
 
 def _cleanup(procs: list, segments: list, wake_fd: list) -> None:
@@ -292,8 +276,8 @@ class Engine:
                     raise EngineError(f"worker {w} did not start within {cfg.start_timeout}s")
                 time.sleep(0.002)
 
-        self._tables = [_table.Table(seg.buf) for seg in self._table_segments]
-        self._tableset = _table.TableSet(self._tables)
+        self._reader = Reader([seg.buf for seg in self._table_segments], self.names,
+                              window_ns=cfg.window_ns, views=cfg.views, check=self._check)
         self._default = self.producer()
         # The alert thread must not hold the engine itself: an engine
         # dropped without close() is then still collected and cleaned up.
@@ -427,12 +411,7 @@ class Engine:
             A :data:`engine.STATE_DTYPE` record, or ``None`` for a series the
             engine has not seen.
         """
-        self._check()
-        k = _series_key(key)
-        out = np.empty(1, STATE_DTYPE)
-        if self._tableset.find_into(k, _series_metric(metric), out):
-            return out[0]
-        return None
+        return self._reader.get(key, metric)
 
     def get_many(self, keys, metrics) -> np.ndarray:
         """Vectorised :meth:`get`.
@@ -449,16 +428,7 @@ class Engine:
             :data:`engine.STATE_DTYPE` rows in the order asked; a series the
             engine has not seen reads as a row with ``count == 0``.
         """
-        self._check()
-        k = np.ascontiguousarray(as_ids(keys, entity_id, np.uint64, "keys"))
-        m = np.ascontiguousarray(as_ids(metrics, metric_id, np.uint32, "metrics"))
-        if m.size == 1 and k.size != 1:
-            m = np.full(k.size, m[0], np.uint32)
-        if m.size != k.size:
-            raise ValueError(f"{k.size} keys but {m.size} metrics")
-        out = np.empty(k.size, STATE_DTYPE)
-        self._tableset.get_many_into(k, m, out)
-        return out
+        return self._reader.get_many(keys, metrics)
 
     def entity_rows(self, key: int | str) -> np.ndarray:
         """Every series of one entity (all its metrics), as STATE_DTYPE rows.
@@ -466,15 +436,7 @@ class Engine:
         Scans the one table that owns the entity's shard, comparing keys
         only, and seqlock-reads the matches.
         """
-        self._check()
-        table = self._tableset.table_of(_series_key(key))
-        size = 64
-        while True:
-            out = np.empty(size, STATE_DTYPE)
-            n = table.select_key_into(_series_key(key), out)
-            if n >= 0:
-                return out[:n]
-            size = -n + 64
+        return self._reader.entity_rows(key)
 
     def snapshot(self) -> np.ndarray:
         """Every series of every worker, as :data:`engine.STATE_DTYPE` rows.
@@ -482,18 +444,7 @@ class Engine:
         Each row is a consistent (seqlock) read; rows of different series
         may come from slightly different instants while ingest runs.
         """
-        self._check()
-        parts = []
-        for t in self._tables:
-            size = t.used + 1024
-            while True:
-                out = np.empty(size, STATE_DTYPE)
-                n = t.snapshot_into(out)
-                if n >= 0:
-                    parts.append(out[:n])
-                    break
-                size = -n + 1024
-        return np.concatenate(parts) if parts else np.empty(0, STATE_DTYPE)
+        return self._reader.snapshot()
 
     def stats(self) -> dict:
         """Counters of the engine, per worker and per producer.
@@ -518,7 +469,7 @@ class Engine:
             for off in lay.rings_of_worker(w):
                 pub, cons = (_ring.load_u64(buf, off + 64)[0], _ring.load_u64(buf, off + 128)[0])
                 pending.append(pub - cons)
-            used = self._tables[w].used
+            used = self._reader.tables[w].used
             row.update(
                 worker=w,
                 pid=proc.pid,
@@ -677,19 +628,12 @@ class Engine:
         """One series as a readable dict: statistics, windows, quantiles,
         views, status and since when (``None`` if the engine has not seen
         it)."""
-        row = self.get(key, metric)
-        if row is None:
-            return None
-        cfg = self.config
-        return series_dict(row, self.names, window_ns=cfg.window_ns, views=cfg.views)
+        return self._reader.series(key, metric)
 
     def entity(self, key: int | str) -> dict:
         """Every series of one entity as readable dicts, worst status first,
         with the entity's status (the worst of its series)."""
-        cfg = self.config
-        rows = [series_dict(r, self.names, window_ns=cfg.window_ns, views=cfg.views)
-                for r in self.entity_rows(key).tolist()]
-        return _entity_summary(_series_key(key), rows, self.names)
+        return self._reader.entity(key)
 
     def quantiles(self, metric: int | str, keys=None) -> dict:
         """p50/p95/p99 of one metric over many series' current windows (the
@@ -707,18 +651,7 @@ class Engine:
             ``series`` merged, ``count`` of values, and ``p50``, ``p95``,
             ``p99`` (``None`` when no window has values).
         """
-        mid = _series_metric(metric)
-        if keys is None:
-            rows = self.snapshot()
-            rows = rows[rows["metric"] == mid]
-        else:
-            rows = self.get_many(keys, mid)
-        rows = rows[rows["count"] > 0]
-        merged = merge_sketches(rows)
-        out = {"series": len(rows), "count": int(rows["win_count"].sum())}
-        for label, q in QUANTILES:
-            out[label] = merged_quantile(merged, q)
-        return out
+        return self._reader.quantiles(metric, keys)
 
     def status(self, min_status: str = "WARN") -> list[dict]:
         """Entities with a series at ``min_status`` or worse, worst first.
@@ -732,27 +665,7 @@ class Engine:
             ``entity``, ``entity_id``, ``status``, ``since`` and ``series``
             (the series at ``min_status`` or worse, as :meth:`series` gives).
         """
-        self._check()
-        if min_status not in STATUS_CODES:
-            raise ValueError(f"min_status must be one of {', '.join(STATUS_NAMES)}")
-        level = STATUS_CODES[min_status]
-        cfg = self.config
-        by_key: dict[int, list] = {}
-        for t in self._tables:
-            size = 256
-            while True:
-                out = np.empty(size, STATE_DTYPE)
-                n = t.select_status_into(level, out)
-                if n >= 0:
-                    break
-                size = -n + 256
-            for values in out[:n].tolist():
-                by_key.setdefault(values[_KEY_FIELD], []).append(
-                    series_dict(values, self.names, window_ns=cfg.window_ns, views=cfg.views))
-        entities = [_entity_summary(k, rows, self.names) for k, rows in by_key.items()]
-        entities.sort(key=lambda e: (-STATUS_CODES[e["status"]], e["since"] or 0,
-                                     e["entity"] or ""))
-        return entities
+        return self._reader.status(min_status)
 
     # --- network gateway ------------------------------------------------
 
@@ -836,9 +749,7 @@ class Engine:
             for handle in self._producers:
                 if handle is not None:
                     handle._kernel.release_buffer()
-            for t in self._tables:
-                t.release_buffer()
-            self._tableset = None
+            self._reader.close()
         finally:
             self._closed = True
             self._finalizer()
@@ -863,13 +774,3 @@ def _alerts_dropped(buf, lay: Layout, workers: int) -> int:
     """Alerts the workers dropped on full alert rings, in all."""
     at = _worker.COUNTERS_OFFSET + 8 * _worker.COUNTER_NAMES.index("alerts_dropped")
     return sum(_ring.load_u64(buf, lay.worker_block(w) + at)[0] for w in range(workers))
-
-
-def _entity_summary(key: int, rows: list[dict], names: dict) -> dict:
-    """An entity's status from its series: the worst, since the earliest
-    change among the series at that level."""
-    rows.sort(key=lambda r: (-STATUS_CODES[r["status"]], r["since"] or 0))
-    worst = rows[0]["status"] if rows else "OK"
-    since = [r["since"] for r in rows if r["status"] == worst and r["since"] is not None]
-    return {"entity": names["entities"].get(key), "entity_id": key, "status": worst,
-            "since": min(since) if since else None, "series": rows}

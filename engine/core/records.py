@@ -178,6 +178,39 @@ def as_ids(values, hasher, dtype, what: str) -> np.ndarray:
     return np.fromiter((one(v) for v in items), dtype=dtype, count=len(items))
 
 
+def series_ids(keys, metrics) -> tuple[np.ndarray, np.ndarray]:
+    """The entity and metric ids of a lookup of many series, as contiguous
+    arrays of one length (the embedded reads and the client's lookups share
+    this, so that both accept the same arguments).
+
+    Parameters
+    ----------
+    keys : array_like of int or str
+        Entity ids or names.
+    metrics : array_like of int or str
+        Metric ids or names, one per key, or one metric for every key.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``uint64`` keys and ``uint32`` metrics.
+
+    Raises
+    ------
+    InvalidEvents
+        A value that is neither a name nor an id of the right width.
+    ValueError
+        As many metrics as keys were not given (nor a single one).
+    """
+    k = np.ascontiguousarray(as_ids(keys, entity_id, np.uint64, "keys"))
+    m = np.ascontiguousarray(as_ids(metrics, metric_id, np.uint32, "metrics"))
+    if m.size == 1 and k.size != 1:
+        m = np.full(k.size, m[0], np.uint32)
+    if m.size != k.size:
+        raise ValueError(f"{k.size} keys but {m.size} metrics")
+    return k, m
+
+
 def make_events(
     keys: Iterable[int] | Iterable[str] | np.ndarray,
     metrics: Iterable[int] | Iterable[str] | np.ndarray,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.records import ALERT_DTYPE
-from .readable import finite_or_none
+from ..query.readable import finite_or_none
 from .rules import STATUS_NAMES, stat_name
 
 __all__ = ["Alert", "AlertHub", "AlertStream", "alerts_from_records"]

@@ -9,7 +9,9 @@ Two threads, each owning its sockets (ZeroMQ sockets are not thread-safe):
   rings are full it stops reading; ZeroMQ's high-water marks then push back
   on the senders, and the gateway's memory stays bounded.
 * the **query** thread answers JSON requests and binary lookups from the
-  shared state tables (seqlock reads): queries never wait for ingest.
+  shared state tables (seqlock reads): queries never wait for ingest.  What
+  a request means and reads is :mod:`engine.query.ops`; this module only
+  moves frames.
 
 Small frames are coalesced: every frame already waiting on the PULL socket
 is received by :mod:`engine._wire` in C, without blocking and without a
@@ -26,9 +28,9 @@ import numpy as np
 import zmq
 
 from .. import _wire
-from ..core.records import EVENT_DTYPE, STATE_DTYPE, entity_id, metric_id
+from ..core.records import EVENT_DTYPE
 from ..errors import Backpressure, EngineError
-from ..health.readable import series_dict
+from ..query import ops
 from . import protocol as P
 
 __all__ = ["Gateway", "GatewayConfig", "endpoint_urls"]
@@ -41,9 +43,6 @@ _COALESCE_RECORDS = 65536
 # Frames at least this large skip the staging copy.
 _DIRECT_RECORDS = 1024
 _ALERT_HWM = 100_000
-# Row fields a "top" query can rank by.
-_TOP_FIELDS = ("count", "sum", "min", "max", "mean", "ewma", "last", "last_ts", "first_ts",
-               "stale", "late", "win_count", "win_sum", "win_min", "win_max")
 
 
 def endpoint_urls(host: str = P.DEFAULT_HOST, ports: dict | None = None) -> dict:
@@ -103,6 +102,9 @@ class Gateway:
         self.engine = engine
         self.config = config or GatewayConfig()
         self.names = engine.names
+        self._reader = engine._reader
+        # The query ops that act on the engine rather than read it.
+        self._control_ops = {op: getattr(self, f"_op_{op}") for op in _CONTROL_OPS}
         # Each thread counts in a dict of its own (no lock, no lost update);
         # stats() adds them up.
         self._tls = threading.local()
@@ -382,7 +384,7 @@ class Gateway:
         sock = self._bind(zmq.ROUTER, self.config.endpoints["query"], self._query_ctx)
         # Binary lookups are answered in C with the GIL released
         # (engine._wire.LookupServer); JSON requests come back here.
-        server = _wire.LookupServer(self.engine._tableset.header_addresses(),
+        server = _wire.LookupServer(self._reader.header_addresses(),
                                     self.config.max_message_bytes)
         self._lookups = server
         ready.set()
@@ -411,122 +413,21 @@ class Gateway:
             sock.close()
 
     def answer(self, frame: bytes) -> bytes:
-        """The reply to one query frame (JSON request or binary lookup)."""
+        """The reply to one query frame (JSON request or binary lookup); see
+        :func:`engine.query.ops.answer`."""
         self._c["queries"] += 1
-        if frame[:2] == P.MAGIC:
-            try:
-                kind, count = P.parse_header(frame, self.config.max_message_bytes)
-                if kind != P.TYPE_LOOKUP:
-                    raise P.ProtocolError("bad_type", f"type {kind} is not a query type")
-                keys, metrics = P.parse_lookup(frame, count)
-                return P.pack_rows(self.engine.get_many(keys, metrics))
-            except (P.ProtocolError, EngineError) as exc:
-                self._c["query_errors"] += 1
-                return json.dumps({"ok": False, "error": str(exc)}).encode()
-        request_id = None
-        try:
-            request = json.loads(frame)
-            if not isinstance(request, dict):
-                raise ValueError("a query is a JSON object")
-            request_id = request.get("id")
-            op = request.get("op")
-            handler = _QUERY_OPS.get(op)
-            if handler is None:
-                raise ValueError(f"unknown op {op!r}; ops: {', '.join(sorted(_QUERY_OPS))}")
-            reply = {"ok": True, "op": op, **handler(self, request)}
-        except (ValueError, TypeError, KeyError, RecursionError, EngineError) as exc:
-            self._c["query_errors"] += 1
-            reply = {"ok": False, "error": str(exc)}
-        if request_id is not None:
-            reply["id"] = request_id
-        try:
-            return json.dumps(reply, allow_nan=False).encode()
-        except (ValueError, TypeError):
-            # The id the client chose is not representable (1e400, NaN).
-            self._c["query_errors"] += 1
-            return json.dumps({"ok": False, "error": "id must be a finite JSON value"}).encode()
+        return ops.answer(frame, self._reader, max_message_bytes=self.config.max_message_bytes,
+                          control=self._control_ops, on_error=self._query_failed)
 
-    # JSON query operations: each returns the reply's payload.
-
-    def _entity_arg(self, request: dict) -> int:
-        value = request.get("entity")
-        if isinstance(value, str):
-            ident = entity_id(value)
-            self.names["entities"].setdefault(ident, value)
-            return ident
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64:
-            return value
-        raise ValueError("entity must be a name or a u64 id")
-
-    def _metric_arg(self, request: dict) -> int:
-        value = request.get("metric")
-        if isinstance(value, str):
-            ident = metric_id(value)
-            self.names["metrics"].setdefault(ident, value)
-            return ident
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32:
-            return value
-        raise ValueError("metric must be a name or a u32 id")
+    def _query_failed(self) -> None:
+        self._c["query_errors"] += 1
 
     def series_json(self, row) -> dict:
         """One STATE_DTYPE row (a record, or the tuple ``tolist()`` gives) as
         JSON: names where known, non-finite numbers as null."""
-        cfg = self.engine.config
-        return series_dict(row, self.names, window_ns=cfg.window_ns, views=cfg.views)
+        return self._reader.series_dict(row)
 
-    def _rows_json(self, rows: np.ndarray) -> list[dict]:
-        # One tolist() for the whole array instead of a NumPy scalar per field.
-        return [self.series_json(values) for values in rows.tolist()]
-
-    def _op_ping(self, request: dict) -> dict:
-        return {"time_ns": time.time_ns()}
-
-    def _op_get(self, request: dict) -> dict:
-        # A row buffer per thread, read straight from the shared table: no
-        # NumPy record object per request.
-        out = getattr(self._tls, "row", None)
-        if out is None:
-            out = self._tls.row = np.empty(1, STATE_DTYPE)
-        key, metric = self._entity_arg(request), self._metric_arg(request)
-        self.engine._check()
-        if not self.engine._tableset.find_into(key, metric, out):
-            return {"series": None}
-        return {"series": self.series_json(out.tolist()[0])}
-
-    def _op_entity(self, request: dict) -> dict:
-        # engine.entity(): entity, entity_id, status, since and "series",
-        # the list replies had before statuses existed (now worst first).
-        return self.engine.entity(self._entity_arg(request))
-
-    def _limit(self, request: dict, name: str = "limit", default: int = 100) -> int:
-        value = request.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
-            raise ValueError(f"{name} must be an integer in 1..100000")
-        return value
-
-    def _op_status(self, request: dict) -> dict:
-        from ..health.rules import STATUS_NAMES
-
-        limit = self._limit(request)
-        min_status = request.get("min_status", "WARN")
-        if min_status not in STATUS_NAMES:
-            raise ValueError(f"min_status must be one of {', '.join(STATUS_NAMES)}")
-        entities = self.engine.status(min_status)
-        return {"total": len(entities), "entities": entities[:limit]}
-
-    def _op_top(self, request: dict) -> dict:
-        field = request.get("field", "last")
-        if field not in _TOP_FIELDS:
-            raise ValueError(f"field must be one of {', '.join(_TOP_FIELDS)}")
-        k = self._limit(request, "k", 10)
-        order = request.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise ValueError("order must be 'asc' or 'desc'")
-        snap = self.engine.snapshot()
-        values = snap[field].astype(np.float64)
-        values = np.where(np.isnan(values), -np.inf if order == "desc" else np.inf, values)
-        idx = np.argsort(-values if order == "desc" else values, kind="stable")[:k]
-        return {"series": self._rows_json(snap[idx])}
+    # The query ops that are not reads: each returns the reply's payload.
 
     def _op_stats(self, request: dict) -> dict:
         return {"stats": {**self.engine.stats(), "gateway": self.stats()}}
@@ -559,29 +460,8 @@ class Gateway:
             new = self.engine.reload_rules(rules) if hook is None else hook(rules)
         return {"rules": new.describe(), "count": len(new.rules)}
 
-    def _op_names(self, request: dict) -> dict:
-        added = 0
-        for kind, hasher in (("entities", entity_id), ("metrics", metric_id)):
-            values = request.get(kind, [])
-            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-                raise ValueError(f"{kind} must be a list of names")
-            for name in values:
-                ident = hasher(name)
-                if ident not in self.names[kind]:
-                    self.names[kind][ident] = name
-                    added += 1
-        return {"registered": added}
 
-
-_QUERY_OPS = {
-    "ping": Gateway._op_ping,
-    "get": Gateway._op_get,
-    "entity": Gateway._op_entity,
-    "status": Gateway._op_status,
-    "top": Gateway._op_top,
-    "stats": Gateway._op_stats,
-    "names": Gateway._op_names,
-    "rules": Gateway._op_rules,
-    "reload": Gateway._op_reload,
-}
-
+# Ops answered by the gateway itself (engine.query.ops has the reads).
+_CONTROL_OPS = ("stats", "rules", "reload")
+#: Every JSON op of the query endpoint; PROTOCOL.md documents each.
+_QUERY_OPS = (*ops.OPS, *_CONTROL_OPS)

@@ -1,5 +1,6 @@
-"""Read side of the health layer: state rows and alert records turned into
-what a person reads (docs/health.md defines every field).
+"""State rows turned into what a person reads (docs/health.md defines every
+field): the one place that derives figures from a row, for the embedded API,
+the gateway's JSON replies and the alerts alike.
 
 The kernels keep raw accumulators (``m2``, window sums, sketch counters);
 the derived figures (variance, window means, quantiles, status names) are
@@ -12,7 +13,7 @@ import math
 import numpy as np
 
 from ..core.records import STATE_DTYPE
-from .rules import STAT_NAMES, STATUS_NAMES, stat_name
+from ..health.rules import STAT_NAMES, STATUS_NAMES, stat_name
 
 __all__ = [
     "STATUS_NAMES",
@@ -21,7 +22,9 @@ __all__ = [
     "sketch_quantile",
     "merge_sketches",
     "merged_quantile",
+    "finite_or_none",
     "series_dict",
+    "entity_dict",
 ]
 
 STATUS_CODES = {name: code for code, name in enumerate(STATUS_NAMES)}
@@ -42,6 +45,22 @@ def _bucket_estimate(b: int) -> float:
     return math.ldexp(2.0 * lo * hi / (lo + hi), (b >> 2) - 1023)
 
 
+def _decode(base: int, counts, total, lo: float, hi: float, q: float) -> float:
+    # The one sketch decoder (docs/health.md): the bucket holding rank
+    # floor(q * (total - 1)), its estimate clamped to the exact min and max.
+    # total >= 1 here, so int() is floor().
+    rank = int(q * (total - 1))
+    last = len(counts) - 1
+    cum = 0
+    i = 0
+    while i < last:
+        cum += counts[i]
+        if cum > rank:
+            break
+        i += 1
+    return min(max(_bucket_estimate(base + i), lo), hi)
+
+
 def sketch_quantile(sk_base: int, sketch, win_count: int, win_min: float, win_max: float,
                     q: float) -> float | None:
     """Quantile ``q`` of a row's current window from its sketch, exactly as
@@ -49,17 +68,10 @@ def sketch_quantile(sk_base: int, sketch, win_count: int, win_min: float, win_ma
     ``floor(q * (n - 1))`` (docs/health.md).  ``None`` for an empty window."""
     if not win_count:
         return None
-    counts = list(sketch)
-    n = sum(counts)
-    rank = int(q * (n - 1))
-    cum = 0
-    i = 0
-    while i < len(counts) - 1:
-        cum += counts[i]
-        if cum > rank:
-            break
-        i += 1
-    return min(max(_bucket_estimate(sk_base + i), win_min), win_max)
+    # Python ints: NumPy 2 adds u16 counters in u16, and a window's counters
+    # may total more than 65535 (only one counter is kept below that).
+    counts = sketch.tolist() if isinstance(sketch, np.ndarray) else [int(c) for c in sketch]
+    return _decode(sk_base, counts, sum(counts), win_min, win_max, q)
 
 
 def merge_sketches(rows: np.ndarray) -> tuple[int, np.ndarray, float, float]:
@@ -97,9 +109,8 @@ def merged_quantile(merged: tuple[int, np.ndarray, float, float], q: float) -> f
     total = counts.sum()
     if not total:
         return None
-    rank = math.floor(q * (total - 1))
-    i = int(np.searchsorted(np.cumsum(counts), rank, side="right"))
-    return min(max(_bucket_estimate(base + min(i, len(counts) - 1)), lo), hi)
+    # Python floats add like NumPy's cumsum (in order, in float64).
+    return _decode(base, counts.tolist(), total, lo, hi, q)
 
 
 def finite_or_none(x):
@@ -179,3 +190,21 @@ def series_dict(values, names: dict | None = None, *, window_ns: int = 0,
         for j, x in enumerate(v[g["view"]])
     }
     return out
+
+
+def entity_dict(key: int, rows: list[dict], names: dict) -> dict:
+    """An entity's status from its series (as :func:`series_dict` gives
+    them): the worst, since the earliest change among the series at that
+    level.  Sorts ``rows`` in place, worst first.
+
+    Returns
+    -------
+    dict
+        ``entity`` (name or ``None``), ``entity_id``, ``status``, ``since``
+        and ``series`` (``rows``).
+    """
+    rows.sort(key=lambda r: (-STATUS_CODES[r["status"]], r["since"] or 0))
+    worst = rows[0]["status"] if rows else "OK"
+    since = [r["since"] for r in rows if r["status"] == worst and r["since"] is not None]
+    return {"entity": names["entities"].get(key), "entity_id": key, "status": worst,
+            "since": min(since) if since else None, "series": rows}

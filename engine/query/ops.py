@@ -1,0 +1,207 @@
+"""The query endpoint's requests answered from a :class:`~engine.query.reader.Reader`.
+
+A query frame is a JSON request (PROTOCOL.md, Queries) or a binary lookup;
+:func:`answer` turns one into the bytes of its reply.  The read ops are
+functions of ``(reader, request) -> dict`` (the reply's payload) listed in
+:data:`OPS`; ops that act on the engine rather than read it (stats, rules,
+reload) are supplied by whoever serves the endpoint, the gateway today.
+No socket is touched here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from ..core.records import entity_id, metric_id
+from ..errors import EngineError
+from ..net import protocol as P
+from .readable import STATUS_NAMES
+from .reader import Reader
+
+__all__ = ["OPS", "TOP_FIELDS", "answer", "entity_arg", "metric_arg", "limit_arg"]
+
+#: Row fields a ``top`` request can rank by.
+TOP_FIELDS = ("count", "sum", "min", "max", "mean", "ewma", "last", "last_ts", "first_ts",
+              "stale", "late", "win_count", "win_sum", "win_min", "win_max")
+
+# Errors that make a reply ``{"ok": false, "error": ...}`` instead of an
+# internal error: what a bad request or a gone engine raises.
+_REQUEST_ERRORS = (ValueError, TypeError, KeyError, RecursionError, EngineError)
+
+
+def answer(frame, reader: Reader, *, max_message_bytes: int,
+           control: Mapping[str, Callable[[dict], dict]] | None = None,
+           on_error: Callable[[], None] | None = None) -> bytes:
+    """The reply to one query frame: a binary lookup or a JSON request.
+
+    Parameters
+    ----------
+    frame : bytes-like
+        The request as received.
+    reader : Reader
+        What the read ops read.
+    max_message_bytes : int
+        The largest frame a binary lookup may be.
+    control : mapping, optional
+        The ops that are not reads (``stats``, ``rules``, ``reload``), op
+        name to ``handler(request) -> dict``.
+    on_error : callable, optional
+        Called once for each error the reply reports (counters).
+
+    Returns
+    -------
+    bytes
+        STATE_DTYPE rows for a lookup; otherwise a JSON object with ``ok``
+        and ``op``, the op's payload, and the request's ``id`` echoed, or
+        ``ok: false`` and ``error``.
+    """
+    control = control or {}
+    failed = on_error or _ignore
+    if frame[:2] == P.MAGIC:
+        try:
+            kind, count = P.parse_header(frame, max_message_bytes)
+            if kind != P.TYPE_LOOKUP:
+                raise P.ProtocolError("bad_type", f"type {kind} is not a query type")
+            keys, metrics = P.parse_lookup(frame, count)
+            return P.pack_rows(reader.get_many(keys, metrics))
+        except (P.ProtocolError, EngineError) as exc:
+            failed()
+            return json.dumps({"ok": False, "error": str(exc)}).encode()
+    request_id = None
+    try:
+        request = json.loads(frame)
+        if not isinstance(request, dict):
+            raise ValueError("a query is a JSON object")
+        request_id = request.get("id")
+        op = request.get("op")
+        handler = OPS.get(op)
+        if handler is not None:
+            payload = handler(reader, request)
+        elif op in control:
+            payload = control[op](request)
+        else:
+            raise ValueError(f"unknown op {op!r}; ops: {', '.join(sorted([*OPS, *control]))}")
+        reply = {"ok": True, "op": op, **payload}
+    except _REQUEST_ERRORS as exc:
+        failed()
+        reply = {"ok": False, "error": str(exc)}
+    if request_id is not None:
+        reply["id"] = request_id
+    try:
+        return json.dumps(reply, allow_nan=False).encode()
+    except (ValueError, TypeError):
+        # The id the client chose is not representable (1e400, NaN).
+        failed()
+        return json.dumps({"ok": False, "error": "id must be a finite JSON value"}).encode()
+
+
+def _ignore() -> None:
+    pass
+
+
+# --- arguments --------------------------------------------------------------
+
+def _id_arg(reader: Reader, request: dict, field: str, kind: str, hasher, bits: int) -> int:
+    value = request.get(field)
+    if isinstance(value, str):
+        ident = hasher(value)
+        # A name asked for is a name learnt: later replies show it.
+        reader.names[kind].setdefault(ident, value)
+        return ident
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**bits:
+        return value
+    raise ValueError(f"{field} must be a name or a u{bits} id")
+
+
+def entity_arg(reader: Reader, request: dict) -> int:
+    """The request's ``entity`` (a name, remembered, or a u64 id) as an id."""
+    return _id_arg(reader, request, "entity", "entities", entity_id, 64)
+
+
+def metric_arg(reader: Reader, request: dict) -> int:
+    """The request's ``metric`` (a name, remembered, or a u32 id) as an id."""
+    return _id_arg(reader, request, "metric", "metrics", metric_id, 32)
+
+
+def limit_arg(request: dict, name: str = "limit", default: int = 100) -> int:
+    """The request's count argument ``name``, an integer in 1..100000."""
+    value = request.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
+        raise ValueError(f"{name} must be an integer in 1..100000")
+    return value
+
+
+# --- the read ops: each returns the reply's payload -------------------------
+
+def op_ping(reader: Reader, request: dict) -> dict:
+    """``ping``: the server's clock."""
+    return {"time_ns": time.time_ns()}
+
+
+def op_get(reader: Reader, request: dict) -> dict:
+    """``get``: one series, readable, or ``None``."""
+    key, metric = entity_arg(reader, request), metric_arg(reader, request)
+    return {"series": reader.series(key, metric)}
+
+
+def op_entity(reader: Reader, request: dict) -> dict:
+    """``entity``: every series of one entity, worst first, and its status."""
+    # entity, entity_id, status, since and "series", the list replies had
+    # before statuses existed (now worst first).
+    return reader.entity(entity_arg(reader, request))
+
+
+def op_status(reader: Reader, request: dict) -> dict:
+    """``status``: the entities at ``min_status`` or worse, worst first."""
+    limit = limit_arg(request)
+    min_status = request.get("min_status", "WARN")
+    if min_status not in STATUS_NAMES:
+        raise ValueError(f"min_status must be one of {', '.join(STATUS_NAMES)}")
+    entities = reader.status(min_status)
+    return {"total": len(entities), "entities": entities[:limit]}
+
+
+def op_top(reader: Reader, request: dict) -> dict:
+    """``top``: the ``k`` series with the highest (or lowest) ``field``."""
+    field = request.get("field", "last")
+    if field not in TOP_FIELDS:
+        raise ValueError(f"field must be one of {', '.join(TOP_FIELDS)}")
+    k = limit_arg(request, "k", 10)
+    order = request.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise ValueError("order must be 'asc' or 'desc'")
+    snap = reader.snapshot()
+    values = snap[field].astype(np.float64)
+    values = np.where(np.isnan(values), -np.inf if order == "desc" else np.inf, values)
+    idx = np.argsort(-values if order == "desc" else values, kind="stable")[:k]
+    return {"series": reader.series_dicts(snap[idx])}
+
+
+def op_names(reader: Reader, request: dict) -> dict:
+    """``names``: remember entity and metric names; how many were new."""
+    added = 0
+    for kind, hasher in (("entities", entity_id), ("metrics", metric_id)):
+        values = request.get(kind, [])
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"{kind} must be a list of names")
+        for name in values:
+            ident = hasher(name)
+            if ident not in reader.names[kind]:
+                reader.names[kind][ident] = name
+                added += 1
+    return {"registered": added}
+
+
+#: The read ops by name: ``handler(reader, request) -> payload``.
+OPS: dict[str, Callable[[Reader, dict], dict]] = {
+    "ping": op_ping,
+    "get": op_get,
+    "entity": op_entity,
+    "status": op_status,
+    "top": op_top,
+    "names": op_names,
+}
