@@ -857,7 +857,8 @@ def _alert_line(alert: dict) -> str:
 
 def _cmd_alerts(args) -> int:
     from ..errors import GatewayTimeout
-    from ..net.client import DROPPED, Client
+    from ..net.client import Client
+    from ..net.subscriptions import DROPPED
 
     # The alert endpoint is a PUB: connecting to it tells nothing, so the
     # query endpoint answers for the gateway.
