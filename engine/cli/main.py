@@ -317,6 +317,14 @@ def _cmd_stats(args) -> int:
 
 
 def _cmd_bench(args) -> int:
+    from ..suite import INSTALL, missing_requirements
+
+    missing = missing_requirements()
+    if missing:
+        render.err_console().print(
+            f"ringflow bench: error: the comparative suite needs {', '.join(missing)} (the "
+            f"[bench] extra), missing here; install it with: {INSTALL}")
+        return EXIT_FAILED
     from ..suite.runner import run_suite
 
     results = run_suite(out_dir=args.out, quick=args.quick, only=args.only,
