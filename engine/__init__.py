@@ -42,7 +42,7 @@ _PUBLIC = {
     "AlertStream": ".health.alerts",
     "Rules": ".health.rules",
     "STATUS_NAMES": ".health.rules",
-    "AsyncClient": ".net.client",
+    "AsyncClient": ".net.aio",
     "Client": ".net.client",
     "Gateway": ".net.gateway",
 }
@@ -107,5 +107,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing runs here
     from .core.shm import list_segments
     from .health.alerts import Alert, AlertStream
     from .health.rules import STATUS_NAMES, Rules
-    from .net.client import AsyncClient, Client
+    from .net.aio import AsyncClient
+    from .net.client import Client
     from .net.gateway import Gateway

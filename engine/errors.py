@@ -120,7 +120,7 @@ class GatewayTimeout(EngineError, TimeoutError):
     """A ZeroMQ gateway did not take a message or did not reply in time.
 
     Raised by :class:`engine.net.client.Client` and
-    :class:`engine.net.client.AsyncClient`.  When a reply was awaited, the
+    :class:`engine.net.aio.AsyncClient`.  When a reply was awaited, the
     request socket has been closed and will be replaced, so a late reply is
     never taken for the next request's.
     """

@@ -12,104 +12,16 @@ import numpy as np
 from ..core.config import EngineConfig
 from ..core.durations import format_duration
 from ..core.engine import Engine
+from .render import scenario_alert_line, scenario_status_table, workers_table
 from .scenario import METRICS as SCENARIO_METRICS
 from .scenario import MIN_HOSTS, STEPS, Background, Scenario
 
-__all__ = ["METRICS", "run", "workers_table", "status_table", "alert_line"]
-
-#: Metrics of the load generator's synthetic fleet (engine.cli.loadgen) with
-#: their typical level and spread.
-METRICS = {
-    "cpu": (0.45, 0.15),
-    "mem": (0.60, 0.10),
-    "disk": (0.70, 0.05),
-    "latency_ms": (12.0, 4.0),
-    "errors": (0.5, 0.5),
-}
+__all__ = ["run"]
 
 #: The demo plays the scenario at 10x speed (or slower, to fill a longer run).
 MIN_INTERVAL = 0.1
 # Alert lines printed before the rest are only counted.
 _MAX_ALERT_LINES = 200
-_COLOURS = {"OK": "green", "WARN": "yellow", "STALE": "magenta", "CRIT": "bold red"}
-
-
-def _count(n: int) -> str:
-    """A counter in at most 7 characters: 12,345 / 327k / 25.6M / 1.2G."""
-    if n < 100_000:
-        return f"{n:,}"
-    if n < 10_000_000:
-        return f"{n / 1e3:,.0f}k"
-    if n < 10_000_000_000:
-        return f"{n / 1e6:,.1f}M"
-    return f"{n / 1e9:,.1f}G"
-
-
-def workers_table(stats: dict, title: str = "workers"):
-    """A rich table of ``Engine.stats()["workers"]``: one row a worker.
-
-    ``stale`` counts events older than their series' newest (out of order),
-    ``late`` those of them too late for their window (docs/health.md)."""
-    from rich import box
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD,
-                  collapse_padding=True, pad_edge=False)
-    cols = ("worker", "pid", "applied", "stale", "late", "invalid", "full", "series",
-            "batches", "alerts")
-    for col in cols:
-        table.add_column(col, justify="right", no_wrap=True)
-    for w in stats["workers"]:
-        table.add_row(str(w["worker"]), str(w["pid"]), *(_count(w.get(c, 0)) for c in cols[2:]))
-    return table
-
-
-def _fmt(x) -> str:
-    return "-" if x is None else f"{x:.4g}"
-
-
-def _rel(ts: int | None, start: int) -> str:
-    return "-" if ts is None else f"{(ts - start) / 1e9:+.2f}s"
-
-
-def alert_line(alert, start: int) -> str:
-    """One alert as a line of rich markup: event time (seconds from the
-    scenario's start), host, metric, old -> new, stat = value."""
-    colour = _COLOURS.get(alert.new, "")
-    who = alert.entity if alert.entity is not None else f"{alert.key:#x}"
-    what = alert.metric if alert.metric is not None else f"{alert.metric_id:#x}"
-    if alert.stat == "ttl":
-        why = f"silent, last = {_fmt(alert.value)}"
-    else:
-        why = f"{alert.stat} = {_fmt(alert.value)}"
-    return (f"{_rel(alert.ts, start):>8}  {who:<10} {what:<11} "
-            f"{alert.old:>5} -> [{colour}]{alert.new:<5}[/]  {why}")
-
-
-def status_table(status: list[dict], start: int, limit: int = 10,
-                 title: str = "status (entities not OK, worst first)"):
-    """A rich table of ``Engine.status()``: one row an entity, with its
-    series that are not OK."""
-    from rich import box
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("entity", "status", "since", "series (last value)"):
-        table.add_column(col, justify="left", no_wrap=col != "series (last value)")
-    for e in status[:limit]:
-        name = e["entity"] if e["entity"] is not None else f"{e['entity_id']:#x}"
-        series = ", ".join(
-            f"{s['metric'] or hex(s['metric_id'])} {_fmt(s['last'])}"
-            + ("" if s["status"] == e["status"]
-               else f" [{_COLOURS.get(s['status'], '')}]{s['status']}[/]")
-            for s in e["series"])
-        table.add_row(name, f"[{_COLOURS.get(e['status'], '')}]{e['status']}[/]",
-                      _rel(e["since"], start), series)
-    if len(status) > limit:
-        table.add_row(f"... {len(status) - limit} more", "", "", "")
-    if not status:
-        table.add_row("(every entity is OK)", "", "", "")
-    return table
 
 
 def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 16384,
@@ -191,7 +103,7 @@ def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 
             while (alert := stream.get(0)) is not None:
                 alerts.append(alert)
                 if printed < _MAX_ALERT_LINES:
-                    progress.console.print(alert_line(alert, start))
+                    progress.console.print(scenario_alert_line(alert, start))
                     printed += 1
 
         with progress:
@@ -232,7 +144,7 @@ def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 
         stream.close()
         status = eng.status()
         stats = eng.stats()
-        console.print(status_table(status, start, show))
+        console.print(scenario_status_table(status, start, show))
         console.print(workers_table(stats))
 
     rate = submitted / elapsed

@@ -1,7 +1,7 @@
 """``ringflow send``: synthetic server-health load, or JSON lines from a file,
 sent to a running gateway through :class:`engine.net.client.Client`.
 
-The synthetic load is the demo's fleet of servers (deterministic: the same
+The synthetic load is a fleet of servers (deterministic: the same
 hosts, metrics and readings for the same ``seed``), paced to a rate when one
 is asked for.  JSON lines are checked here, line by line, against the same
 rules the gateway applies, so that one bad line is reported with its number
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.records import EVENT_DTYPE, entity_id, metric_id
-from .demo import METRICS
 
 __all__ = [
+    "METRICS",
     "SyntheticLoad",
     "SendResult",
     "check_record",
@@ -32,6 +32,16 @@ __all__ = [
     "send_lines",
     "default_batch",
 ]
+
+#: Metrics of the synthetic fleet, with their typical level and spread (the
+#: demo plays its own fleet, :mod:`engine.cli.scenario`).
+METRICS = {
+    "cpu": (0.45, 0.15),
+    "mem": (0.60, 0.10),
+    "disk": (0.70, 0.05),
+    "latency_ms": (12.0, 4.0),
+    "errors": (0.5, 0.5),
+}
 
 #: Events per frame when neither --batch nor --rate says otherwise: large
 #: enough that ZeroMQ carries tens of millions of events per second.

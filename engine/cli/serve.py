@@ -499,32 +499,6 @@ class _Reloader:
         self._say(f"received SIGHUP: rules reloaded from {self.path}: {_rules_summary(new)}")
 
 
-def _final_counters(stats: dict, gw: dict) -> dict:
-    rejected = gw.get("rejected", {})
-    return {
-        "messages": gw.get("messages", 0),
-        "accepted": gw.get("accepted", 0),
-        "applied": stats["applied"],
-        "pending": sum(w["ring_pending"] for w in stats["workers"]),
-        "invalid": stats["rejected_invalid"],
-        "table_full": stats["rejected_table_full"],
-        "late": stats["stale"],
-        "series": stats["series"],
-        "rejected_messages": sum(v for k, v in rejected.items() if k != "invalid_record"),
-        "queries": gw.get("queries", 0),
-    }
-
-
-def _status_line(counters: dict, prev: dict | None, dt: float) -> str:
-    rate = ""
-    if prev is not None and dt > 0:
-        rate = f" (+{(counters['applied'] - prev['applied']) / dt:,.0f}/s)"
-    return (f"{time.strftime('%H:%M:%S')} applied {counters['applied']:,}{rate}  "
-            f"series {counters['series']:,}  messages {counters['messages']:,}  "
-            f"queries {counters['queries']:,}  invalid {counters['invalid']:,}  "
-            f"rejected {counters['rejected_messages']:,}")
-
-
 def run(settings: Settings, console=None) -> int:
     """Serve until SIGINT or SIGTERM, reloading the rules on SIGHUP; returns
     the exit code.
@@ -537,7 +511,7 @@ def run(settings: Settings, console=None) -> int:
     from rich.console import Console
 
     from ..core.engine import Engine
-    from .demo import workers_table
+    from .render import final_line, serve_counters, serve_status_line, workers_table
 
     console = console or Console()
 
@@ -619,8 +593,8 @@ def run(settings: Settings, console=None) -> int:
             stats = eng.stats()
             now = time.monotonic()
             if not settings.quiet and now >= next_status:
-                counters = _final_counters(stats, gateway.stats())
-                say(_status_line(counters, prev, now - t_prev))
+                counters = serve_counters(stats, gateway.stats())
+                say(serve_status_line(counters, prev, now - t_prev))
                 prev, t_prev = counters, now
                 next_status = now + settings.status_interval
 
@@ -629,10 +603,10 @@ def run(settings: Settings, console=None) -> int:
         gateway.close()                 # stop reading; what was read is submitted
         eng.flush(30.0)                 # everything accepted is applied
         stats = eng.stats()
-        counters = _final_counters(stats, gateway.stats())
+        counters = serve_counters(stats, gateway.stats())
         console.print(workers_table(stats))
         eng.close()
-        say("final: " + " ".join(f"{k}={v}" for k, v in counters.items()))
+        say(final_line(counters))
         say("ringflow stopped cleanly")
         return 0
     except WorkerDied as exc:

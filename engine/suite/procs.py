@@ -23,7 +23,13 @@ import threading
 import time
 
 import numpy as np
-import psutil
+
+try:
+    import psutil
+except ImportError as exc:  # the [bench] extra: say how to get it
+    from . import INSTALL
+
+    raise ImportError(f"engine.suite.procs needs psutil (the [bench] extra): {INSTALL}") from exc
 
 from .base import Contender, RunResult, Workload
 from .threads import HALF_LIFE_NS

@@ -23,7 +23,8 @@ from engine.errors import (
     Rejected,
 )
 from engine.net import protocol
-from engine.net.client import AsyncClient, Client
+from engine.net.aio import AsyncClient
+from engine.net.client import Client
 from tests.helpers import free_ports as free_ports_list
 
 TS = 1_732_300_000_000_000_000

@@ -1,0 +1,722 @@
+"""How the ``ringflow`` commands show things: one renderer per kind of output.
+
+* figures: :func:`num`, :func:`count`, :func:`local_time`, :func:`ago`,
+  :func:`since` and the like, each a value as a short string;
+* counters: :func:`workers_table` (every workers table: ``demo``, ``serve``
+  and ``stats``, by their column sets), :func:`counters_line`,
+  :func:`serve_counters`, :func:`serve_status_line`, :func:`final_line`,
+  :func:`show_stats`;
+* health: :func:`show_series` (``query``), :func:`show_status` (``status``),
+  :func:`scenario_status_table` (``demo``);
+* alerts: :func:`alert_line` (``alerts``), :func:`scenario_alert_line`
+  (``demo``);
+* the suite's summary: :func:`show_bench`.
+
+Tables are rich tables, made when asked (importing this module costs no
+rich).  Nothing here reads from the engine or the network: every renderer
+takes the dicts the commands got.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+__all__ = [
+    "DEMO_WORKER_COLUMNS", "STATS_WORKER_COLUMNS", "ago", "alert_line", "count",
+    "counters_line", "err_console", "final_line", "local_time", "num", "out_console",
+    "print_json", "scenario_alert_line", "scenario_status_table", "serve_counters",
+    "serve_status_line", "show_bench", "show_series", "show_stats", "show_status", "since",
+    "status_text", "workers_table",
+]
+
+#: Colour (rich style) of each status in the demo's output.
+COLOURS = {"OK": "green", "WARN": "yellow", "STALE": "magenta", "CRIT": "bold red"}
+
+
+# --- consoles -------------------------------------------------------------------
+
+def err_console():
+    """A rich console on stderr that prints text as given (no markup).
+
+    Returns
+    -------
+    rich.console.Console
+    """
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+
+
+def out_console():
+    """A rich console on stdout; piped output gets room for whole tables
+    (rich would assume 80 columns).
+
+    Returns
+    -------
+    rich.console.Console
+    """
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def print_json(obj) -> None:
+    """Print ``obj`` as indented JSON on stdout.
+
+    Parameters
+    ----------
+    obj : object
+        Anything :func:`json.dumps` takes.
+    """
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+# --- figures ----------------------------------------------------------------------
+
+def num(v, digits: int = 6) -> str:
+    """A value as the commands show it: ``-`` for None, thousands separators
+    for integers, ``digits`` significant digits for floats.
+
+    Parameters
+    ----------
+    v : object
+        The value.
+    digits : int
+        Significant digits of a float.
+
+    Returns
+    -------
+    str
+    """
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def count(n: int) -> str:
+    """A counter in at most 7 characters: 12,345 / 327k / 25.6M / 1.2G.
+
+    Parameters
+    ----------
+    n : int
+        The counter.
+
+    Returns
+    -------
+    str
+    """
+    if n < 100_000:
+        return f"{n:,}"
+    if n < 10_000_000:
+        return f"{n / 1e3:,.0f}k"
+    if n < 10_000_000_000:
+        return f"{n / 1e6:,.1f}M"
+    return f"{n / 1e9:,.1f}G"
+
+
+def short(x) -> str:
+    """A float in 4 significant digits, ``-`` for None.
+
+    Parameters
+    ----------
+    x : float or None
+
+    Returns
+    -------
+    str
+    """
+    return "-" if x is None else f"{x:.4g}"
+
+
+def age(ts_ns, now_ns: int) -> str:
+    """How long ago an event time was: ``850ms``, ``12.5s``, ``3.2m``, ``1.1h``, ``4.0d``.
+
+    Parameters
+    ----------
+    ts_ns : int or None
+        Event time, ns since the epoch; falsy for none.
+    now_ns : int
+        Now, ns since the epoch.
+
+    Returns
+    -------
+    str
+        Negative (``-2s``) for a time ahead of ``now_ns``; ``-`` for none.
+    """
+    if not ts_ns:
+        return "-"
+    s = (now_ns - ts_ns) / 1e9
+    sign, s = ("-", -s) if s < 0 else ("", s)
+    if s < 1:
+        return f"{sign}{s * 1000:.0f}ms"
+    for unit, size in (("s", 1), ("m", 60), ("h", 3600)):
+        if s < 120 * size:
+            return f"{sign}{s / size:.3g}{unit}"
+    return f"{sign}{s / 86400:.1f}d"
+
+
+def local_time(ts_ns, ms: bool = True) -> str:
+    """An event time (ns since the epoch) in local time, to the millisecond.
+
+    Parameters
+    ----------
+    ts_ns : int or None
+        Event time; ``-`` for None.
+    ms : bool
+        Show the milliseconds.
+
+    Returns
+    -------
+    str
+        ``2026-11-22 12:04:31.123``.
+    """
+    if ts_ns is None:
+        return "-"
+    secs, ns = divmod(int(ts_ns), 10**9)
+    text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(secs))
+    return f"{text}.{ns // 10**6:03d}" if ms else text
+
+
+def ago(ts_ns, now_ns: int) -> str:
+    """``3.2m ago``; event times come from the senders' clocks, which may be
+    ahead of this one: ``in 2s``.
+
+    Parameters
+    ----------
+    ts_ns : int or None
+        Event time, ns since the epoch.
+    now_ns : int
+        Now, ns since the epoch.
+
+    Returns
+    -------
+    str
+    """
+    if not ts_ns:
+        return "-"
+    text = age(ts_ns, now_ns)
+    return f"in {text[1:]}" if text.startswith("-") else f"{text} ago"
+
+
+def since(ts_ns, now_ns: int) -> str:
+    """An event time in local time, to the second, and how long ago.
+
+    Parameters
+    ----------
+    ts_ns, now_ns : int
+        The event time (None for none) and now, in ns since the epoch.
+
+    Returns
+    -------
+    str
+        ``2026-11-22 12:04:31 (3.2m ago)``, ``-`` for None.
+    """
+    if ts_ns is None:
+        return "-"
+    return f"{local_time(ts_ns, ms=False)} ({ago(ts_ns, now_ns)})"
+
+
+def relative(ts: int | None, start: int) -> str:
+    """An event time in seconds from ``start``: ``+1.25s``; ``-`` for None.
+
+    Parameters
+    ----------
+    ts : int or None
+        Event time, ns.
+    start : int
+        The origin, ns.
+
+    Returns
+    -------
+    str
+    """
+    return "-" if ts is None else f"{(ts - start) / 1e9:+.2f}s"
+
+
+def status_text(series: dict) -> str:
+    """A series' status with its pending evaluations: ``WARN (2 pending)``.
+
+    Parameters
+    ----------
+    series : dict
+        A series as the gateway returns it.
+
+    Returns
+    -------
+    str
+    """
+    status = series.get("status") or "-"
+    if series.get("pending"):
+        status += f" ({series['pending']} pending)"
+    return status
+
+
+def _table(title: str | None = None, **options):
+    """A rich table in the commands' style: a rule under the heading and no
+    outer padding."""
+    from rich import box
+    from rich.table import Table
+
+    if title is not None:
+        options.update(title=title, title_justify="left")
+    return Table(box=box.SIMPLE_HEAD, pad_edge=False, **options)
+
+
+# --- counters ---------------------------------------------------------------------
+
+#: A column of a workers table: its heading and how one worker's counters
+#: (a dict of ``Engine.stats()["workers"]``) show in it.
+WorkerColumn = tuple[str, Callable[[dict], str]]
+
+
+def _counter(key: str, show: Callable = num) -> Callable[[dict], str]:
+    return lambda w: show(w.get(key))
+
+
+def _demo_counter(key: str) -> Callable[[dict], str]:
+    return lambda w: count(w.get(key, 0))
+
+
+#: The workers table of ``demo`` and ``serve`` (compact: at most 7
+#: characters a counter).  ``stale`` counts events older than their series'
+#: newest (out of order), ``late`` those of them too late for their window
+#: (docs/health.md).
+DEMO_WORKER_COLUMNS: tuple[WorkerColumn, ...] = (
+    ("worker", lambda w: str(w["worker"])),
+    ("pid", lambda w: str(w["pid"])),
+    *((key, _demo_counter(key)) for key in
+      ("applied", "stale", "late", "invalid", "full", "series", "batches", "alerts")),
+)
+
+#: The workers table of ``ringflow stats``: whole counters, liveness and how
+#: full each worker's table and ring are.  Its ``late`` column is the
+#: worker's ``stale`` counter (events older than their series' newest).
+STATS_WORKER_COLUMNS: tuple[WorkerColumn, ...] = (
+    ("worker", _counter("worker", str)),
+    ("pid", _counter("pid", str)),
+    ("alive", lambda w: "yes" if w.get("alive") else "NO"),
+    ("applied", _counter("applied")),
+    ("late", _counter("stale")),
+    ("invalid", _counter("invalid")),
+    ("full", _counter("full")),
+    ("series", _counter("series")),
+    ("table fill", lambda w: f"{100 * w.get('table_fill', 0):.1f}%"),
+    ("ring backlog", _counter("ring_pending")),
+    ("batches", _counter("batches")),
+)
+
+
+def workers_table(stats: dict, title: str = "workers",
+                  columns: Sequence[WorkerColumn] = DEMO_WORKER_COLUMNS, *,
+                  compact: bool = True):
+    """A rich table of ``stats["workers"]`` (:meth:`engine.Engine.stats`, or
+    the gateway's ``stats`` op): one row a worker, one column a counter.
+
+    Parameters
+    ----------
+    stats : dict
+        Has ``workers``, a list of dicts.
+    title : str
+        Above the table.
+    columns : sequence of (str, callable)
+        Heading and cell of each column: :data:`DEMO_WORKER_COLUMNS` or
+        :data:`STATS_WORKER_COLUMNS`.
+    compact : bool
+        Collapse the padding between columns and never wrap a cell (the
+        demo's and serve's table).
+
+    Returns
+    -------
+    rich.table.Table
+    """
+    table = _table(title, collapse_padding=compact) if compact else _table(title)
+    for heading, _ in columns:
+        if compact:
+            table.add_column(heading, justify="right", no_wrap=True)
+        else:
+            table.add_column(heading, justify="right")
+    for w in stats.get("workers", []):
+        table.add_row(*(cell(w) for _, cell in columns))
+    return table
+
+
+def counters_line(pairs) -> str:
+    """Counters on one line, two spaces apart: ``applied 1,234  series 56``.
+
+    Parameters
+    ----------
+    pairs : iterable of (str, object)
+        Name and value; a value shows as :func:`num` shows it (a string as
+        given).
+
+    Returns
+    -------
+    str
+    """
+    return "  ".join(f"{name} {num(value)}" for name, value in pairs)
+
+
+def serve_counters(stats: dict, gw: dict) -> dict:
+    """The counters ``ringflow serve`` reports, from the engine's and the
+    gateway's statistics.
+
+    Parameters
+    ----------
+    stats : dict
+        :meth:`engine.Engine.stats`.
+    gw : dict
+        :meth:`engine.Gateway.stats`.
+
+    Returns
+    -------
+    dict
+        ``messages``, ``accepted``, ``applied``, ``pending`` (in the rings),
+        ``invalid``, ``table_full``, ``late`` (the engine's ``stale``),
+        ``series``, ``rejected_messages`` (but for invalid records),
+        ``queries``.
+    """
+    rejected = gw.get("rejected", {})
+    return {
+        "messages": gw.get("messages", 0),
+        "accepted": gw.get("accepted", 0),
+        "applied": stats["applied"],
+        "pending": sum(w["ring_pending"] for w in stats["workers"]),
+        "invalid": stats["rejected_invalid"],
+        "table_full": stats["rejected_table_full"],
+        "late": stats["stale"],
+        "series": stats["series"],
+        "rejected_messages": sum(v for k, v in rejected.items() if k != "invalid_record"),
+        "queries": gw.get("queries", 0),
+    }
+
+
+def serve_status_line(counters: dict, prev: dict | None, dt: float) -> str:
+    """``ringflow serve``'s periodic line: the time and the main counters,
+    with the rate of applied events since the previous line.
+
+    Parameters
+    ----------
+    counters : dict
+        :func:`serve_counters` now.
+    prev : dict or None
+        :func:`serve_counters` at the previous line.
+    dt : float
+        Seconds since the previous line.
+
+    Returns
+    -------
+    str
+    """
+    rate = ""
+    if prev is not None and dt > 0:
+        rate = f" (+{(counters['applied'] - prev['applied']) / dt:,.0f}/s)"
+    shown = [(name, f"{counters[key]:,}") for name, key in (
+        ("applied", "applied"), ("series", "series"), ("messages", "messages"),
+        ("queries", "queries"), ("invalid", "invalid"), ("rejected", "rejected_messages"))]
+    shown[0] = ("applied", shown[0][1] + rate)
+    return f"{time.strftime('%H:%M:%S')} {counters_line(shown)}"
+
+
+def final_line(counters: dict) -> str:
+    """``final: messages=12 accepted=...``: every counter, for scripts.
+
+    Parameters
+    ----------
+    counters : dict
+        :func:`serve_counters`.
+
+    Returns
+    -------
+    str
+    """
+    return "final: " + " ".join(f"{k}={v}" for k, v in counters.items())
+
+
+#: The engine's totals under ``ringflow stats``' tables.
+STATS_TOTALS = ("accepted", "applied", "rejected_invalid", "rejected_table_full", "stale",
+                "series")
+
+
+def show_stats(out, stats: dict) -> None:
+    """Print ``ringflow stats``: the workers table, the gateway's counters
+    (rejections by reason, only those that happened) and the engine's totals.
+
+    Parameters
+    ----------
+    out : rich.console.Console
+    stats : dict
+        The gateway's ``stats`` op.
+    """
+    out.print(workers_table(stats, columns=STATS_WORKER_COLUMNS, compact=False))
+    gw = stats.get("gateway") or {}
+    if gw:
+        gt = _table("gateway")
+        gt.add_column("counter")
+        gt.add_column("value", justify="right")
+        for k, val in gw.items():
+            if isinstance(val, dict):
+                for reason, n in val.items():
+                    if n:
+                        gt.add_row(f"{k}: {reason}", num(n))
+            else:
+                gt.add_row(k, num(val))
+        out.print(gt)
+    out.print(counters_line((k, stats.get(k)) for k in STATS_TOTALS if k in stats),
+              soft_wrap=True)
+
+
+# --- health -------------------------------------------------------------------------
+
+def show_series(out, head: str, rows: list[dict], now: int) -> None:
+    """Print ``ringflow query``: ``head``, then one column per metric and
+    one row per figure (a dozen figures fit the height of a terminal better
+    than its width).
+
+    Parameters
+    ----------
+    out : rich.console.Console
+    head : str
+        The line above the table (not its title: a title wraps at the
+        table's width).
+    rows : list of dict
+        Series as the gateway returns them.
+    now : int
+        Now, ns since the epoch.
+    """
+    from rich.markup import escape
+
+    rows = sorted(rows, key=lambda r: (r.get("metric") or "", r.get("metric_id", 0)))
+    out.print(head, soft_wrap=True, markup=False)
+    table = _table()
+    table.add_column("")
+    for r in rows:
+        table.add_column(escape(r.get("metric") or f"#{r.get('metric_id')}"), justify="right")
+
+    def add(label: str, cell) -> None:
+        table.add_row(label, *(escape(cell(r)) for r in rows))
+
+    def std(r):
+        var = r.get("var")
+        return var ** 0.5 if isinstance(var, (int, float)) and var >= 0 else None
+
+    def win(r, key):
+        return (r.get("window") or {}).get(key)
+
+    add("status", status_text)
+    add("since", lambda r: since(r.get("since"), now))
+    for name in ("last", "ewma"):
+        add(name, lambda r, name=name: num(r.get(name), 4))
+    add("count", lambda r: num(r.get("count")))
+    add("mean", lambda r: num(r.get("mean"), 4))
+    add("std", lambda r: num(std(r), 4))
+    add("min", lambda r: num(r.get("min"), 4))
+    add("max", lambda r: num(r.get("max"), 4))
+    add("window", lambda r: f"from {local_time(win(r, 'start'), ms=False)[11:]}"
+        if win(r, "start") is not None else "-")
+    add("win count", lambda r: num(win(r, "count")))
+    for key in ("mean", "min", "max"):
+        add(f"win {key}", lambda r, key=key: num(win(r, key), 4))
+    for q in ("p50", "p95", "p99"):
+        add(q, lambda r, q=q: num((r.get("quantiles") or {}).get(q), 4))
+    view_names = list(dict.fromkeys(k for r in rows for k in (r.get("views") or {})))
+    for name in view_names:
+        add(name, lambda r, name=name: num((r.get("views") or {}).get(name), 4))
+    add("age", lambda r: ago(r.get("last_ts"), now))          # of the last event
+    add("stale/late", lambda r: f"{num(r.get('stale'))}/{num(r.get('late'))}")
+    out.print(table)
+
+
+def show_status(out, reply: dict, everything: bool, now: int) -> None:
+    """Print ``ringflow status``: how many entities, then each, worst first,
+    with its series at its level or worse under it.
+
+    Parameters
+    ----------
+    out : rich.console.Console
+    reply : dict
+        The gateway's ``status`` op: ``entities`` and ``total``.
+    everything : bool
+        OK entities were asked for too (``--all``).
+    now : int
+        Now, ns since the epoch.
+    """
+    entities, total = reply["entities"], reply["total"]
+    if not entities:
+        out.print("no entity at all yet" if everything else
+                  "no entity at WARN or worse: every series is OK", soft_wrap=True)
+        return
+    from rich.markup import escape
+
+    what = "entities" if total != 1 else "entity"
+    head = f"{total} {what}" + ("" if everything else " at WARN or worse") + \
+        (f", the {len(entities)} worst shown (--limit)" if len(entities) < total else "")
+    out.print(head, soft_wrap=True, markup=False)
+    table = _table()
+    for c in ("entity / metric", "status", "since", "last", "ewma", "p95"):
+        table.add_column(c, justify="left" if c in ("entity / metric", "status", "since")
+                         else "right")
+    for e in entities:
+        name = e.get("entity") or f"{e['entity_id']:#x}"
+        table.add_row(escape(name), e["status"], since(e.get("since"), now), "", "", "")
+        for r in e.get("series", []):
+            metric = r.get("metric") or f"#{r.get('metric_id')}"
+            table.add_row(escape(f"  {metric}"), escape(status_text(r)),
+                          since(r.get("since"), now), num(r.get("last"), 4),
+                          num(r.get("ewma"), 4),
+                          num((r.get("quantiles") or {}).get("p95"), 4))
+    out.print(table)
+
+
+def scenario_status_table(status: list[dict], start: int, limit: int = 10,
+                          title: str = "status (entities not OK, worst first)"):
+    """A rich table of ``Engine.status()`` for the demo: one row an entity,
+    with its series that are not OK; times from the scenario's start.
+
+    Parameters
+    ----------
+    status : list of dict
+        :meth:`engine.Engine.status`.
+    start : int
+        The scenario's start, ns.
+    limit : int
+        Entities to list; the rest are counted.
+    title : str
+        Above the table.
+
+    Returns
+    -------
+    rich.table.Table
+    """
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("entity", "status", "since", "series (last value)"):
+        table.add_column(col, justify="left", no_wrap=col != "series (last value)")
+    for e in status[:limit]:
+        name = e["entity"] if e["entity"] is not None else f"{e['entity_id']:#x}"
+        series = ", ".join(
+            f"{s['metric'] or hex(s['metric_id'])} {short(s['last'])}"
+            + ("" if s["status"] == e["status"]
+               else f" [{COLOURS.get(s['status'], '')}]{s['status']}[/]")
+            for s in e["series"])
+        table.add_row(name, f"[{COLOURS.get(e['status'], '')}]{e['status']}[/]",
+                      relative(e["since"], start), series)
+    if len(status) > limit:
+        table.add_row(f"... {len(status) - limit} more", "", "", "")
+    if not status:
+        table.add_row("(every entity is OK)", "", "", "")
+    return table
+
+
+# --- alerts -------------------------------------------------------------------------
+
+def alert_line(alert: dict) -> str:
+    """One alert the gateway published, as ``ringflow alerts`` prints it.
+
+    Parameters
+    ----------
+    alert : dict
+        The alert's JSON (PROTOCOL.md).
+
+    Returns
+    -------
+    str
+        ``2026-11-22 12:04:31.123 web-17 disk OK -> CRIT (last = 0.97)``
+    """
+    who = alert.get("entity")
+    if who is None:
+        who = f"{alert.get('entity_id', 0):#x}"
+    what = alert.get("metric")
+    if what is None:
+        what = f"{alert.get('metric_id', 0):#x}"
+    value = alert.get("value")
+    shown = f"{value:g}" if isinstance(value, (int, float)) else "-"
+    return (f"{local_time(alert.get('ts'))} {who} {what} {alert.get('old')} -> "
+            f"{alert.get('new')} ({alert.get('stat')} = {shown})")
+
+
+def scenario_alert_line(alert, start: int) -> str:
+    """One alert as a line of rich markup for the demo: event time (seconds
+    from the scenario's start), host, metric, old -> new, stat = value.
+
+    Parameters
+    ----------
+    alert : engine.Alert
+        The alert.
+    start : int
+        The scenario's start, ns.
+
+    Returns
+    -------
+    str
+    """
+    colour = COLOURS.get(alert.new, "")
+    who = alert.entity if alert.entity is not None else f"{alert.key:#x}"
+    what = alert.metric if alert.metric is not None else f"{alert.metric_id:#x}"
+    if alert.stat == "ttl":
+        why = f"silent, last = {short(alert.value)}"
+    else:
+        why = f"{alert.stat} = {short(alert.value)}"
+    return (f"{relative(alert.ts, start):>8}  {who:<10} {what:<11} "
+            f"{alert.old:>5} -> [{colour}]{alert.new:<5}[/]  {why}")
+
+
+# --- the suite ------------------------------------------------------------------------
+
+def show_bench(out, results: dict) -> None:
+    """Print the summary of ``ringflow bench``: the contenders' tables, the
+    targets, the producers' and the scaling sections' figures, the notes and
+    where the results are.
+
+    Parameters
+    ----------
+    out : rich.console.Console
+    results : dict
+        What :func:`engine.suite.runner.run_suite` returned.
+    """
+    from ..suite.report import CONTENDER_HEAD as head
+    from ..suite.report import summary_rows, target_rows
+
+    def table(title, heading, rows):
+        t = _table(title)
+        for i, c in enumerate(heading):
+            t.add_column(c, justify="left" if i in (0, len(heading) - 1) else "right")
+        for row in rows:
+            t.add_row(*[c.replace("**", "") for c in row])
+        out.print(t)
+
+    c = results.get("contenders")
+    if c is not None:
+        table("contenders, 1 producer", head, summary_rows(results))
+        if c.get("contended"):
+            table(f"contenders, {c.get('contended_producers')} producers", head,
+                  summary_rows(results, "contended"))
+        if target_rows(results):
+            table("targets (issue #5)", ["target", "measured", "verdict"],
+                  target_rows(results))
+    prod = (results.get("producers") or {}).get("results") or {}
+    if prod:
+        out.print("max producers with p99 <= 10 ms: " + ", ".join(
+            f"{n} {v.get('max_producers') or 'none'}" for n, v in prod.items()),
+            soft_wrap=True, markup=False)
+    scaling = (results.get("scaling") or {}).get("results") or {}
+    for name, rows in scaling.items():
+        out.print(f"scaling {name}: " + ", ".join(
+            f"{r['workers']}w " + (f"{r['events_per_s']:,.0f}/s" if "error" not in r
+                                   else "ERROR") for r in rows), soft_wrap=True, markup=False)
+    for note in results.get("notes", []):
+        out.print(f"note: {note}", soft_wrap=True, markup=False)
+    out.print(f"results in {results['out_dir']}/ (results.json, report.md"
+              + (", plots" if any(str(f).endswith(".png") for f in results.get("files", []))
+                 else "") + ")", soft_wrap=True, markup=False)
