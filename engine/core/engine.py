@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import _ring, _router, _table, _worker
+from .. import _control, _query, _ring, _router, _table
 from ..errors import (
     STATUS_OK,
     STATUS_TIMEOUT,
@@ -37,7 +37,13 @@ from ..health.readable import (
 )
 from ..health.rules import RULES_SEGMENT_BYTES, Rules
 from .config import EngineConfig
-from .layout import PRODUCER_BLOCK_BYTES, WORKER_BLOCK_BYTES, Layout
+from .layout import (
+    PRODUCER_COUNTERS,
+    RING_CONSUMED_OFFSET,
+    RING_PUBLISHED_OFFSET,
+    WORKER_COUNTERS,
+    Layout,
+)
 from .records import STATE_DTYPE, as_events, as_ids, entity_id, metric_id
 from .shm import Segment
 
@@ -284,8 +290,8 @@ class Engine:
 
         deadline = time.monotonic() + cfg.start_timeout
         for w, proc in enumerate(self._procs):
-            ready_at = lay.worker_block(w) + _worker.CONTROL_OFFSET + 8
-            while not _ring.load_u64(buf, ready_at)[0]:
+            ready_at = lay.worker_control(w, "ready")
+            while not _control.load_u64(buf, ready_at)[0]:
                 if proc.poll() is not None:
                     raise WorkerDied(w, proc.returncode, proc.pid)
                 if time.monotonic() > deadline:
@@ -293,14 +299,14 @@ class Engine:
                 time.sleep(0.002)
 
         self._tables = [_table.Table(seg.buf) for seg in self._table_segments]
-        self._tableset = _table.TableSet(self._tables)
+        self._tableset = _query.TableSet(self._tables)
         self._default = self.producer()
         # The alert thread must not hold the engine itself: an engine
         # dropped without close() is then still collected and cleaned up.
         self._alerts = AlertHub(
             _ring.RingSet(buf, [lay.alert_header(w) for w in range(cfg.workers)]),
             cfg.workers,
-            lambda: _ring.ring_bell(buf, lay.ALERT_CONSUMER_BELL),
+            lambda: _control.ring_bell(buf, lay.ALERT_CONSUMER_BELL),
             lambda: _alerts_dropped(buf, lay, cfg.workers),
             self.names,
             cfg.views,
@@ -508,15 +514,14 @@ class Engine:
         """
         self._check()
         lay, cfg, buf = self.layout, self.config, self._control.buf
-        names = _worker.COUNTER_NAMES
         workers = []
         for w, proc in enumerate(self._procs):
-            values = _ring.load_u64(buf, lay.worker_block(w) + _worker.COUNTERS_OFFSET,
-                                    len(names))
-            row = dict(zip(names, values))
+            values = _control.load_u64(buf, lay.worker_counter(w), len(WORKER_COUNTERS))
+            row = dict(zip(WORKER_COUNTERS, values))
             pending = []
             for off in lay.rings_of_worker(w):
-                pub, cons = (_ring.load_u64(buf, off + 64)[0], _ring.load_u64(buf, off + 128)[0])
+                pub, cons = (_control.load_u64(buf, off + RING_PUBLISHED_OFFSET)[0],
+                             _control.load_u64(buf, off + RING_CONSUMED_OFFSET)[0])
                 pending.append(pub - cons)
             used = self._tables[w].used
             row.update(
@@ -532,8 +537,8 @@ class Engine:
             workers.append(row)
         producers = []
         for p in range(cfg.producers):
-            values = _ring.load_u64(buf, lay.producer_block(p) + 64, len(_router.COUNTER_NAMES))
-            producers.append(dict(zip(_router.COUNTER_NAMES, values), producer=p,
+            values = _control.load_u64(buf, lay.producer_counters(p), len(PRODUCER_COUNTERS))
+            producers.append(dict(zip(PRODUCER_COUNTERS, values), producer=p,
                                   in_use=self._producers[p] is not None))
         return {
             "workers": workers,
@@ -560,11 +565,11 @@ class Engine:
         image = rules.encode(self.config.views)
         buf = self._rules_segment.buf
         gen = self._rules_generation
-        _ring.store_u64(buf, 0, gen + 1)
+        _control.store_u64(buf, 0, gen + 1)
         # x86 keeps stores in order, so the workers see the odd generation
         # before any byte of the new image, and the image before the even one.
         buf[8:len(image)] = image[8:]
-        _ring.store_u64(buf, 0, gen + 2)
+        _control.store_u64(buf, 0, gen + 2)
         self._rules_generation = gen + 2
         return gen + 2
 
@@ -608,12 +613,11 @@ class Engine:
             gen = self._write_rules(parsed)
             self._rules = parsed
         lay, buf = self.layout, self._control.buf
-        at = _worker.COUNTER_NAMES.index("rules_generation")
         deadline = time.monotonic() + timeout
         for w in range(cfg.workers):
-            _ring.ring_bell(buf, lay.worker_block(w))
-            word = lay.worker_block(w) + _worker.COUNTERS_OFFSET + 8 * at
-            while _ring.load_u64(buf, word)[0] < gen:
+            _control.ring_bell(buf, lay.worker_block(w))
+            word = lay.worker_counter(w, "rules_generation")
+            while _control.load_u64(buf, word)[0] < gen:
                 self._check()
                 if time.monotonic() > deadline:
                     raise EngineError(f"worker {w} did not take the new rules within {timeout:g}s")
@@ -819,8 +823,8 @@ class Engine:
                     pass
             lay = self.layout
             for w in range(self.config.workers):
-                _ring.store_u64(self._control.buf, lay.worker_block(w) + _worker.CONTROL_OFFSET, 1)
-                _ring.ring_bell(self._control.buf, lay.worker_block(w))
+                _control.store_u64(self._control.buf, lay.worker_control(w, "stop"), 1)
+                _control.ring_bell(self._control.buf, lay.worker_block(w))
             deadline = time.monotonic() + timeout
             for p in self._procs:
                 try:
@@ -854,15 +858,10 @@ class Engine:
         return f"<Engine workers={self.config.workers} {state}>"
 
 
-# Worker and producer block sizes are also baked into the compiled modules.
-assert _worker.BLOCK_BYTES == WORKER_BLOCK_BYTES
-assert PRODUCER_BLOCK_BYTES >= 64 + 8 * len(_router.COUNTER_NAMES)
-
-
 def _alerts_dropped(buf, lay: Layout, workers: int) -> int:
     """Alerts the workers dropped on full alert rings, in all."""
-    at = _worker.COUNTERS_OFFSET + 8 * _worker.COUNTER_NAMES.index("alerts_dropped")
-    return sum(_ring.load_u64(buf, lay.worker_block(w) + at)[0] for w in range(workers))
+    return sum(_control.load_u64(buf, lay.worker_counter(w, "alerts_dropped"))[0]
+               for w in range(workers))
 
 
 def _entity_summary(key: int, rows: list[dict], names: dict) -> dict:
