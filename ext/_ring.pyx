@@ -14,15 +14,16 @@ from libc.string cimport memset
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from atomic cimport (rf_load_acquire_i64, rf_store_release_i64, rf_load_relaxed_i64,
                      rf_load_acquire_u64, rf_store_release_u64, rf_now_ns)
-from layout cimport (Event, RingHeader, RING_MAGIC, RF_OK, RF_TIMEOUT, WAIT_SPIN, WAIT_YIELD,
-                     WAIT_SLEEP, WAIT_BLOCK)
+from layout cimport Event, RingHeader, RING_MAGIC, RF_OK, RF_TIMEOUT
 from ring cimport ring_data, ring_readable, ring_free, ring_publish, ring_release, copy_in
 from wait cimport (Waiter, waiter_init, waiter_reset, waiter_arm, waiter_park,
                    waiter_disarm)
 
+from engine.core.layout import WAIT_STRATEGIES
+
 HEADER_BYTES = sizeof(RingHeader)
-WAIT_KINDS = {"spin": WAIT_SPIN, "yield": WAIT_YIELD, "sleep": WAIT_SLEEP,
-              "block": WAIT_BLOCK}
+# The codes are the kernels' WAIT_* (both come from engine/core/layout.py).
+WAIT_KINDS = {name: code for code, name in enumerate(WAIT_STRATEGIES)}
 STATUS_OK = RF_OK
 STATUS_TIMEOUT = RF_TIMEOUT
 

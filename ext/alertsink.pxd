@@ -1,7 +1,7 @@
 # cython: language_level=3
-# Where the kernels put alerts (status changes): a plain array, or the
-# producer end of a worker's alert ring.  A full ring never blocks a worker:
-# the row's status is right regardless, and the lost alert is counted.
+# The alert sink: status changes leave the kernels here.  A full alert ring
+# never blocks a worker: the row's status is right regardless, and the lost
+# alert is counted.
 
 from libc.stdint cimport int64_t, uint64_t, uint8_t
 from libc.string cimport memset
