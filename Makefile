@@ -20,9 +20,9 @@ bench:            ## every benchmark, quick settings
 
 lint:
 	ruff check engine tests bench scripts
-	cython-lint ext/*.pyx ext/*.pxd
+	cython-lint ext/*.pyx ext/*.pxd ext/engine/*.pxd
 
-clean:
+clean:            ## build/ holds the generated build/gen/layout.pxd too
 	rm -rf build *.egg-info .pytest_cache .hypothesis .benchmarks bench-results
 	rm -f engine/*.so engine/*.c ext/*.c
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -7,6 +7,11 @@ place, :func:`raise_for_status`.
 
 from __future__ import annotations
 
+# Kernel status codes, from the one layout table the kernels are built from,
+# so that Python never has to import a compiled module just to name one
+# (re-exported: callers name them as engine.errors.STATUS_*).
+from .core.layout import STATUS_BUSY, STATUS_OK, STATUS_STOPPED, STATUS_TIMEOUT  # noqa: F401
+
 __all__ = [
     "EngineError",
     "ConfigError",
@@ -24,13 +29,6 @@ __all__ = [
     "SettingsError",
     "ServeError",
 ]
-
-# Kernel status codes (ext/rf.pxd); kept here so that Python never has to
-# import a compiled module just to name one.
-STATUS_OK = 0
-STATUS_TIMEOUT = 1
-STATUS_STOPPED = 2
-STATUS_BUSY = 3
 
 
 class EngineError(Exception):

@@ -1,6 +1,7 @@
 # cython: language_level=3
 """Single-producer/single-consumer rings of 32-byte event records in shared
-memory (private module; the public face is :mod:`engine.ring`).
+memory (private module; :class:`engine.Engine` and its alert thread use it,
+and tests and benchmarks drive a ring directly).
 
 A :class:`Ring` is a view over bytes that some shared-memory segment owns:
 it never allocates the records, so any process that maps the same segment
@@ -11,14 +12,18 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memset
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from rf cimport *
+from atomic cimport (rf_load_acquire_i64, rf_store_release_i64, rf_load_relaxed_i64,
+                     rf_load_acquire_u64, rf_store_release_u64, rf_now_ns)
+from layout cimport Event, RingHeader, RING_MAGIC, RF_OK, RF_TIMEOUT
+from ring cimport ring_data, ring_readable, ring_free, ring_publish, ring_release, copy_in
+from wait cimport (Waiter, waiter_init, waiter_reset, waiter_arm, waiter_park,
+                   waiter_disarm)
 
-cdef enum:
-    RING_MAGIC = 0x52464c52494e4731   # "RFLRING1"
+from engine.core.layout import WAIT_STRATEGIES
 
 HEADER_BYTES = sizeof(RingHeader)
-WAIT_KINDS = {"spin": WAIT_SPIN, "yield": WAIT_YIELD, "sleep": WAIT_SLEEP,
-              "block": WAIT_BLOCK}
+# The codes are the kernels' WAIT_* (both come from engine/core/layout.py).
+WAIT_KINDS = {name: code for code, name in enumerate(WAIT_STRATEGIES)}
 STATUS_OK = RF_OK
 STATUS_TIMEOUT = RF_TIMEOUT
 
@@ -237,47 +242,6 @@ cdef class Ring:
                 prev = e.key
             ring_release(self.base, self.h, cons + avail)
         return avail, first, ksum, vsum, ordered
-
-
-# --- small cross-process helpers for the engine's control plane ----------
-
-def load_u64(buffer, Py_ssize_t offset, Py_ssize_t count=1):
-    """Load-acquire ``count`` consecutive u64 words at ``offset``; returns a
-    list of ints (counters and cursors of another process)."""
-    cdef Py_buffer view
-    PyObject_GetBuffer(buffer, &view, PyBUF_C_CONTIGUOUS)
-    try:
-        if offset < 0 or offset % 8 or offset + count * 8 > view.len:
-            raise ValueError("u64 words outside the buffer or misaligned")
-
-        p = <uint64_t *>((<char *>view.buf) + offset)
-        return [rf_load_acquire_u64(&p[i]) for i in range(count)]
-    finally:
-        PyBuffer_Release(&view)
-
-
-def store_u64(buffer, Py_ssize_t offset, uint64_t value):
-    """Store-release one u64 word at ``offset`` (a flag another process polls)."""
-    cdef Py_buffer view
-    PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
-    try:
-        if offset < 0 or offset % 8 or offset + 8 > view.len:
-            raise ValueError("u64 word outside the buffer or misaligned")
-        rf_store_release_u64(<uint64_t *>((<char *>view.buf) + offset), value)
-    finally:
-        PyBuffer_Release(&view)
-
-
-def ring_bell(buffer, Py_ssize_t offset):
-    """Wake whoever sleeps on the doorbell at ``offset``."""
-    cdef Py_buffer view
-    PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
-    try:
-        if offset < 0 or offset % 8 or offset + 8 > view.len:
-            raise ValueError("doorbell outside the buffer or misaligned")
-        rf_bell_ring(<uint32_t *>((<char *>view.buf) + offset))
-    finally:
-        PyBuffer_Release(&view)
 
 
 cdef class RingSet:

@@ -8,18 +8,21 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memset
-from rf cimport *
-from table cimport Params, event_valid
+from atomic cimport rf_mix64, rf_now_ns, rf_load_acquire_i64, rf_store_relaxed_u64
+from layout cimport Event, RingHeader, RF_OK, RF_TIMEOUT, RF_BUSY, PB_COUNTERS, PC_ACCEPTED, \
+    PC_INVALID, PC_BATCHES
+from ring cimport ring_data, ring_free, ring_publish
+from wait cimport Waiter, waiter_init, waiter_reset, waiter_arm, waiter_park, waiter_disarm
+from params cimport Params, event_valid
+
+from engine.core.layout import PRODUCER_COUNTERS
 
 cnp.import_array()
 
-# Producer counters, u64 slots after the producer's doorbell line.
-COUNTER_NAMES = ("accepted", "invalid", "batches")
+# Producer counters, u64 slots after the producer's doorbell line
+# (engine/core/layout.py).
+COUNTER_NAMES = PRODUCER_COUNTERS
 STATUS_BUSY = RF_BUSY
-cdef enum:
-    PC_ACCEPTED = 0
-    PC_INVALID = 1
-    PC_BATCHES = 2
 
 
 def shard_of(cnp.ndarray keys, uint64_t workers):
@@ -101,7 +104,7 @@ cdef class Producer:
             raise ValueError("chunk larger than the smallest ring")
         self.scratch = <uint32_t *>PyMem_Malloc(self.chunk * sizeof(uint32_t))
         self.bell = <uint32_t *>(self.base + block_offset)
-        self.counters = <uint64_t *>(self.base + block_offset + 64)
+        self.counters = <uint64_t *>(self.base + block_offset + PB_COUNTERS)
         self.params.ts_min = ts_min
         self.params.ts_max = ts_max
         waiter_init(&self.waiter, wait_kind)

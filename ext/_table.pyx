@@ -1,29 +1,27 @@
 # cython: language_level=3
-"""State tables: the per-series update kernel and lock-free seqlock reads
-(private module; see :mod:`engine.table`)."""
+"""State tables: the per-series update kernel and lock-free seqlock reads of
+one table (private module; the engine's workers run the same kernels
+through engine._worker, and engine._query reads every table of an engine).
+
+:class:`Table` is the kernels' face for tests and benchmarks: apply, sweep
+and reload a table in this process, and read it back."""
 
 cimport numpy as cnp
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memset, memcpy
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from rf cimport *
-from table cimport *
+from atomic cimport rf_load_acquire_u64, rf_store_relaxed_u64, rf_store_release_u64, rf_mix64
+from layout cimport (Event, StateRow, IndexEntry, TableHeader, Rule, RulesHeader, Alert,
+                     TABLE_MAGIC, MAX_RULES, SKETCH_BUCKETS, STAT_TTL, NVIEWS)
+from params cimport Params, BatchCounters, params_init
+from alertsink cimport AlertSink, sink_array
+from index cimport table_rows, series_hash
+from query cimport row_read, table_find
+from apply cimport apply_batch, table_sweep, table_reload
+from outarrays cimport rows_out, alerts_out
 
 cnp.import_array()
-
-
-cdef StateRow *rows_out(cnp.ndarray out, Py_ssize_t need) except NULL:
-    """The row buffer of a caller's ``out`` array, once it is known to be a
-    writable, C-contiguous STATE_DTYPE array with room for ``need`` rows:
-    the kernels write through this pointer without further checks."""
-    if out.itemsize != sizeof(StateRow) or out.ndim != 1 or out.dtype.names is None:
-        raise ValueError("out must be a 1-d STATE_DTYPE array")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(out) or not cnp.PyArray_ISWRITEABLE(out):
-        raise ValueError("out must be C-contiguous and writable")
-    if out.shape[0] < need:
-        raise ValueError(f"out has room for {out.shape[0]} rows, {need} needed")
-    return <StateRow *>cnp.PyArray_DATA(out)
 
 
 ROW_BYTES = sizeof(StateRow)
@@ -34,17 +32,6 @@ RULES_HEADER_BYTES = sizeof(RulesHeader)
 MAX_RULE_COUNT = MAX_RULES
 SKETCH_SIZE = SKETCH_BUCKETS
 STAT_TTL_CODE = STAT_TTL
-
-
-cdef Alert *alerts_out(object alerts, int64_t *cap) except NULL:
-    cdef cnp.ndarray a = alerts
-    if a.itemsize != sizeof(Alert) or a.ndim != 1 or a.dtype.names is None:
-        raise ValueError("alerts must be a 1-d ALERT_DTYPE array")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISWRITEABLE(a):
-        raise ValueError("alerts must be C-contiguous and writable")
-    cap[0] = a.shape[0]
-    # A zero-length array still needs a valid pointer.
-    return <Alert *>cnp.PyArray_DATA(a) if a.shape[0] else <Alert *>8
 
 
 cdef class Settings:
@@ -133,19 +120,6 @@ cdef class Settings:
     @property
     def lateness_ns(self):
         return self.p.lateness
-
-
-def sketch_quantile_row(row, double q):
-    """Quantile ``q`` of the current window of one STATE_DTYPE row, as the
-    rules compute it (NaN for an empty window)."""
-    cdef StateRow r
-    cdef const unsigned char[::1] raw = memoryview(row).cast("B")
-    if raw.shape[0] != sizeof(StateRow):
-        raise ValueError("row must be one STATE_DTYPE record")
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"q must be in [0, 1], got {q}")
-    memcpy(&r, &raw[0], sizeof(StateRow))
-    return sketch_quantile(&r, q)
 
 
 def row_offsets():
@@ -269,10 +243,8 @@ cdef class Table:
     """A state table in ``buffer`` (written by :func:`init_table`).
 
     Any number of ``Table`` objects in any processes may read the same
-    table; exactly one may :meth:`apply` to it."""
-    cdef Py_buffer view
-    cdef bint has_view
-    cdef TableHeader *th
+    table; exactly one may :meth:`apply` to it.  Its attributes are declared
+    in ext/engine/_table.pxd, for engine._query."""
 
     def __cinit__(self, buffer):
         self.has_view = False
@@ -292,10 +264,6 @@ cdef class Table:
             PyBuffer_Release(&self.view)
             self.has_view = False
             self.th = NULL
-
-    cdef inline void check(self) except *:
-        if self.th == NULL:
-            raise ValueError("table is closed")
 
     cdef TableHeader *header(self) noexcept:
         return self.th
@@ -433,67 +401,3 @@ cdef class Table:
         """Home index slot of each (key, metric) in this table."""
         self.check()
         return series_slots(keys, metrics, self.th.mask)
-
-
-cdef class TableSet:
-    """Read access to the tables of every worker of one engine, routed by
-    shard: ``worker = mix64(key) % len(tables)``."""
-    cdef list tables
-    cdef TableHeader **headers
-    cdef Py_ssize_t count
-
-    def __cinit__(self, list tables):
-        self.tables = list(tables)
-        self.count = len(tables)
-        if self.count == 0:
-            raise ValueError("a TableSet needs at least one table")
-        self.headers = <TableHeader **>PyMem_Malloc(self.count * sizeof(TableHeader *))
-        for i, t in enumerate(self.tables):
-            self.headers[i] = (<Table?>t).header()
-
-    def __dealloc__(self):
-        PyMem_Free(self.headers)
-
-    def find_into(self, uint64_t key, uint32_t metric, cnp.ndarray out):
-        """Seqlock-read (key, metric) from its shard's table into ``out[0]``;
-        return whether the series exists."""
-        cdef StateRow *dst = rows_out(out, 1)
-        cdef bint found
-        cdef TableHeader *th = self.headers[rf_mix64(key) % <uint64_t>self.count]
-        (<Table>self.tables[rf_mix64(key) % <uint64_t>self.count]).check()
-        with nogil:
-            found = table_find(th, key, metric, dst)
-        return found
-
-    def header_addresses(self):
-        """Addresses of the table headers in shard order, for compiled
-        readers in other modules; the tables must outlive their use."""
-        return [<size_t>self.headers[i] for i in range(self.count)]
-
-    def table_of(self, uint64_t key):
-        """The table that owns ``key``'s shard."""
-        return self.tables[rf_mix64(key) % <uint64_t>self.count]
-
-    def get_many_into(self, cnp.ndarray keys, cnp.ndarray metrics, cnp.ndarray out):
-        """Seqlock-read each (keys[i], metrics[i]) into out[i]; rows of
-        unknown series are zero but for key and metric.  Returns how many
-        were found."""
-        cdef const uint64_t[::1] k = keys
-        cdef const uint32_t[::1] m = metrics
-        cdef Py_ssize_t i, n = k.shape[0]
-        cdef int64_t found = 0
-        cdef uint64_t w = <uint64_t>self.count
-        if m.shape[0] != n:
-            raise ValueError(f"{n} keys but {m.shape[0]} metrics")
-        cdef StateRow *dst = rows_out(out, n)
-        for t in self.tables:
-            (<Table>t).check()
-        with nogil:
-            for i in range(n):
-                if table_find(self.headers[rf_mix64(k[i]) % w], k[i], m[i], &dst[i]):
-                    found += 1
-                else:
-                    memset(&dst[i], 0, sizeof(StateRow))
-                    dst[i].key = k[i]
-                    dst[i].metric = m[i]
-        return found

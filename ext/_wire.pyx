@@ -18,8 +18,9 @@ from cpython.buffer cimport PyBUF_WRITABLE
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
-from rf cimport rf_mix64, rf_now_ns
-from table cimport TableHeader, StateRow, table_find
+from atomic cimport rf_mix64, rf_now_ns
+from layout cimport TableHeader, StateRow
+from query cimport table_find
 
 cnp.import_array()
 

@@ -1,41 +1,35 @@
 # cython: language_level=3
 """A worker's drain loop: take everything its rings hold as one batch per
 ring and fold it into the worker's state table, without the GIL (private
-module; :mod:`engine._workermain` runs it in each worker process)."""
+module; :mod:`engine.core.workermain` runs it in each worker process)."""
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memset
-from rf cimport *
-from table cimport *
+from atomic cimport (rf_load_acquire_u64, rf_store_relaxed_u64, rf_store_release_u64,
+                     rf_load_acquire_i64, rf_load_relaxed_i64, rf_now_ns, rf_wall_ns)
+from layout cimport (Event, RingHeader, TableHeader, Rule, RulesHeader, TABLE_MAGIC,
+                     MAX_RULES, RF_TIMEOUT, RF_STOPPED, WB_BYTES, WB_CONTROL, WB_COUNTERS,
+                     WC_STOP, WC_READY, WC_PID, WK_APPLIED, WK_INVALID, WK_FULL, WK_STALE,
+                     WK_BATCHES, WK_MAX_BATCH, WK_LATE, WK_ALERTS, WK_ALERTS_DROPPED,
+                     WK_RULES_GENERATION, WK_SWEEPS)
+from ring cimport ring_data, ring_readable, ring_release
+from wait cimport Waiter, waiter_init, waiter_reset, waiter_arm, waiter_park, waiter_disarm
+from params cimport Params, BatchCounters, params_init
+from alertsink cimport AlertSink, sink_ring, sink_publish
+from apply cimport apply_batch, table_sweep, table_reload, rules_copy
 
-# Worker block: doorbell line, control line, counters line(s).
-cdef enum:
-    WB_BYTES = 256
-    WB_CONTROL = 64
-    WB_COUNTERS = 128
+from engine.core.layout import WORKER_COUNTERS
 
+# The worker block's layout (engine/core/layout.py): doorbell line, control
+# line, counters line(s).
 BLOCK_BYTES = WB_BYTES
 CONTROL_OFFSET = WB_CONTROL
 COUNTERS_OFFSET = WB_COUNTERS
-COUNTER_NAMES = ("applied", "invalid", "full", "stale", "batches", "max_batch",
-                 "late", "alerts", "alerts_dropped", "rules_generation", "sweeps")
+COUNTER_NAMES = WORKER_COUNTERS
+
 cdef enum:
-    WC_STOP = 0
-    WC_READY = 1
-    WC_PID = 2
-    WK_APPLIED = 0
-    WK_INVALID = 1
-    WK_FULL = 2
-    WK_STALE = 3
-    WK_BATCHES = 4
-    WK_MAX_BATCH = 5
-    WK_LATE = 6
-    WK_ALERTS = 7
-    WK_ALERTS_DROPPED = 8
-    WK_RULES_GENERATION = 9
-    WK_SWEEPS = 10
     # Events applied between two alert publications.
     ALERT_SLICE = 4096
 

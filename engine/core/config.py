@@ -7,13 +7,11 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 from ..health.rules import Rules, stat_name
 from .durations import parse_duration
-from .layout import INDEX_ENTRY_BYTES, ROW_BYTES, TABLE_HEADER_BYTES
+from .layout import INDEX_ENTRY_BYTES, ROW_BYTES, TABLE_HEADER_BYTES, WAIT_STRATEGIES
 from .records import DEFAULT_TS_MAX, DEFAULT_TS_MIN
 
 __all__ = ["EngineConfig", "WAIT_STRATEGIES"]
 
-#: Wait strategies, from lowest latency and highest idle CPU to the reverse.
-WAIT_STRATEGIES = ("spin", "yield", "sleep", "block")
 _WAIT_CODES = {name: code for code, name in enumerate(WAIT_STRATEGIES)}
 
 def _pow2_at_least(n: int) -> int:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import _ring, _router, _table, _worker
+from .. import _control, _ring, _router, _table
 from ..errors import (
     STATUS_OK,
     STATUS_TIMEOUT,
@@ -30,7 +30,13 @@ from ..health.alerts import AlertHub, AlertStream
 from ..health.rules import RULES_SEGMENT_BYTES, Rules
 from ..query.reader import Reader
 from .config import EngineConfig
-from .layout import PRODUCER_BLOCK_BYTES, WORKER_BLOCK_BYTES, Layout
+from .layout import (
+    PRODUCER_COUNTERS,
+    RING_CONSUMED_OFFSET,
+    RING_PUBLISHED_OFFSET,
+    WORKER_COUNTERS,
+    Layout,
+)
 from .records import as_events, entity_id, metric_id
 from .shm import Segment
 
@@ -211,9 +217,9 @@ class Engine:
     # --- start-up -------------------------------------------------------
 
     def _start(self, cfg: EngineConfig, lay: Layout) -> None:
-        self._control = Segment.create(lay.total_bytes, "ctl")
-        self._segments.append(self._control)
-        buf = self._control.buf
+        self._control_segment = Segment.create(lay.total_bytes, "ctl")
+        self._segments.append(self._control_segment)
+        buf = self._control_segment.buf
         for p in range(cfg.producers):
             for w in range(cfg.workers):
                 _ring.init_header(
@@ -240,7 +246,7 @@ class Engine:
         # never re-run the embedding program's __main__.
         for w in range(cfg.workers):
             spec = {
-                "control": self._control.name,
+                "control": self._control_segment.name,
                 "table": self._table_segments[w].name,
                 "rules": self._rules_segment.name,
                 "rings": lay.rings_of_worker(w),
@@ -268,8 +274,8 @@ class Engine:
 
         deadline = time.monotonic() + cfg.start_timeout
         for w, proc in enumerate(self._procs):
-            ready_at = lay.worker_block(w) + _worker.CONTROL_OFFSET + 8
-            while not _ring.load_u64(buf, ready_at)[0]:
+            ready_at = lay.worker_control(w, "ready")
+            while not _control.load_u64(buf, ready_at)[0]:
                 if proc.poll() is not None:
                     raise WorkerDied(w, proc.returncode, proc.pid)
                 if time.monotonic() > deadline:
@@ -284,7 +290,7 @@ class Engine:
         self._alerts = AlertHub(
             _ring.RingSet(buf, [lay.alert_header(w) for w in range(cfg.workers)]),
             cfg.workers,
-            lambda: _ring.ring_bell(buf, lay.ALERT_CONSUMER_BELL),
+            lambda: _control.ring_bell(buf, lay.ALERT_CONSUMER_BELL),
             lambda: _alerts_dropped(buf, lay, cfg.workers),
             self.names,
             cfg.views,
@@ -346,8 +352,9 @@ class Engine:
             if taken is None:
                 lay, cfg = self.layout, self.config
                 kernel = _router.Producer(
-                    self._control.buf, lay.rings_of_producer(slot), lay.producer_block(slot),
-                    lay.all_rings(), int(cfg.ts_min), int(cfg.ts_max), cfg.wait_code,
+                    self._control_segment.buf, lay.rings_of_producer(slot),
+                    lay.producer_block(slot), lay.all_rings(), int(cfg.ts_min), int(cfg.ts_max),
+                    cfg.wait_code,
                 )
                 handle = Producer(self, slot, kernel)
                 self._producers[slot] = handle
@@ -458,16 +465,15 @@ class Engine:
             ring fill; ``producers``: per slot accepted, invalid and batches.
         """
         self._check()
-        lay, cfg, buf = self.layout, self.config, self._control.buf
-        names = _worker.COUNTER_NAMES
+        lay, cfg, buf = self.layout, self.config, self._control_segment.buf
         workers = []
         for w, proc in enumerate(self._procs):
-            values = _ring.load_u64(buf, lay.worker_block(w) + _worker.COUNTERS_OFFSET,
-                                    len(names))
-            row = dict(zip(names, values))
+            values = _control.load_u64(buf, lay.worker_counter(w), len(WORKER_COUNTERS))
+            row = dict(zip(WORKER_COUNTERS, values))
             pending = []
             for off in lay.rings_of_worker(w):
-                pub, cons = (_ring.load_u64(buf, off + 64)[0], _ring.load_u64(buf, off + 128)[0])
+                pub, cons = (_control.load_u64(buf, off + RING_PUBLISHED_OFFSET)[0],
+                             _control.load_u64(buf, off + RING_CONSUMED_OFFSET)[0])
                 pending.append(pub - cons)
             used = self._reader.tables[w].used
             row.update(
@@ -483,8 +489,8 @@ class Engine:
             workers.append(row)
         producers = []
         for p in range(cfg.producers):
-            values = _ring.load_u64(buf, lay.producer_block(p) + 64, len(_router.COUNTER_NAMES))
-            producers.append(dict(zip(_router.COUNTER_NAMES, values), producer=p,
+            values = _control.load_u64(buf, lay.producer_counters(p), len(PRODUCER_COUNTERS))
+            producers.append(dict(zip(PRODUCER_COUNTERS, values), producer=p,
                                   in_use=self._producers[p] is not None))
         return {
             "workers": workers,
@@ -511,11 +517,11 @@ class Engine:
         image = rules.encode(self.config.views)
         buf = self._rules_segment.buf
         gen = self._rules_generation
-        _ring.store_u64(buf, 0, gen + 1)
+        _control.store_u64(buf, 0, gen + 1)
         # x86 keeps stores in order, so the workers see the odd generation
         # before any byte of the new image, and the image before the even one.
         buf[8:len(image)] = image[8:]
-        _ring.store_u64(buf, 0, gen + 2)
+        _control.store_u64(buf, 0, gen + 2)
         self._rules_generation = gen + 2
         return gen + 2
 
@@ -558,13 +564,12 @@ class Engine:
         with self._reload_lock:
             gen = self._write_rules(parsed)
             self._rules = parsed
-        lay, buf = self.layout, self._control.buf
-        at = _worker.COUNTER_NAMES.index("rules_generation")
+        lay, buf = self.layout, self._control_segment.buf
         deadline = time.monotonic() + timeout
         for w in range(cfg.workers):
-            _ring.ring_bell(buf, lay.worker_block(w))
-            word = lay.worker_block(w) + _worker.COUNTERS_OFFSET + 8 * at
-            while _ring.load_u64(buf, word)[0] < gen:
+            _control.ring_bell(buf, lay.worker_block(w))
+            word = lay.worker_counter(w, "rules_generation")
+            while _control.load_u64(buf, word)[0] < gen:
                 self._check()
                 if time.monotonic() > deadline:
                     raise EngineError(f"worker {w} did not take the new rules within {timeout:g}s")
@@ -732,8 +737,8 @@ class Engine:
                     pass
             lay = self.layout
             for w in range(self.config.workers):
-                _ring.store_u64(self._control.buf, lay.worker_block(w) + _worker.CONTROL_OFFSET, 1)
-                _ring.ring_bell(self._control.buf, lay.worker_block(w))
+                _control.store_u64(self._control_segment.buf, lay.worker_control(w, "stop"), 1)
+                _control.ring_bell(self._control_segment.buf, lay.worker_block(w))
             deadline = time.monotonic() + timeout
             for p in self._procs:
                 try:
@@ -765,12 +770,7 @@ class Engine:
         return f"<Engine workers={self.config.workers} {state}>"
 
 
-# Worker and producer block sizes are also baked into the compiled modules.
-assert _worker.BLOCK_BYTES == WORKER_BLOCK_BYTES
-assert PRODUCER_BLOCK_BYTES >= 64 + 8 * len(_router.COUNTER_NAMES)
-
-
 def _alerts_dropped(buf, lay: Layout, workers: int) -> int:
     """Alerts the workers dropped on full alert rings, in all."""
-    at = _worker.COUNTERS_OFFSET + 8 * _worker.COUNTER_NAMES.index("alerts_dropped")
-    return sum(_ring.load_u64(buf, lay.worker_block(w) + at)[0] for w in range(workers))
+    return sum(_control.load_u64(buf, lay.worker_counter(w, "alerts_dropped"))[0]
+               for w in range(workers))

@@ -1,21 +1,348 @@
-"""The byte layout of an engine's control segment: where every ring,
-doorbell, control word and counter lives."""
+"""Every byte layout that crosses a process boundary, written down once.
+
+This module is the one source of the shared-memory contract: the record
+structs (events, ring headers, state rows, index entries, table headers,
+rules, alerts), the control segment's blocks and counters, and the codes
+that both sides read (kernel status codes, series statuses, stat codes,
+rule flags, magics, sketch constants).
+
+Python builds its numpy dtypes and constants from the tables below
+(:func:`numpy_dtype`; ``engine.core.records`` and ``engine.health.rules``
+re-export them).  The compiled side gets the same tables as Cython
+declarations: ``setup.py`` loads this file with :func:`runpy.run_path`
+(which is why it imports nothing but the standard library and uses no
+relative import) and writes :func:`cython_declarations` to
+``build/gen/layout.pxd`` before cythonizing; every ``ext/*.pxd`` and
+``ext/*.pyx`` cimports its structs and enums from there.  The generator
+refuses (:class:`LayoutError`) a record whose C struct would get implicit
+padding or whose size is not the one stated, so the C struct and the
+packed numpy dtype cannot differ.  The layout test still compares the C
+compiler's own offsets (``engine._table.row_offsets()`` and friends).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
-__all__ = ["Layout"]
+__all__ = [
+    "Layout",
+    "LayoutError",
+    "Field",
+    "Struct",
+    "STRUCTS",
+    "ENUMS",
+    "struct_size",
+    "field_offset",
+    "numpy_dtype",
+    "check_structs",
+    "cython_declarations",
+]
 
-RING_HEADER_BYTES = 192
-WORKER_BLOCK_BYTES = 256
-PRODUCER_BLOCK_BYTES = 128
-EVENT_BYTES = 32
+
+class LayoutError(ValueError):
+    """A record or block layout that the C side and numpy would not agree on."""
+
+
+# --------------------------------------------------------------------------
+# Codes
+
+#: Status codes the compiled kernels return; ``engine.errors`` maps them to
+#: exceptions in one place.
+STATUS_OK = 0
+#: A wait slice ran out; the caller decides what next.
+STATUS_TIMEOUT = 1
+#: A worker saw its stop flag with its rings drained.
+STATUS_STOPPED = 2
+#: A single-threaded endpoint was entered twice.
+STATUS_BUSY = 3
+
+#: Wait strategies by code, from lowest latency and highest idle CPU to the
+#: reverse (the kernels' ``WAIT_*`` codes).
+WAIT_STRATEGIES = ("spin", "yield", "sleep", "block")
+
+#: Series status names by code; code order is severity order.
+STATUS_NAMES = ("OK", "WARN", "STALE", "CRIT")
+
+#: Stat names by stat code.  Codes 15..17 are the three sliding views, whose
+#: user-facing names depend on the engine's ``views``
+#: (``engine.health.rules.stat_name``).
+STAT_NAMES = (
+    "last", "ewma", "mean", "min", "max", "var", "count",
+    "win_count", "win_sum", "win_min", "win_max", "win_mean",
+    "p50", "p95", "p99",
+    "view0", "view1", "view2",
+)  # fmt: skip
+#: Stat code of alerts decided by the TTL rather than by a rule's stat.
+STAT_TTL = 255
+
+#: At most this many rules: the state row's ``rule`` field is a u8 holding
+#: ``1 + index``, with 0 meaning "no rule".
+MAX_RULES = 255
+#: ``metric`` is ``"*"``: the rule of every metric without its own (metric field 0).
+RULE_WILDCARD = 1
+#: The rule has a warn level (otherwise ``warn`` holds the crit level).
+RULE_HAS_WARN = 2
+#: The rule has a crit level (otherwise ``crit`` is ``+inf``).
+RULE_HAS_CRIT = 4
+#: Thresholds fall (``warn > crit``); the stored thresholds are negated.
+RULE_FALLING = 8
+
+#: Row flag: the row holds a series.
+ROW_USED = 1
+#: Row flag: the previous window is final and in the views (or was empty):
+#: a lateness raised by a reload never reopens it, and nothing folds it twice.
+ROW_PREV_FINAL = 2
+
+#: Buckets of a row's quantile sketch (its ``sketch`` field).
+SKETCH_BUCKETS = 22
+#: Sliding views of a row (its ``view`` field).
+NVIEWS = 3
+#: ``fold_age``: no window folded into the views yet.
+FOLD_NONE = 65535
+#: ``fold_age`` saturates here, one below :data:`FOLD_NONE`.
+FOLD_CAP = 65534
+
+#: Magic of an initialised state table ("RFTABLE3": 256-byte rows).
+TABLE_MAGIC = 0x52465441424C4533
+#: Magic of an initialised ring header ("RFLRING1").
+RING_MAGIC = 0x52464C52494E4731
+
+# --------------------------------------------------------------------------
+# Records
+
+
+class Field(NamedTuple):
+    """One field of a record: name, numpy kind code (``u1`` .. ``f8``),
+    element count (arrays) and a comment carried into the C declaration."""
+
+    name: str
+    kind: str
+    count: int = 1
+    doc: str = ""
+
+
+class Struct(NamedTuple):
+    """A record: its fields in order, the size it must have, and why it is
+    laid out so (a comment carried into the C declaration)."""
+
+    fields: tuple[Field, ...]
+    size: int
+    doc: str = ""
+
+
+# numpy kind -> (C type, bytes); a scalar's alignment in C is its size.
+_KINDS = {
+    "u1": ("uint8_t", 1),
+    "i2": ("int16_t", 2),
+    "u2": ("uint16_t", 2),
+    "u4": ("uint32_t", 4),
+    "i4": ("int32_t", 4),
+    "f4": ("float", 4),
+    "u8": ("uint64_t", 8),
+    "i8": ("int64_t", 8),
+    "f8": ("double", 8),
+}
+
+F = Field
+
+#: Every record shared between processes, by its C name.
+STRUCTS: dict[str, Struct] = {
+    "Event": Struct(
+        (F("key", "u8"), F("ts", "i8"), F("metric", "u4"), F("flags", "u4"),
+         F("value", "f8")),
+        32,
+        "The 32-byte event record (engine.EVENT_DTYPE).",
+    ),
+    "RingHeader": Struct(
+        (F("magic", "u8"), F("capacity", "u8"), F("mask", "u8"), F("record_size", "u8"),
+         F("producer_bell", "u8", doc="byte offset of the producer's doorbell"),
+         F("consumer_bell", "u8", doc="byte offset of the consumer's doorbell"),
+         F("data", "u8", doc="byte offset of the record array"),
+         F("_pad0", "u8"),
+         F("published", "i8", doc="producer cursor: sequences below it are readable"),
+         F("_pad1", "i8", 7),
+         F("consumed", "i8", doc="consumer cursor: sequences below it are free"),
+         F("_pad2", "i8", 7)),
+        192,
+        "One ring's header: three cache lines so the producer's cursor and the\n"
+        "consumer's cursor never share a line.",
+    ),
+    "StateRow": Struct(
+        (F("version", "u8", doc="seqlock: odd while the worker writes the row"),
+         F("count", "u8"), F("sum", "f8"), F("min", "f8"), F("max", "f8"), F("last", "f8"),
+         F("last_ts", "i8", doc="the series' watermark"),
+         F("ewma", "f8"),
+         F("mean", "f8", doc="line 1"),
+         F("m2", "f8"), F("win_start", "i8"), F("win_sum", "f8"), F("win_min", "f8"),
+         F("win_max", "f8"), F("win_count", "u4"), F("sk_base", "i2"), F("status", "u1"),
+         F("rule", "u1"), F("pending", "u1"), F("sk_shift", "u1"),
+         F("sketch", "u2", SKETCH_BUCKETS, "runs into line 2"),
+         F("fold_age", "u2", doc="line 2, from byte 166: cold"),
+         F("key", "u8"), F("first_ts", "i8"), F("prev_sum", "f8"),
+         F("prev_min", "f8", doc="line 3"),
+         F("prev_max", "f8"), F("status_since", "i8"), F("pending_since", "i8"),
+         F("metric", "u4"),
+         F("stale", "u4", doc="events older than last_ts: counted, never \"last\""),
+         F("late", "u4", doc="stale events too late for their window"),
+         F("prev_count", "u4"), F("view", "f4", NVIEWS), F("flags", "u4")),
+        256,
+        "256 bytes, four cache lines (engine.STATE_DTYPE; docs/health.md defines\n"
+        "every field).  Ordered by how often an event touches a field: an\n"
+        "in-order event in the current window touches lines 0-2 only\n"
+        "(statistics, window, sketch); line 3 and the tail of line 2 hold what\n"
+        "changes on late, stale or rolling events and status changes.  With the\n"
+        "table larger than the cache, lines touched per event is what the\n"
+        "kernel's speed follows (bench/kernel.py: 4 lines ran at 42% of the\n"
+        "plain kernel, 3 lines at over 50%).",
+    ),
+    "IndexEntry": Struct(
+        (F("key", "u8"), F("metric", "u4"),
+         F("row1", "u4", doc="row number + 1; 0 marks an empty entry")),
+        16,
+        "An entry of a table's open-addressing index, four a cache line.",
+    ),
+    "TableHeader": Struct(
+        (F("magic", "u8"),
+         F("slots", "u8", doc="index entries, a power of two"),
+         F("mask", "u8"),
+         F("limit", "u8", doc="rows: past it new series are refused and counted"),
+         F("used", "u8", doc="rows in use, store-released by the worker only"),
+         F("_pad", "u8", 11)),
+        128,
+        "The header of a state table: header | index | rows.",
+    ),
+    "Rule": Struct(
+        (F("metric", "u4"), F("stat", "u1"), F("flags", "u1"), F("_pad0", "u2"),
+         F("warn", "f8"), F("crit", "f8"), F("clear", "f8"), F("for_ns", "i8"),
+         F("ttl_ns", "i8"), F("_pad1", "u8", 2)),
+        64,
+        "One compiled rule, one cache line (engine.health.rules.RULE_DTYPE).\n"
+        "Thresholds of a falling rule are stored negated, so every rule is\n"
+        "evaluated as a rising one.",
+    ),
+    "RulesHeader": Struct(
+        (F("generation", "u8"), F("count", "u8"), F("ttl_ns", "i8"), F("lateness_ns", "i8"),
+         F("_pad", "u8", 4)),
+        64,
+        "The rules segment: this header, then up to MAX_RULES rules.  The engine\n"
+        "writes it under the generation word (odd while writing); workers copy\n"
+        "it when the generation changes.",
+    ),
+    "Alert": Struct(
+        (F("key", "u8"), F("ts", "i8"), F("metric", "u4"), F("old", "u1"), F("new", "u1"),
+         F("stat", "u1"), F("rule", "u1"), F("value", "f8")),
+        32,
+        "32 bytes, so that an alert ring is an ordinary event ring\n"
+        "(engine.ALERT_DTYPE).",
+    ),
+}
+del F
+
+
+def struct_size(name: str) -> int:
+    """Bytes of record ``name`` (packed: the generator refuses padding).
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`STRUCTS`.
+
+    Returns
+    -------
+    int
+    """
+    return sum(_KINDS[f.kind][1] * f.count for f in STRUCTS[name].fields)
+
+
+def field_offset(name: str, field: str) -> int:
+    """Byte offset of ``field`` in record ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`STRUCTS`.
+    field : str
+        One of its field names.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    KeyError
+        An unknown record or field.
+    """
+    off = 0
+    for f in STRUCTS[name].fields:
+        if f.name == field:
+            return off
+        off += _KINDS[f.kind][1] * f.count
+    raise KeyError(f"{name} has no field {field!r}")
+
+
+def numpy_dtype(name: str):
+    """The packed, little-endian numpy dtype of record ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`STRUCTS`.
+
+    Returns
+    -------
+    numpy.dtype
+    """
+    import numpy as np  # here, so that setup.py can load this file on its own
+
+    spec = []
+    for f in STRUCTS[name].fields:
+        code = f.kind if f.kind == "u1" else "<" + f.kind
+        spec.append((f.name, code) if f.count == 1 else (f.name, code, (f.count,)))
+    return np.dtype(spec, align=False)
+
+
+# --------------------------------------------------------------------------
+# The control segment
+
+#: Bytes of the control segment's header line (the alert doorbells).
 CONTROL_HEADER_BYTES = 64
-ROW_BYTES = 256
-INDEX_ENTRY_BYTES = 16
-TABLE_HEADER_BYTES = 128
+#: The engine's alert thread sleeps on this doorbell, shared by every alert ring.
+ALERT_CONSUMER_BELL = 8
+#: Workers never wait for room in an alert ring (they count a drop), so its
+#: producer doorbell is one nobody sleeps on.
+ALERT_PRODUCER_BELL = 16
 
+#: A worker block: doorbell line, control line, counters line(s).
+WORKER_BLOCK_BYTES = 256
+#: Byte offset of a worker block's control words.
+WORKER_CONTROL_OFFSET = 64
+#: Byte offset of a worker block's counters.
+WORKER_COUNTERS_OFFSET = 128
+#: A worker block's control words (u64 each), in order.
+WORKER_CONTROL = ("stop", "ready", "pid")
+#: A worker's counters (u64 each, from :data:`WORKER_COUNTERS_OFFSET`), in order.
+WORKER_COUNTERS = ("applied", "invalid", "full", "stale", "batches", "max_batch",
+                   "late", "alerts", "alerts_dropped", "rules_generation", "sweeps")
+
+#: A producer block: doorbell line, counters line.
+PRODUCER_BLOCK_BYTES = 128
+#: Byte offset of a producer block's counters.
+PRODUCER_COUNTERS_OFFSET = 64
+#: A producer's counters (u64 each, from :data:`PRODUCER_COUNTERS_OFFSET`), in order.
+PRODUCER_COUNTERS = ("accepted", "invalid", "batches")
+
+EVENT_BYTES = struct_size("Event")
+RING_HEADER_BYTES = struct_size("RingHeader")
+ROW_BYTES = struct_size("StateRow")
+INDEX_ENTRY_BYTES = struct_size("IndexEntry")
+TABLE_HEADER_BYTES = struct_size("TableHeader")
+RULE_BYTES = struct_size("Rule")
+RULES_HEADER_BYTES = struct_size("RulesHeader")
+#: Byte offsets of a ring header's two cursors (read by the engine's stats).
+RING_PUBLISHED_OFFSET = field_offset("RingHeader", "published")
+RING_CONSUMED_OFFSET = field_offset("RingHeader", "consumed")
 
 
 @dataclass(frozen=True)
@@ -28,6 +355,15 @@ class Layout:
     page-aligned.  Ring ``(p, w)`` carries producer ``p``'s events to worker
     ``w``; alert ring ``w`` carries worker ``w``'s status changes to the
     engine.
+
+    Parameters
+    ----------
+    workers, producers : int
+        How many of each the engine has.
+    ring_slots : int
+        Records per event ring (a power of two).
+    alert_slots : int
+        Records per alert ring (a power of two).
     """
 
     workers: int
@@ -35,60 +371,204 @@ class Layout:
     ring_slots: int
     alert_slots: int = 4096
 
-    #: The engine's alert thread sleeps on this doorbell, shared by every
-    #: alert ring.
-    ALERT_CONSUMER_BELL = 8
-    #: Workers never wait for room in an alert ring (they count a drop),
-    #: so its producer doorbell is one nobody sleeps on.
-    ALERT_PRODUCER_BELL = 16
+    ALERT_CONSUMER_BELL = ALERT_CONSUMER_BELL
+    ALERT_PRODUCER_BELL = ALERT_PRODUCER_BELL
 
     @property
     def worker_base(self) -> int:
+        """Offset of the first worker block."""
         return CONTROL_HEADER_BYTES
 
     def worker_block(self, w: int) -> int:
+        """Offset of worker ``w``'s block (its doorbell is at its start)."""
         return self.worker_base + w * WORKER_BLOCK_BYTES
+
+    def worker_control(self, w: int, word: str) -> int:
+        """Offset of one of worker ``w``'s :data:`WORKER_CONTROL` words."""
+        return self.worker_block(w) + WORKER_CONTROL_OFFSET + 8 * WORKER_CONTROL.index(word)
+
+    def worker_counter(self, w: int, name: str = WORKER_COUNTERS[0]) -> int:
+        """Offset of one of worker ``w``'s :data:`WORKER_COUNTERS` (the first
+        by default, where the whole run of them starts)."""
+        return self.worker_block(w) + WORKER_COUNTERS_OFFSET + 8 * WORKER_COUNTERS.index(name)
 
     @property
     def producer_base(self) -> int:
+        """Offset of the first producer block."""
         return self.worker_block(self.workers)
 
     def producer_block(self, p: int) -> int:
+        """Offset of producer ``p``'s block (its doorbell is at its start)."""
         return self.producer_base + p * PRODUCER_BLOCK_BYTES
+
+    def producer_counters(self, p: int) -> int:
+        """Offset of producer ``p``'s :data:`PRODUCER_COUNTERS`."""
+        return self.producer_block(p) + PRODUCER_COUNTERS_OFFSET
 
     @property
     def ring_header_base(self) -> int:
+        """Offset of the first ring header."""
         return self.producer_block(self.producers)
 
     def ring_index(self, p: int, w: int) -> int:
+        """Number of ring ``(p, w)`` among the event rings."""
         return p * self.workers + w
 
     def ring_header(self, p: int, w: int) -> int:
+        """Offset of the header of producer ``p``'s ring to worker ``w``."""
         return self.ring_header_base + self.ring_index(p, w) * RING_HEADER_BYTES
 
     def alert_header(self, w: int) -> int:
+        """Offset of the header of worker ``w``'s alert ring."""
         return self.ring_header(self.producers, 0) + w * RING_HEADER_BYTES
 
     @property
     def data_base(self) -> int:
+        """Offset of the first ring's records (page-aligned)."""
         end = self.alert_header(self.workers)
         return (end + 4095) // 4096 * 4096
 
     def ring_data(self, p: int, w: int) -> int:
+        """Offset of ring ``(p, w)``'s records."""
         return self.data_base + self.ring_index(p, w) * self.ring_slots * EVENT_BYTES
 
     def alert_data(self, w: int) -> int:
+        """Offset of worker ``w``'s alert records."""
         return self.ring_data(self.producers, 0) + w * self.alert_slots * EVENT_BYTES
 
     @property
     def total_bytes(self) -> int:
+        """Size of the whole control segment."""
         return self.alert_data(self.workers)
 
     def rings_of_worker(self, w: int) -> list[int]:
+        """Header offsets of the rings worker ``w`` drains, by producer."""
         return [self.ring_header(p, w) for p in range(self.producers)]
 
     def rings_of_producer(self, p: int) -> list[int]:
+        """Header offsets of the rings producer ``p`` fills, by worker."""
         return [self.ring_header(p, w) for w in range(self.workers)]
 
     def all_rings(self) -> list[int]:
+        """Header offsets of every event ring."""
         return [self.ring_header(p, w) for p in range(self.producers) for w in range(self.workers)]
+
+
+# --------------------------------------------------------------------------
+# The generator
+
+
+def _upper(name: str) -> str:
+    return name.upper()
+
+
+#: The enums of the generated declarations: (comment, [(name, value), ...]).
+ENUMS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
+    ("Status codes of every kernel (engine.errors maps them to exceptions).",
+     (("RF_OK", STATUS_OK), ("RF_TIMEOUT", STATUS_TIMEOUT), ("RF_STOPPED", STATUS_STOPPED),
+      ("RF_BUSY", STATUS_BUSY))),
+    ("Wait strategies (EngineConfig.wait).",
+     tuple((f"WAIT_{_upper(n)}", i) for i, n in enumerate(WAIT_STRATEGIES))),
+    ("Magics of initialised shared structures.",
+     (("RING_MAGIC", RING_MAGIC), ("TABLE_MAGIC", TABLE_MAGIC))),
+    ("Series statuses; code order is severity order.",
+     tuple((f"ST_{n}", i) for i, n in enumerate(STATUS_NAMES))),
+    ("Stat codes of rules and alerts; STAT_COUNT_ALL is how many there are.",
+     tuple((f"STAT_{_upper(n)}", i) for i, n in enumerate(STAT_NAMES))
+     + (("STAT_COUNT_ALL", len(STAT_NAMES)), ("STAT_TTL", STAT_TTL))),
+    ("Rule flags and the most rules a segment holds.",
+     (("RULE_WILDCARD", RULE_WILDCARD), ("RULE_HAS_WARN", RULE_HAS_WARN),
+      ("RULE_HAS_CRIT", RULE_HAS_CRIT), ("RULE_FALLING", RULE_FALLING),
+      ("MAX_RULES", MAX_RULES))),
+    ("State row flags, sketch and views.",
+     (("ROW_USED", ROW_USED), ("ROW_PREV_FINAL", ROW_PREV_FINAL),
+      ("SKETCH_BUCKETS", SKETCH_BUCKETS), ("NVIEWS", NVIEWS), ("FOLD_NONE", FOLD_NONE),
+      ("FOLD_CAP", FOLD_CAP))),
+    ("A worker block: byte offsets, control words (WC_*) and counters (WK_*).",
+     (("WB_BYTES", WORKER_BLOCK_BYTES), ("WB_CONTROL", WORKER_CONTROL_OFFSET),
+      ("WB_COUNTERS", WORKER_COUNTERS_OFFSET))
+     + tuple((f"WC_{_upper(n)}", i) for i, n in enumerate(WORKER_CONTROL))
+     + tuple((f"WK_{_upper(n)}", i) for i, n in enumerate(WORKER_COUNTERS))),
+    ("A producer block: byte offsets and counters (PC_*).",
+     (("PB_BYTES", PRODUCER_BLOCK_BYTES), ("PB_COUNTERS", PRODUCER_COUNTERS_OFFSET))
+     + tuple((f"PC_{_upper(n)}", i) for i, n in enumerate(PRODUCER_COUNTERS))),
+)
+
+
+def check_structs() -> None:
+    """Refuse any record the C compiler would lay out differently from its
+    packed numpy dtype, and any block whose words do not fit.
+
+    Raises
+    ------
+    LayoutError
+        A field off its natural alignment (C would pad before it), a size
+        not a multiple of the widest field (C would pad after it), a size
+        other than the one stated, or counters overflowing their block.
+    """
+    for name, spec in STRUCTS.items():
+        off, widest = 0, 1
+        for f in spec.fields:
+            if f.kind not in _KINDS:
+                raise LayoutError(f"{name}.{f.name}: unknown kind {f.kind!r}")
+            size = _KINDS[f.kind][1]
+            if off % size:
+                raise LayoutError(
+                    f"{name}.{f.name} ({_KINDS[f.kind][0]}) at byte {off} is not {size}-byte "
+                    f"aligned: C would insert {size - off % size} bytes of padding before it "
+                    "that the packed numpy dtype does not have; reorder the fields or add "
+                    "an explicit _pad field"
+                )
+            widest = max(widest, size)
+            off += size * f.count
+        if off % widest:
+            raise LayoutError(
+                f"{name} is {off} bytes, not a multiple of its widest field ({widest}): "
+                "C would pad its end; add an explicit _pad field"
+            )
+        if off != spec.size:
+            raise LayoutError(f"{name} is {off} bytes; its layout says {spec.size}")
+    if WORKER_COUNTERS_OFFSET + 8 * len(WORKER_COUNTERS) > WORKER_BLOCK_BYTES:
+        raise LayoutError("worker counters overflow the worker block")
+    if WORKER_CONTROL_OFFSET + 8 * len(WORKER_CONTROL) > WORKER_COUNTERS_OFFSET:
+        raise LayoutError("worker control words overflow into the counters")
+    if PRODUCER_COUNTERS_OFFSET + 8 * len(PRODUCER_COUNTERS) > PRODUCER_BLOCK_BYTES:
+        raise LayoutError("producer counters overflow the producer block")
+
+
+def _comment(text: str, indent: str = "") -> list[str]:
+    return [f"{indent}# {line}" if line else f"{indent}#" for line in text.splitlines()]
+
+
+def cython_declarations() -> str:
+    """The Cython declaration file (``layout.pxd``) of every record and code.
+
+    Returns
+    -------
+    str
+        ``cdef enum`` blocks and ``ctypedef struct`` declarations, in
+        the order of :data:`ENUMS` and :data:`STRUCTS`.
+
+    Raises
+    ------
+    LayoutError
+        From :func:`check_structs`.
+    """
+    check_structs()
+    types = sorted({_KINDS[f.kind][0] for s in STRUCTS.values() for f in s.fields} - {"float",
+                                                                                      "double"})
+    out = [
+        "# cython: language_level=3",
+        "# Generated by setup.py from engine/core/layout.py: edit that file, not this one.",
+        "",
+        f"from libc.stdint cimport {', '.join(types)}",
+    ]
+    for doc, members in ENUMS:
+        out += ["", *_comment(doc), "cdef enum:"]
+        out += [f"    {n} = {v:#x}" if v > 0xFFFF else f"    {n} = {v}" for n, v in members]
+    for name, spec in STRUCTS.items():
+        out += ["", *_comment(spec.doc), f"ctypedef struct {name}:"]
+        for f in spec.fields:
+            decl = f"    {_KINDS[f.kind][0]} {f.name}" + (f"[{f.count}]" if f.count > 1 else "")
+            out.append(f"{decl:<30}# {f.doc}" if f.doc else decl)
+    return "\n".join(out) + "\n"

@@ -1,7 +1,9 @@
 """Record layouts and name hashing.
 
 The event record is the unit that crosses every boundary (socket, ring,
-kernel), so its layout is fixed here once and mirrored by ``ext/rf.pxd``.
+kernel).  Every record's layout is written down once, in
+:mod:`engine.core.layout`; the dtypes here and the C structs the kernels use
+are both built from it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..errors import InvalidEvents
+from .layout import numpy_dtype
 
 __all__ = [
     "EVENT_DTYPE",
@@ -27,9 +30,7 @@ __all__ = [
 ]
 
 #: 32-byte event record: little-endian, packed, no padding.
-EVENT_DTYPE = np.dtype(
-    [("key", "<u8"), ("ts", "<i8"), ("metric", "<u4"), ("flags", "<u4"), ("value", "<f8")]
-)
+EVENT_DTYPE = numpy_dtype("Event")
 
 #: 256-byte per-series state row (four cache lines), as kept in a state
 #: table; docs/health.md defines every field.  The variance is
@@ -37,63 +38,11 @@ EVENT_DTYPE = np.dtype(
 #: arrived (they count in the aggregates but never replace ``last`` or the
 #: status), ``late`` those too late for their window; ``version`` is the
 #: row's seqlock word (even when read).
-STATE_DTYPE = np.dtype(
-    [
-        ("version", "<u8"),
-        ("count", "<u8"),
-        ("sum", "<f8"),
-        ("min", "<f8"),
-        ("max", "<f8"),
-        ("last", "<f8"),
-        ("last_ts", "<i8"),
-        ("ewma", "<f8"),
-        ("mean", "<f8"),
-        ("m2", "<f8"),
-        ("win_start", "<i8"),
-        ("win_sum", "<f8"),
-        ("win_min", "<f8"),
-        ("win_max", "<f8"),
-        ("win_count", "<u4"),
-        ("sk_base", "<i2"),
-        ("status", "u1"),
-        ("rule", "u1"),
-        ("pending", "u1"),
-        ("sk_shift", "u1"),
-        ("sketch", "<u2", (22,)),
-        ("fold_age", "<u2"),
-        ("key", "<u8"),
-        ("first_ts", "<i8"),
-        ("prev_sum", "<f8"),
-        ("prev_min", "<f8"),
-        ("prev_max", "<f8"),
-        ("status_since", "<i8"),
-        ("pending_since", "<i8"),
-        ("metric", "<u4"),
-        ("stale", "<u4"),
-        ("late", "<u4"),
-        ("prev_count", "<u4"),
-        ("view", "<f4", (3,)),
-        ("flags", "<u4"),
-    ],
-    align=False,
-)
-assert STATE_DTYPE.itemsize == 256
+STATE_DTYPE = numpy_dtype("StateRow")
 
 #: 32-byte alert record: a status change of one series, as a worker writes
 #: it to its alert ring (docs/health.md, Alerts).
-ALERT_DTYPE = np.dtype(
-    [
-        ("key", "<u8"),
-        ("ts", "<i8"),
-        ("metric", "<u4"),
-        ("old", "u1"),
-        ("new", "u1"),
-        ("stat", "u1"),
-        ("rule", "u1"),
-        ("value", "<f8"),
-    ]
-)
-assert ALERT_DTYPE.itemsize == 32
+ALERT_DTYPE = numpy_dtype("Alert")
 
 #: Default sane range of event times: 2000-01-01 to 2100-01-01 (ns).
 DEFAULT_TS_MIN = 946_684_800 * 10**9

@@ -23,6 +23,18 @@ from typing import Any
 import numpy as np
 
 from ..core.durations import format_duration, parse_duration
+from ..core.layout import (
+    MAX_RULES,
+    RULE_FALLING,
+    RULE_HAS_CRIT,
+    RULE_HAS_WARN,
+    RULE_WILDCARD,
+    RULES_HEADER_BYTES,
+    STAT_NAMES,
+    STAT_TTL,
+    STATUS_NAMES,
+    numpy_dtype,
+)
 from ..core.records import metric_id
 from ..errors import ConfigError
 
@@ -54,22 +66,8 @@ __all__ = [
 _I64_MAX = 2**63 - 1
 
 # --------------------------------------------------------------------------
-# Status and stat codes
-
-#: Status names by code; code order is severity order.
-STATUS_NAMES = ("OK", "WARN", "STALE", "CRIT")
-
-#: Stat names by stat code.  Codes 15..17 are the three sliding views, whose
-#: user-facing names depend on the engine's ``views`` (see :func:`stat_name`).
-STAT_NAMES = (
-    "last", "ewma", "mean", "min", "max", "var", "count",
-    "win_count", "win_sum", "win_min", "win_max", "win_mean",
-    "p50", "p95", "p99",
-    "view0", "view1", "view2",
-)  # fmt: skip
-
-#: Stat code of alerts decided by the TTL rather than by a rule's stat.
-STAT_TTL = 255
+# Status and stat codes (the codes themselves are in engine.core.layout,
+# shared with the kernels; re-exported here)
 
 #: Default horizons, in windows, of the three sliding views.
 DEFAULT_VIEWS = (1, 5, 15)
@@ -162,51 +160,14 @@ def stat_code(name: str, views: Sequence[int] = DEFAULT_VIEWS) -> int:
 # --------------------------------------------------------------------------
 # The compiled form
 
-#: At most this many rules: the state row's ``rule`` field is a u8 holding
-#: ``1 + index``, with 0 meaning "no rule".
-MAX_RULES = 255
-
 #: One compiled rule, 64 bytes (one cache line), as the kernels read it.
 #: Thresholds of a falling rule are stored negated (the kernels evaluate it
 #: as a rising rule over ``-v``); a missing warn is stored as the crit level
 #: and a missing crit as ``+inf`` (in either direction: it never fires).
-RULE_DTYPE = np.dtype(
-    [
-        ("metric", "<u4"),
-        ("stat", "u1"),
-        ("flags", "u1"),
-        ("_pad0", "<u2"),
-        ("warn", "<f8"),
-        ("crit", "<f8"),
-        ("clear", "<f8"),
-        ("for_ns", "<i8"),
-        ("ttl_ns", "<i8"),
-        ("_pad1", "<u8", (2,)),
-    ]
-)
-assert RULE_DTYPE.itemsize == 64
-
-#: ``metric`` is ``"*"``: the rule of every metric without its own (metric field 0).
-RULE_WILDCARD = 1
-#: The rule has a warn level (otherwise ``warn`` holds the crit level).
-RULE_HAS_WARN = 2
-#: The rule has a crit level (otherwise ``crit`` is ``+inf``).
-RULE_HAS_CRIT = 4
-#: Thresholds fall (``warn > crit``); the stored thresholds are negated.
-RULE_FALLING = 8
+RULE_DTYPE = numpy_dtype("Rule")
 
 #: Header of the rules segment; the engine owns ``generation`` (its seqlock).
-RULES_HEADER_DTYPE = np.dtype(
-    [
-        ("generation", "<u8"),
-        ("count", "<u8"),
-        ("ttl_ns", "<i8"),
-        ("lateness_ns", "<i8"),
-        ("_pad", "<u8", (4,)),
-    ]
-)
-RULES_HEADER_BYTES = 64
-assert RULES_HEADER_DTYPE.itemsize == RULES_HEADER_BYTES
+RULES_HEADER_DTYPE = numpy_dtype("RulesHeader")
 #: Bytes of the shared rules segment: the header and room for MAX_RULES rules.
 RULES_SEGMENT_BYTES = RULES_HEADER_BYTES + MAX_RULES * RULE_DTYPE.itemsize
 

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from ..core.layout import FOLD_NONE
 from ..core.records import STATE_DTYPE
 from ..health.rules import STAT_NAMES, STATUS_NAMES, stat_name
 
@@ -31,7 +32,6 @@ STATUS_CODES = {name: code for code, name in enumerate(STATUS_NAMES)}
 #: The quantiles every query reports.
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 
-_FOLD_NONE = 65535
 _VIEW0 = STAT_NAMES.index("view0")
 _INDEX = {name: i for i, name in enumerate(STATE_DTYPE.names)}
 
@@ -184,7 +184,7 @@ def series_dict(values, names: dict | None = None, *, window_ns: int = 0,
                                v[g["win_max"]], q)
         for label, q in QUANTILES
     }
-    folded = v[g["fold_age"]] != _FOLD_NONE
+    folded = v[g["fold_age"]] != FOLD_NONE
     out["views"] = {
         stat_name(_VIEW0 + j, views): (finite_or_none(float(x)) if folded else None)
         for j, x in enumerate(v[g["view"]])

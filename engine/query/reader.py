@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 # The compiled read side, imported here and nowhere else in engine/query.
-from .._table import Table, TableSet
+from .._query import TableSet
+from .._table import Table
 from ..core.records import STATE_DTYPE, entity_id, metric_id, series_ids
 from .readable import (
     QUANTILES,

@@ -14,7 +14,15 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from engine import ALERT_DTYPE, DEFAULT_TS_MAX, DEFAULT_TS_MIN, EVENT_DTYPE, STATE_DTYPE, _table
+from engine import (
+    ALERT_DTYPE,
+    DEFAULT_TS_MAX,
+    DEFAULT_TS_MIN,
+    EVENT_DTYPE,
+    STATE_DTYPE,
+    _query,
+    _table,
+)
 from engine.core.shm import Segment
 from tests.reference import (
     admitted_mask_ref,
@@ -617,7 +625,7 @@ def test_tableset_reads_route_by_shard_and_zero_unknown_rows(workers):
     pick = rng.integers(0, 60, 400)
     ev = make_events(keys[pick], mets[pick], T0 + rng.integers(0, 100, 400), rng.random(400))
     tables = routed_tables(workers, ev)
-    ts = _table.TableSet(tables)
+    ts = _query.TableSet(tables)
     known = np.unique(ev[["key", "metric"]])
     unknown_k = np.concatenate([known["key"][:10], rng.integers(0, 2**64, 10, dtype=np.uint64)])
     unknown_m = np.concatenate([known["metric"][:10] + np.uint32(100),
@@ -654,7 +662,7 @@ def test_tableset_looks_only_in_the_shard_table():
     right = int(mix64_np(np.array([key], np.uint64))[0] % 2)
     tables = [make_table(16, 8)[0] for _ in range(2)]
     apply(tables[1 - right], make_events([key], [1], [T0], [1.0]))
-    ts = _table.TableSet(tables)
+    ts = _query.TableSet(tables)
     out = np.zeros(1, STATE_DTYPE)
     assert not ts.find_into(key, 1, out)
     assert ts.get_many_into(np.array([key], np.uint64), np.array([1], np.uint32), out) == 0
@@ -665,7 +673,7 @@ def test_tableset_looks_only_in_the_shard_table():
 def test_tableset_argument_checks():
     """Mismatched lengths, too small an ``out`` and an empty set are refused."""
     t, _ = make_table(16, 8)
-    ts = _table.TableSet([t])
+    ts = _query.TableSet([t])
     k, m = np.arange(3, dtype=np.uint64), np.zeros(3, np.uint32)
     with pytest.raises(ValueError):
         ts.get_many_into(k, m[:2], np.zeros(3, STATE_DTYPE))
@@ -674,9 +682,9 @@ def test_tableset_argument_checks():
     with pytest.raises(ValueError):
         ts.find_into(1, 1, np.zeros(0, STATE_DTYPE))
     with pytest.raises(ValueError):
-        _table.TableSet([])
+        _query.TableSet([])
     with pytest.raises(TypeError):
-        _table.TableSet([object()])
+        _query.TableSet([object()])
 
 
 # --------------------------------------------- output-array memory safety
@@ -709,7 +717,7 @@ def test_table_find_into_refuses_a_wrong_dtype():
 
 def test_get_many_into_refuses_a_wrong_dtype():
     """get_many_into must refuse an ``out`` whose items are not rows."""
-    ts = _table.TableSet([_filled_table()])
+    ts = _query.TableSet([_filled_table()])
     with pytest.raises(ValueError):
         ts.get_many_into(np.array([1, 2], np.uint64), np.array([1, 1], np.uint32),
                          np.zeros(32, np.float64))
@@ -731,7 +739,7 @@ def test_snapshot_into_a_strided_view_is_refused_or_correct():
 def test_get_many_into_a_strided_view_is_refused_or_correct():
     """get_many_into on a non-contiguous ``out`` must raise or fill the
     view's own rows."""
-    ts = _table.TableSet([_filled_table()])
+    ts = _query.TableSet([_filled_table()])
     base = np.zeros(6, STATE_DTYPE)
     out = base[::2]
     try:
@@ -778,7 +786,7 @@ def test_released_table_refuses_every_call():
     """After release_buffer every method, and a TableSet over it, raises
     instead of touching freed memory."""
     t, _ = make_table(16, 8)
-    ts = _table.TableSet([t])
+    ts = _query.TableSet([t])
     t.release_buffer()
     t.release_buffer()                      # idempotent
     one = np.zeros(1, STATE_DTYPE)
@@ -790,7 +798,7 @@ def test_released_table_refuses_every_call():
         lambda: t.find_into(1, 1, one), lambda: t.snapshot_into(np.zeros(4, STATE_DTYPE)),
         lambda: ts.find_into(1, 1, one),
         lambda: ts.get_many_into(np.ones(1, np.uint64), np.ones(1, np.uint32), one),
-        lambda: _table.TableSet([t]).find_into(1, 1, one),
+        lambda: _query.TableSet([t]).find_into(1, 1, one),
     ]
     for call in calls:
         with pytest.raises(ValueError):

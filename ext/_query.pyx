@@ -1,0 +1,102 @@
+# cython: language_level=3
+"""The read side of an engine's state tables, for any process (private
+module): :class:`TableSet` routes a lookup to its shard's table and
+seqlock-reads the row, never blocking the worker that writes it.  Built on
+ext/query.pxd, the same reads engine._wire answers binary lookups with."""
+
+cimport numpy as cnp
+from libc.stdint cimport int64_t, uint64_t, uint32_t
+from libc.string cimport memcpy, memset
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from atomic cimport rf_mix64
+from layout cimport StateRow, TableHeader
+from sketch cimport sketch_quantile
+from query cimport table_find
+from outarrays cimport rows_out
+from engine._table cimport Table
+
+cnp.import_array()
+
+
+def sketch_quantile_row(row, double q):
+    """Quantile ``q`` of the current window of one STATE_DTYPE row, as the
+    rules compute it (NaN for an empty window)."""
+    cdef StateRow r
+    cdef const unsigned char[::1] raw = memoryview(row).cast("B")
+    if raw.shape[0] != sizeof(StateRow):
+        raise ValueError("row must be one STATE_DTYPE record")
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in [0, 1], got {q}")
+    memcpy(&r, &raw[0], sizeof(StateRow))
+    return sketch_quantile(&r, q)
+
+
+cdef class TableSet:
+    """Read access to the tables of every worker of one engine, routed by
+    shard: ``worker = mix64(key) % len(tables)``.
+
+    Parameters
+    ----------
+    tables : list of engine._table.Table
+        One table per worker, in worker order; they must outlive this set
+        (a released table makes every read through the set raise).
+    """
+    cdef list tables
+    cdef TableHeader **headers
+    cdef Py_ssize_t count
+
+    def __cinit__(self, list tables):
+        self.tables = list(tables)
+        self.count = len(tables)
+        if self.count == 0:
+            raise ValueError("a TableSet needs at least one table")
+        self.headers = <TableHeader **>PyMem_Malloc(self.count * sizeof(TableHeader *))
+        for i, t in enumerate(self.tables):
+            self.headers[i] = (<Table?>t).header()
+
+    def __dealloc__(self):
+        PyMem_Free(self.headers)
+
+    def find_into(self, uint64_t key, uint32_t metric, cnp.ndarray out):
+        """Seqlock-read (key, metric) from its shard's table into ``out[0]``;
+        return whether the series exists."""
+        cdef StateRow *dst = rows_out(out, 1)
+        cdef bint found
+        cdef TableHeader *th = self.headers[rf_mix64(key) % <uint64_t>self.count]
+        (<Table>self.tables[rf_mix64(key) % <uint64_t>self.count]).check()
+        with nogil:
+            found = table_find(th, key, metric, dst)
+        return found
+
+    def header_addresses(self):
+        """Addresses of the table headers in shard order, for compiled
+        readers in other modules; the tables must outlive their use."""
+        return [<size_t>self.headers[i] for i in range(self.count)]
+
+    def table_of(self, uint64_t key):
+        """The table that owns ``key``'s shard."""
+        return self.tables[rf_mix64(key) % <uint64_t>self.count]
+
+    def get_many_into(self, cnp.ndarray keys, cnp.ndarray metrics, cnp.ndarray out):
+        """Seqlock-read each (keys[i], metrics[i]) into out[i]; rows of
+        unknown series are zero but for key and metric.  Returns how many
+        were found."""
+        cdef const uint64_t[::1] k = keys
+        cdef const uint32_t[::1] m = metrics
+        cdef Py_ssize_t i, n = k.shape[0]
+        cdef int64_t found = 0
+        cdef uint64_t w = <uint64_t>self.count
+        if m.shape[0] != n:
+            raise ValueError(f"{n} keys but {m.shape[0]} metrics")
+        cdef StateRow *dst = rows_out(out, n)
+        for t in self.tables:
+            (<Table>t).check()
+        with nogil:
+            for i in range(n):
+                if table_find(self.headers[rf_mix64(k[i]) % w], k[i], m[i], &dst[i]):
+                    found += 1
+                else:
+                    memset(&dst[i], 0, sizeof(StateRow))
+                    dst[i].key = k[i]
+                    dst[i].metric = m[i]
+        return found

@@ -1,0 +1,183 @@
+# cython: language_level=3
+# The writer side of a state table (one worker): a batch of events folded
+# into the rows through a software-pipelined lookup, the TTL sweep, a reload
+# after new rules, and the seqlock copy of the shared rules segment.
+
+from libc.stdint cimport int64_t, uint64_t, uint32_t
+from libc.string cimport memcpy
+from atomic cimport (rf_load_acquire_u64, rf_load_relaxed_u64, rf_store_relaxed_u64,
+                     rf_store_release_u64, rf_store_release_u32, rf_fence_acquire,
+                     rf_fence_release, rf_prefetch_w)
+from layout cimport (Event, StateRow, IndexEntry, TableHeader, Rule, RulesHeader,
+                     ST_STALE, STAT_TTL, MAX_RULES)
+from params cimport Params, BatchCounters, event_valid
+from alertsink cimport AlertSink
+from window cimport prev_final
+from status cimport status_commit, status_evaluate, rule_for, row_ttl
+from row cimport row_update, row_init, row_prefetch
+from index cimport table_index, table_rows, series_hash, index_find
+
+cdef enum:
+    # Software pipeline of the update kernel: the index entry of event
+    # i + INDEX_AHEAD and the row of event i + ROW_AHEAD are prefetched
+    # while event i is applied.
+    INDEX_AHEAD = 24
+    ROW_AHEAD = 12
+    PIPE = 64                # ring of in-flight lookups: a power of two > INDEX_AHEAD
+
+cdef inline int64_t index_insert(TableHeader *th, IndexEntry *index, StateRow *rows,
+                                 uint64_t s, const Event *e, const Params *p) noexcept nogil:
+    """Find or create the row of e's series (writer only); -1 when the
+    table is full."""
+    cdef uint64_t mask = th.mask
+    cdef uint64_t used
+    cdef StateRow *r
+    cdef uint32_t row1
+    while True:
+        row1 = index[s].row1
+        if row1 == 0:
+            break
+        if index[s].key == e.key and index[s].metric == e.metric:
+            return <int64_t>row1 - 1
+        s = (s + 1) & mask
+    used = th.used
+    if used >= th.limit:
+        return -1
+    r = &rows[used]
+    rf_store_relaxed_u64(&r.version, r.version + 1)
+    rf_fence_release()
+    row_init(r, e.key, e.metric, p)
+    rf_store_release_u64(&r.version, r.version + 1)
+    index[s].key = e.key
+    index[s].metric = e.metric
+    rf_store_release_u32(&index[s].row1, <uint32_t>(used + 1))
+    rf_store_release_u64(&th.used, used + 1)
+    return <int64_t>used
+
+cdef inline void apply_batch(TableHeader *th, const Event *ev, int64_t n,
+                             const Params *p, BatchCounters *c,
+                             AlertSink *s) noexcept nogil:
+    """Fold n events into the table: the fused per-series update, windows,
+    sketch and rules.
+
+    A three-stage software pipeline hides the cache misses of a large
+    table: event i + INDEX_AHEAD gets its index entry prefetched, event
+    i + ROW_AHEAD gets its row located and prefetched, and event i is
+    applied.  A row found ahead of time stays valid (rows never move); a
+    series not found ahead is looked up again when applied, since an
+    earlier event of the batch may have created it meanwhile."""
+    cdef IndexEntry *index = table_index(th)
+    cdef StateRow *rows = table_rows(th)
+    cdef uint64_t mask = th.mask
+    cdef uint64_t hashes[PIPE]
+    cdef int64_t found[PIPE]
+    cdef int64_t i, k, row
+    cdef uint64_t v
+    cdef const Event *e
+    cdef StateRow *r
+    for k in range(n if n < INDEX_AHEAD else INDEX_AHEAD):
+        hashes[k] = series_hash(ev[k].key, ev[k].metric) & mask
+        rf_prefetch_w(&index[hashes[k]])
+    for k in range(n if n < ROW_AHEAD else ROW_AHEAD):
+        found[k] = index_find(th, index, hashes[k], ev[k].key, ev[k].metric)
+        if found[k] >= 0:
+            row_prefetch(&rows[found[k]], p.health)
+    for i in range(n):
+        k = i + INDEX_AHEAD
+        if k < n:
+            hashes[k & (PIPE - 1)] = series_hash(ev[k].key, ev[k].metric) & mask
+            rf_prefetch_w(&index[hashes[k & (PIPE - 1)]])
+        k = i + ROW_AHEAD
+        if k < n:
+            row = index_find(th, index, hashes[k & (PIPE - 1)], ev[k].key, ev[k].metric)
+            found[k & (PIPE - 1)] = row
+            if row >= 0:
+                row_prefetch(&rows[row], p.health)
+        e = &ev[i]
+        if not event_valid(e, p):
+            c.invalid += 1
+            continue
+        row = found[i & (PIPE - 1)]
+        if row < 0:
+            row = index_insert(th, index, rows, hashes[i & (PIPE - 1)], e, p)
+            if row < 0:
+                c.full += 1
+                continue
+        r = &rows[row]
+        v = r.version
+        rf_store_relaxed_u64(&r.version, v + 1)
+        rf_fence_release()
+        row_update(r, e, p, s, c)
+        rf_store_release_u64(&r.version, v + 2)
+        c.applied += 1
+
+
+cdef inline void table_sweep(TableHeader *th, int64_t now, const Params *p,
+                             AlertSink *s) noexcept nogil:
+    """Mark STALE every series silent for longer than its TTL at wall time
+    now; the alert's event time is when the silence passed the TTL."""
+    cdef StateRow *rows = table_rows(th)
+    cdef uint64_t i, used = th.used, v
+    cdef int64_t ttl
+    cdef StateRow *r
+    for i in range(used):
+        r = &rows[i]
+        if r.status == ST_STALE or r.count == 0:
+            continue
+        ttl = row_ttl(r, p)
+        if ttl <= 0 or now - r.last_ts <= ttl:
+            continue
+        v = r.version
+        rf_store_relaxed_u64(&r.version, v + 1)
+        rf_fence_release()
+        status_commit(r, ST_STALE, r.last_ts + ttl, STAT_TTL, r.last, s)
+        rf_store_release_u64(&r.version, v + 2)
+
+
+cdef inline void table_reload(TableHeader *th, const Params *p,
+                              AlertSink *s) noexcept nogil:
+    """After new rules: re-resolve every series' rule and re-evaluate it at
+    its watermark, keeping windows, statistics and status."""
+    cdef StateRow *rows = table_rows(th)
+    cdef uint64_t i, used = th.used, v
+    cdef StateRow *r
+    for i in range(used):
+        r = &rows[i]
+        v = r.version
+        rf_store_relaxed_u64(&r.version, v + 1)
+        rf_fence_release()
+        r.rule = rule_for(p, r.metric)
+        r.pending = 0
+        if r.count and p.health and r.win_start + p.lateness <= r.last_ts:
+            # A lowered lateness can make the previous window final now.
+            prev_final(r, p)
+        if r.count and r.status != ST_STALE:
+            status_evaluate(r, r.last_ts, p, s)
+        rf_store_release_u64(&r.version, v + 2)
+
+cdef inline bint rules_copy(const char *segment, Rule *dst, Params *p,
+                            uint64_t *generation) noexcept nogil:
+    """Seqlock-copy the rules segment into dst (room for MAX_RULES) and
+    point p at it; False when the engine was writing it (try again)."""
+    cdef const RulesHeader *h = <const RulesHeader *>segment
+    cdef uint64_t g1 = rf_load_acquire_u64(&h.generation), g2, count
+    cdef int64_t ttl, lateness
+    if g1 & 1:
+        return False
+    count = h.count
+    if count > MAX_RULES:
+        count = MAX_RULES
+    memcpy(dst, segment + sizeof(RulesHeader), count * sizeof(Rule))
+    ttl = h.ttl_ns
+    lateness = h.lateness_ns
+    rf_fence_acquire()
+    g2 = rf_load_relaxed_u64(&h.generation)
+    if g1 != g2:
+        return False
+    p.rules = dst
+    p.nrules = <int64_t>count
+    p.ttl = ttl
+    if lateness >= 0 and lateness <= p.window:
+        p.lateness = lateness
+    generation[0] = g1
+    return True

@@ -1,0 +1,18 @@
+# cython: language_level=3
+# The declaration of engine._table's Table, so that engine._query can hold
+# tables and read their headers without a Python call per lookup.  It lives
+# under engine/ because Cython finds a cimported extension type by its
+# module's full name (engine._table).
+
+from layout cimport TableHeader
+
+cdef class Table:
+    cdef Py_buffer view
+    cdef bint has_view
+    cdef TableHeader *th
+
+    cdef inline void check(self) except *:
+        if self.th == NULL:
+            raise ValueError("table is closed")
+
+    cdef TableHeader *header(self) noexcept

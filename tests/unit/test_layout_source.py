@@ -1,0 +1,54 @@
+"""engine/core/layout.py is the one source of the shared layouts: the
+generator refuses a record that C would pad, and the numpy dtypes and the
+generated Cython declarations both follow the same table."""
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+from engine.core import layout
+
+LAYOUT_FILE = Path(layout.__file__)
+
+
+def test_layout_loads_on_its_own_as_setup_py_does():
+    """setup.py runs the file with runpy: no package, no compiled module."""
+    ns = runpy.run_path(str(LAYOUT_FILE))
+    assert ns["cython_declarations"]() == layout.cython_declarations()
+
+
+@pytest.mark.parametrize("name", sorted(layout.STRUCTS))
+def test_every_record_is_packed_and_declared(name):
+    spec = layout.STRUCTS[name]
+    dtype = layout.numpy_dtype(name)
+    assert dtype.itemsize == layout.struct_size(name) == spec.size
+    text = layout.cython_declarations()
+    assert f"ctypedef struct {name}:" in text
+    for f in spec.fields:
+        assert dtype.fields[f.name][1] == layout.field_offset(name, f.name)
+
+
+@pytest.mark.parametrize(
+    "fields,size,match",
+    [
+        ((layout.Field("a", "u4"), layout.Field("b", "u8")), 16, "padding before it"),
+        ((layout.Field("a", "u8"), layout.Field("b", "u4")), 12, "pad its end"),
+        ((layout.Field("a", "u8"),), 16, "its layout says 16"),
+    ],
+)
+def test_the_generator_refuses_a_record_c_would_lay_out_differently(monkeypatch, fields, size,
+                                                                   match):
+    monkeypatch.setitem(layout.STRUCTS, "Bad", layout.Struct(fields, size))
+    with pytest.raises(layout.LayoutError, match=match):
+        layout.cython_declarations()
+
+
+def test_codes_and_counters_reach_the_declarations():
+    text = layout.cython_declarations()
+    for i, name in enumerate(layout.WORKER_COUNTERS):
+        assert f"WK_{name.upper()} = {i}\n" in text
+    for i, name in enumerate(layout.STATUS_NAMES):
+        assert f"ST_{name} = {i}\n" in text
+    assert f"RF_BUSY = {layout.STATUS_BUSY}\n" in text
+    assert f"TABLE_MAGIC = {layout.TABLE_MAGIC:#x}\n" in text
