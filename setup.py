@@ -1,7 +1,8 @@
 """Build the Cython extensions in ext/ into the private modules engine._*.
 
 Before cythonizing, the shared-memory layout is generated: engine/core/layout.py
-(loaded on its own with runpy, so no compiled module is needed) is the one
+(imported from this tree; it needs no compiled module, and ``import engine``
+imports nothing until a name is used) is the one
 source of every record struct, block offset and code, and its
 ``cython_declarations()`` is written to build/gen/layout.pxd, which the ext/
 sources cimport.  The file is rewritten only when its text changes (so an
@@ -12,8 +13,8 @@ here, with the field named.
 Set RINGFLOW_DEBUG=1 to build with bounds and wrap-around checks on and
 without optimisation, for chasing a kernel bug."""
 
+import importlib
 import os
-import runpy
 import sys
 
 import numpy
@@ -28,10 +29,14 @@ GENERATED = os.path.join("build", "gen")
 
 def generate_layout() -> None:
     """Write build/gen/layout.pxd from engine/core/layout.py, or stop the build."""
-    layout = runpy.run_path(os.path.join(HERE, "engine", "core", "layout.py"))
+    sys.path.insert(0, HERE)  # this tree's engine, not an installed one
     try:
-        text = layout["cython_declarations"]()
-    except layout["LayoutError"] as exc:
+        layout = importlib.import_module("engine.core.layout")
+    finally:
+        sys.path.remove(HERE)
+    try:
+        text = layout.cython_declarations()
+    except layout.LayoutError as exc:
         sys.exit(f"engine/core/layout.py: {exc}")
     path = os.path.join(HERE, GENERATED, "layout.pxd")
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -7,10 +7,18 @@ place, :func:`raise_for_status`.
 
 from __future__ import annotations
 
-# Kernel status codes, from the one layout table the kernels are built from,
-# so that Python never has to import a compiled module just to name one
-# (re-exported: callers name them as engine.errors.STATUS_*).
-from .core.layout import STATUS_BUSY, STATUS_OK, STATUS_STOPPED, STATUS_TIMEOUT  # noqa: F401
+# The status codes every compiled kernel returns, defined here beside the
+# one place that maps them to exceptions; engine.core.layout hands them to
+# the generated Cython declarations (RF_*), so the kernels are built from
+# these very numbers and Python never imports a compiled module to name one.
+#: Success.
+STATUS_OK = 0
+#: A wait slice ran out; the caller decides what next.
+STATUS_TIMEOUT = 1
+#: A worker saw its stop flag with its rings drained.
+STATUS_STOPPED = 2
+#: A single-threaded endpoint was entered twice.
+STATUS_BUSY = 3
 
 __all__ = [
     "EngineError",

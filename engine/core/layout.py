@@ -9,9 +9,10 @@ rule flags, magics, sketch constants).
 Python builds its numpy dtypes and constants from the tables below
 (:func:`numpy_dtype`; ``engine.core.records`` and ``engine.health.rules``
 re-export them).  The compiled side gets the same tables as Cython
-declarations: ``setup.py`` loads this file with :func:`runpy.run_path`
-(which is why it imports nothing but the standard library and uses no
-relative import) and writes :func:`cython_declarations` to
+declarations: ``setup.py`` imports this module before anything is compiled
+(which is why it imports nothing but the standard library and
+:mod:`engine.errors`, and NumPy only inside :func:`numpy_dtype`) and writes
+:func:`cython_declarations` to
 ``build/gen/layout.pxd`` before cythonizing; every ``ext/*.pxd`` and
 ``ext/*.pyx`` cimports its structs and enums from there.  The generator
 refuses (:class:`LayoutError`) a record whose C struct would get implicit
@@ -24,6 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import NamedTuple
+
+# The kernels' status codes are defined with their exceptions (RF_* below).
+from ..errors import STATUS_BUSY, STATUS_OK, STATUS_STOPPED, STATUS_TIMEOUT, EngineError
 
 __all__ = [
     "Layout",
@@ -40,22 +44,12 @@ __all__ = [
 ]
 
 
-class LayoutError(ValueError):
+class LayoutError(EngineError, ValueError):
     """A record or block layout that the C side and numpy would not agree on."""
 
 
 # --------------------------------------------------------------------------
 # Codes
-
-#: Status codes the compiled kernels return; ``engine.errors`` maps them to
-#: exceptions in one place.
-STATUS_OK = 0
-#: A wait slice ran out; the caller decides what next.
-STATUS_TIMEOUT = 1
-#: A worker saw its stop flag with its rings drained.
-STATUS_STOPPED = 2
-#: A single-threaded endpoint was entered twice.
-STATUS_BUSY = 3
 
 #: Wait strategies by code, from lowest latency and highest idle CPU to the
 #: reverse (the kernels' ``WAIT_*`` codes).
@@ -294,7 +288,7 @@ def numpy_dtype(name: str):
     -------
     numpy.dtype
     """
-    import numpy as np  # here, so that setup.py can load this file on its own
+    import numpy as np  # here: setup.py imports this module only to generate
 
     spec = []
     for f in STRUCTS[name].fields:

@@ -2,20 +2,27 @@
 generator refuses a record that C would pad, and the numpy dtypes and the
 generated Cython declarations both follow the same table."""
 
-import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from engine.core import layout
 
-LAYOUT_FILE = Path(layout.__file__)
 
-
-def test_layout_loads_on_its_own_as_setup_py_does():
-    """setup.py runs the file with runpy: no package, no compiled module."""
-    ns = runpy.run_path(str(LAYOUT_FILE))
-    assert ns["cython_declarations"]() == layout.cython_declarations()
+def test_layout_needs_no_compiled_module_as_setup_py_does():
+    """setup.py imports the module before anything is built: in a fresh
+    interpreter it must load no engine._* module and no NumPy."""
+    code = (
+        "import sys; from engine.core import layout; text = layout.cython_declarations(); "
+        "bad = sorted(m for m in sys.modules if m.startswith('engine._') or m == 'numpy'); "
+        "print(len(text), bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(layout.__file__).parents[2]).stdout.split(" ", 1)
+    assert int(out[0]) == len(layout.cython_declarations())
+    assert out[1].strip() == "[]"
 
 
 @pytest.mark.parametrize("name", sorted(layout.STRUCTS))
