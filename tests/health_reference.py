@@ -1,7 +1,7 @@
 """Plain-Python reference of the health layer (docs/health.md).
 
 Written from the document alone, independently of the compiled kernel
-(``ext/table.pxd``): per-series lifetime statistics, the event-time EWMA,
+(``ext/row.pxd`` and its neighbours): per-series lifetime statistics, the event-time EWMA,
 tumbling windows with lateness, the three sliding views, the 22-bucket
 quantile sketch, the rules state machine, TTL (STALE) and reload.  It is
 meant to be obvious, not fast: one event at a time, Python numbers, the
