@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import engine
+from engine.core.shm import PREFIX
 
 __all__ = [
     "HALF_LIFE_NS",
@@ -467,7 +468,7 @@ def print_header(con, title: str, args: argparse.Namespace) -> None:
 def check_clean(con=None) -> list[str]:
     """Segments this process created that are still in /dev/shm (should be
     none after a run; other processes' segments are not ours to judge)."""
-    mine = f"{engine.core.shm.PREFIX}-{os.getpid()}-"
+    mine = f"{PREFIX}-{os.getpid()}-"
     left = [n for n in engine.list_segments() if n.startswith(mine)]
     if left and con is not None:
         con.print(f"[red]warning: shared-memory segments left behind: {left}[/]")

@@ -23,7 +23,7 @@ import pytest
 import engine
 from engine import _ring, _router, _table
 from engine.core.config import EngineConfig
-from engine.core.shm import Segment
+from engine.core.shm import PREFIX, Segment
 
 sys.path.insert(0, os.path.dirname(__file__))
 import common as C  # noqa: E402
@@ -50,7 +50,7 @@ def _record_rate(benchmark, events: int) -> None:
 @pytest.fixture(autouse=True)
 def no_leaks():
     """No segment of this process may outlive a benchmark."""
-    mine = f"{engine.core.shm.PREFIX}-{os.getpid()}-"
+    mine = f"{PREFIX}-{os.getpid()}-"
     before = {n for n in engine.list_segments() if n.startswith(mine)}
     yield
     after = {n for n in engine.list_segments() if n.startswith(mine)}

@@ -9,6 +9,7 @@ are both built from it.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Iterable
 
@@ -27,6 +28,9 @@ __all__ = [
     "as_events",
     "DEFAULT_TS_MIN",
     "DEFAULT_TS_MAX",
+    "as_ids",
+    "series_ids",
+    "finite_or_none",
 ]
 
 #: 32-byte event record: little-endian, packed, no padding.
@@ -227,3 +231,22 @@ def as_events(events) -> np.ndarray:
     if events.ndim != 1 or not events.flags.c_contiguous:
         raise InvalidEvents("events must be a 1-d C-contiguous array (use np.ascontiguousarray)")
     return events
+
+
+def finite_or_none(x):
+    """``x``, or None where JSON has no spelling for it (NaN, infinities).
+
+    Every JSON reply and alert goes through it, so that a non-finite
+    statistic reads as ``null`` rather than as invalid JSON.
+
+    Parameters
+    ----------
+    x : object
+        A value bound for JSON.
+
+    Returns
+    -------
+    object
+        ``x`` unchanged unless it is a non-finite float.
+    """
+    return x if x is None or not isinstance(x, float) or math.isfinite(x) else None

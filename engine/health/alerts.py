@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.records import ALERT_DTYPE
-from ..query.readable import finite_or_none
+from ..core.records import ALERT_DTYPE, finite_or_none
 from .rules import STATUS_NAMES, stat_name
 
 __all__ = ["Alert", "AlertHub", "AlertStream", "alerts_from_records"]

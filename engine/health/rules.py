@@ -15,7 +15,6 @@ import math
 import numbers
 import os
 import re
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -171,7 +170,6 @@ RULES_HEADER_DTYPE = numpy_dtype("RulesHeader")
 #: Bytes of the shared rules segment: the header and room for MAX_RULES rules.
 RULES_SEGMENT_BYTES = RULES_HEADER_BYTES + MAX_RULES * RULE_DTYPE.itemsize
 
-_HEADER = struct.Struct("<QQqq")
 
 # --------------------------------------------------------------------------
 # Rules
@@ -662,14 +660,17 @@ class Rules:
         bytes
             A :data:`RULES_HEADER_DTYPE` header (generation 0, count, default
             ttl_ns, lateness_ns, zero padding) followed by :meth:`compile`'s
-            records: ``RULES_HEADER_BYTES + 64 * count`` bytes.  The engine
+            records: ``RULES_HEADER_BYTES + RULE_BYTES * count`` bytes.  The engine
             copies it into shared memory and bumps the generation around it.
         """
         body = self.compile(views).tobytes()
         # -1: no lateness here, the workers keep the engine's.
         lateness = -1 if self.lateness_ns is None else self.lateness_ns
-        header = _HEADER.pack(0, len(self.rules), self.ttl_ns, lateness)
-        return header.ljust(RULES_HEADER_BYTES, b"\0") + body
+        header = np.zeros(1, RULES_HEADER_DTYPE)  # generation 0: the engine owns it
+        header["count"] = len(self.rules)
+        header["ttl_ns"] = self.ttl_ns
+        header["lateness_ns"] = lateness
+        return header.tobytes() + body
 
     def metric_names(self) -> dict[int, str]:
         """Metric id -> name for the rules' metrics (not ``"*"``).

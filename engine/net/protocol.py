@@ -54,7 +54,7 @@ HEADER = struct.Struct("<2sBBI")
 TYPE_EVENTS = 1   #: body: count x 32-byte EVENT_DTYPE records
 TYPE_JSON = 2     #: body: count bytes of UTF-8 JSON lines
 TYPE_LOOKUP = 3   #: query endpoint, body: count x 16-byte LOOKUP_DTYPE (key, metric)
-TYPE_ROWS = 4     #: reply to a lookup, body: count x 128-byte STATE_DTYPE rows
+TYPE_ROWS = 4     #: reply to a lookup, body: count x 256-byte STATE_DTYPE rows
 
 #: One (key, metric) pair of a binary lookup: 16 bytes, little-endian.
 LOOKUP_DTYPE = np.dtype([("key", "<u8"), ("metric", "<u4"), ("pad", "<u4")])

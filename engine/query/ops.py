@@ -1,7 +1,8 @@
-"""The query endpoint's requests answered from a :class:`~engine.query.reader.Reader`.
+"""The query endpoint's JSON requests answered from a :class:`~engine.query.reader.Reader`.
 
-A query frame is a JSON request (PROTOCOL.md, Queries) or a binary lookup;
-:func:`answer` turns one into the bytes of its reply.  The read ops are
+A JSON query (PROTOCOL.md, Queries) goes in, the bytes of its reply come
+out (:func:`answer`); binary lookups are frames, which the gateway parses
+(:mod:`engine.net.protocol`) before asking the same reader.  The read ops are
 functions of ``(reader, request) -> dict`` (the reply's payload) listed in
 :data:`OPS`; ops that act on the engine rather than read it (stats, rules,
 reload) are supplied by whoever serves the endpoint, the gateway today.
@@ -18,7 +19,6 @@ import numpy as np
 
 from ..core.records import entity_id, metric_id
 from ..errors import EngineError
-from ..net import protocol as P
 from .readable import STATUS_NAMES
 from .reader import Reader
 
@@ -33,19 +33,17 @@ TOP_FIELDS = ("count", "sum", "min", "max", "mean", "ewma", "last", "last_ts", "
 _REQUEST_ERRORS = (ValueError, TypeError, KeyError, RecursionError, EngineError)
 
 
-def answer(frame, reader: Reader, *, max_message_bytes: int,
+def answer(frame, reader: Reader, *,
            control: Mapping[str, Callable[[dict], dict]] | None = None,
            on_error: Callable[[], None] | None = None) -> bytes:
-    """The reply to one query frame: a binary lookup or a JSON request.
+    """The reply to one JSON query.
 
     Parameters
     ----------
     frame : bytes-like
-        The request as received.
+        The request as received: a JSON object with ``op``.
     reader : Reader
         What the read ops read.
-    max_message_bytes : int
-        The largest frame a binary lookup may be.
     control : mapping, optional
         The ops that are not reads (``stats``, ``rules``, ``reload``), op
         name to ``handler(request) -> dict``.
@@ -55,22 +53,11 @@ def answer(frame, reader: Reader, *, max_message_bytes: int,
     Returns
     -------
     bytes
-        STATE_DTYPE rows for a lookup; otherwise a JSON object with ``ok``
-        and ``op``, the op's payload, and the request's ``id`` echoed, or
-        ``ok: false`` and ``error``.
+        A JSON object with ``ok`` and ``op``, the op's payload, and the
+        request's ``id`` echoed, or ``ok: false`` and ``error``.
     """
     control = control or {}
     failed = on_error or _ignore
-    if frame[:2] == P.MAGIC:
-        try:
-            kind, count = P.parse_header(frame, max_message_bytes)
-            if kind != P.TYPE_LOOKUP:
-                raise P.ProtocolError("bad_type", f"type {kind} is not a query type")
-            keys, metrics = P.parse_lookup(frame, count)
-            return P.pack_rows(reader.get_many(keys, metrics))
-        except (P.ProtocolError, EngineError) as exc:
-            failed()
-            return json.dumps({"ok": False, "error": str(exc)}).encode()
     request_id = None
     try:
         request = json.loads(frame)

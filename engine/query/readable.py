@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ..core.layout import FOLD_NONE
-from ..core.records import STATE_DTYPE
+from ..core.records import STATE_DTYPE, finite_or_none
 from ..health.rules import STAT_NAMES, STATUS_NAMES, stat_name
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "sketch_quantile",
     "merge_sketches",
     "merged_quantile",
-    "finite_or_none",
     "series_dict",
     "entity_dict",
 ]
@@ -111,11 +110,6 @@ def merged_quantile(merged: tuple[int, np.ndarray, float, float], q: float) -> f
         return None
     # Python floats add like NumPy's cumsum (in order, in float64).
     return _decode(base, counts.tolist(), total, lo, hi, q)
-
-
-def finite_or_none(x):
-    """``x``, or None where JSON has no spelling for it (NaN, infinities)."""
-    return x if x is None or not isinstance(x, float) or math.isfinite(x) else None
 
 
 def _window(count: int, total: float, lo: float, hi: float) -> dict:

@@ -1,4 +1,4 @@
-"""The incident scenario (engine/scenario.py) end to end: rules, windows,
+"""The incident scenario (engine/cli/scenario.py) end to end: rules, windows,
 sketch quantiles, hysteresis, ``for``, TTL and alerts, through the ZeroMQ
 gateway and through the embedded engine.
 
