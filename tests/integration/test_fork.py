@@ -20,6 +20,7 @@ import pytest
 
 import engine
 from engine.errors import ForkedProcess
+from engine.net.client import Client
 from tests.helpers import free_ports
 
 pytestmark = pytest.mark.timeout(120)
@@ -174,6 +175,72 @@ def test_child_calls_raise_and_parent_survives(close_in_child):
     finally:
         eng.close()
     assert not (our_segments(me) & segments)
+
+
+
+def run_child(body) -> tuple[int, dict]:
+    """Fork; the child runs ``body()`` (a dict it reports) and ``os._exit``s
+    with 0 if it returned; the parent gets (exit code, report)."""
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            os.close(read)
+            os.write(write, json.dumps(body()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    code = wait_child(child, 60)
+    with os.fdopen(read) as f:
+        return code, json.loads(f.read() or "{}")
+
+
+def test_child_closing_the_gateway_leaves_the_parent_serving():
+    names = ("ingest", "acked", "query", "alerts")
+    ports = dict(zip(names, free_ports()))
+    with engine.Engine(workers=2) as eng:
+        gateway = eng.serve({n: f"tcp://127.0.0.1:{p}" for n, p in ports.items()})
+
+        def body():
+            gateway.close()  # the parent's threads, sockets and slots: not the child's
+            eng.close()
+            return {"gateway_closed": gateway._closed, "engine_closed": eng.closed}
+
+        code, report = run_child(body)
+        assert code == 0, report
+        assert report == {"gateway_closed": True, "engine_closed": True}
+        assert gateway.healthy
+        with Client(ports=ports, timeout=10) as client:
+            assert client.send(batch(2), ack=True) == 2 * len(HOSTS)
+            eng.flush(timeout=30)
+            assert client.get(HOSTS[0], "cpu")["count"] == 2
+        assert eng.stats()["accepted"] == 2 * len(HOSTS)
+
+
+def test_a_new_engine_in_the_child_works():
+    me = os.getpid()
+    with engine.Engine(workers=1) as eng:
+        eng.submit(batch(1))
+        before = our_segments(me)
+
+        def body():
+            with pytest.raises(ForkedProcess):
+                eng.get(HOSTS[0], "cpu")
+            with engine.Engine(workers=1) as own:  # what the error tells the child to do
+                own.submit(batch(4))
+                own.flush(timeout=30)
+                counts = own.get_many(HOSTS, "cpu")["count"].tolist()
+                mine = our_segments(os.getpid())
+            return {"counts": counts, "had": len(mine), "left": sorted(our_segments(os.getpid()))}
+
+        code, report = run_child(body)
+        assert code == 0, report
+        assert report == {"counts": [4] * len(HOSTS), "had": 3, "left": []}  # ctl, rules, t0
+        assert our_segments(me) == before
+        eng.flush(timeout=30)
+        assert eng.get_many(HOSTS, "cpu")["count"].tolist() == [1] * len(HOSTS)
 
 
 # The child leaves the way a program does: SystemExit through the ``with``
