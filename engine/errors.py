@@ -24,6 +24,7 @@ __all__ = [
     "EngineError",
     "ConfigError",
     "EngineClosed",
+    "ForkedProcess",
     "Backpressure",
     "ConcurrentUse",
     "FlushTimeout",
@@ -49,6 +50,32 @@ class ConfigError(EngineError, ValueError):
 
 class EngineClosed(EngineError):
     """The engine was used after :meth:`engine.Engine.close`."""
+
+
+class ForkedProcess(EngineError):
+    """An engine (or one of its handles) was used in a process forked from
+    the one that created it.
+
+    The child shares the parent's segments, workers and producer slots, so
+    it may not drive them: every call raises this, and nothing the child
+    does (``close()``, garbage collection, its exit) touches the parent's
+    engine.  Create a new engine in the child instead.
+
+    Attributes
+    ----------
+    owner_pid : int
+        The process that created the engine.
+    pid : int
+        The process that tried to use it.
+    """
+
+    def __init__(self, what: str, owner_pid: int, pid: int) -> None:
+        super().__init__(
+            f"this {what} was created in process {owner_pid} and cannot be used in the "
+            f"forked process {pid}; create a new Engine in the child"
+        )
+        self.owner_pid = owner_pid
+        self.pid = pid
 
 
 class InvalidEvents(EngineError, TypeError):

@@ -23,6 +23,7 @@ from ..errors import (
     EngineClosed,
     EngineError,
     FlushTimeout,
+    ForkedProcess,
     WorkerDied,
     raise_for_status,
 )
@@ -50,9 +51,17 @@ __all__ = ["Engine", "Producer"]
 _SLICE_NS = 50_000_000
 
 
-def _cleanup(procs: list, segments: list, wake_fd: list) -> None:
+def _cleanup(owner_pid: int, procs: list, segments: list, wake_fd: list) -> None:
     """Last-resort cleanup (garbage collection, interpreter exit, failed
-    start): kill what still runs and unlink what was created."""
+    start): kill what still runs and unlink what was created.
+
+    Only in ``owner_pid``, the process that created the engine: a forked
+    child inherits this finalizer and its ``atexit`` registration, and
+    running it there would kill the parent's workers and unlink the
+    parent's segments under it.
+    """
+    if os.getpid() != owner_pid:
+        return
     for p in procs:
         if p.poll() is None:
             p.kill()
@@ -83,7 +92,9 @@ class Producer:
     Each ring has exactly one producer, so two threads that submit at the
     same time need two producers: take one per thread from
     :meth:`Engine.producer`.  A producer used from two threads at once
-    refuses the second call instead of taking a lock.
+    refuses the second call instead of taking a lock.  In a process forked
+    from the engine's, every call raises
+    :class:`engine.errors.ForkedProcess`.
     """
 
     def __init__(self, engine: Engine, slot: int, kernel: _router.Producer) -> None:
@@ -93,8 +104,15 @@ class Producer:
 
     def release(self) -> None:
         """Give the slot back to the engine; the next :meth:`Engine.producer`
-        may hand it out again (its rings carry on from their cursors)."""
+        may hand it out again (its rings carry on from their cursors).
+
+        Raises
+        ------
+        ForkedProcess
+            Called in a process forked from the engine's.
+        """
         eng = self._engine
+        eng._check_process()
         if eng._producers[self.slot] is self:
             eng._producers[self.slot] = None
             self._kernel.release_buffer()
@@ -124,6 +142,8 @@ class Producer:
             were taken and will be applied.
         WorkerDied
             A worker process is gone.
+        ForkedProcess
+            Called in a process forked from the engine's.
         """
         eng = self._engine
         eng._check()
@@ -164,6 +184,16 @@ class Engine:
     **settings
         Fields of :class:`engine.EngineConfig`.
 
+    Notes
+    -----
+    An engine belongs to the process that created it.  In a child forked
+    from that process every method raises
+    :class:`engine.errors.ForkedProcess` (create a new engine in the
+    child), except :meth:`close`, which there only marks the child's copy
+    closed; nothing the child does, its exit and garbage collection
+    included, stops the parent's workers, unlinks its segments or uses its
+    producer slots.
+
     Examples
     --------
     >>> import engine
@@ -177,6 +207,9 @@ class Engine:
 
     def __init__(self, workers: int | None = None, *, config: EngineConfig | None = None,
                  **settings) -> None:
+        # First: everything below belongs to this process, and _check and
+        # close() compare against it (pyzmq's fork guard).
+        self._pid = os.getpid()
         base = config or EngineConfig()
         if workers is not None:
             settings["workers"] = workers
@@ -203,7 +236,7 @@ class Engine:
         self._segments: list[Segment] = []
         self._wake_fd: list[int] = []
         self._finalizer = weakref.finalize(
-            self, _cleanup, self._procs, self._segments, self._wake_fd
+            self, _cleanup, self._pid, self._procs, self._segments, self._wake_fd
         )
         self._producers: list[Producer | None] = [None] * cfg.producers
         self._gateway = None
@@ -325,7 +358,17 @@ class Engine:
                 self._dead = WorkerDied(w, p.returncode, p.pid)
                 return
 
+    def _check_process(self) -> None:
+        """Raise :class:`ForkedProcess` unless this is the engine's own process."""
+        # One getpid() per call, not per event: the price of never driving
+        # the parent's rings from a fork, which a flag set by os.fork's
+        # hooks would miss when a C library forks on its own.
+        pid = os.getpid()
+        if pid != self._pid:
+            raise ForkedProcess("Engine", self._pid, pid)
+
     def _check(self) -> None:
+        self._check_process()
         if self._closed:
             raise EngineClosed("the engine is closed")
         if self._dead is not None:
@@ -584,6 +627,7 @@ class Engine:
         ----------
         entities, metrics : iterable of str
         """
+        self._check_process()
         for kind, hasher, values in (("entities", entity_id, entities),
                                      ("metrics", metric_id, metrics)):
             for name in values:
@@ -626,6 +670,7 @@ class Engine:
 
     def remove_alert_callback(self, callback) -> None:
         """Stop calling ``callback``; once this returns it is not running."""
+        self._check_process()
         if self._alerts is not None:
             self._alerts.remove_callback(callback)
 
@@ -722,8 +767,18 @@ class Engine:
 
         Safe to call twice, and after a worker died (its pending events are
         then lost; the others are drained).
+
+        In a process forked from the engine's it only marks this copy
+        closed (as pyzmq's ``close`` and ``term`` do in a child): the
+        workers, segments and producer slots are the parent's, and a
+        ``with`` block or ``finally`` in the child must not raise over its
+        own error.
         """
         if self._closed:
+            return
+        if os.getpid() != self._pid:
+            self._closed = True
+            self._finalizer.detach()
             return
         self._closing = True
         try:
@@ -766,7 +821,10 @@ class Engine:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "running"
+        if os.getpid() != self._pid:
+            state = f"of process {self._pid}, unusable here"
+        else:
+            state = "closed" if self._closed else "running"
         return f"<Engine workers={self.config.workers} {state}>"
 
 

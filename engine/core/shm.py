@@ -7,6 +7,11 @@ attaching process registers the segment too and the tracker then unlinks it
 when that process exits, pulling it from under the creator: attaching by
 hand avoids that.  The creator's registration stays useful: if the creator
 is killed, the tracker still unlinks what it left.
+
+A process forked from the creator inherits the segment objects but is not
+their creator: :meth:`Segment.unlink` refuses there, since unlinking would
+pull the segments from under the parent and drop the parent's registration
+with the resource tracker, which the child shares.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import mmap
 import os
 import secrets
 from multiprocessing import shared_memory
+
+from ..errors import ForkedProcess
 
 __all__ = ["Segment", "PREFIX", "list_segments"]
 
@@ -44,6 +51,8 @@ class Segment:
         self.buf = buf
         self.owner = owner
         self._handle = handle
+        # Creation is bound to a process, not to an object a fork copies.
+        self._pid = os.getpid()
         self._closed = False
         self._unlinked = False
 
@@ -74,9 +83,19 @@ class Segment:
         self._closed = True
 
     def unlink(self) -> None:
-        """Remove the name (creator only); the memory goes with the last mapping."""
+        """Remove the name (creator only); the memory goes with the last mapping.
+
+        Raises
+        ------
+        PermissionError
+            The segment was attached, not created, here.
+        engine.errors.ForkedProcess
+            This process was forked from the creator.
+        """
         if not self.owner:
             raise PermissionError(f"only the creator unlinks segment {self.name}")
+        if os.getpid() != self._pid:
+            raise ForkedProcess(f"segment {self.name}", self._pid, os.getpid())
         if self._unlinked:
             return
         self._unlinked = True

@@ -9,6 +9,7 @@ Python object per alert."""
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.records import ALERT_DTYPE, finite_or_none
+from ..errors import ForkedProcess
 from .rules import STATUS_NAMES, stat_name
 
 __all__ = ["Alert", "AlertHub", "AlertStream", "alerts_from_records"]
@@ -102,6 +104,11 @@ class AlertStream:
     next alert; with a ``timeout`` it ends when none came for that long.
     It also ends when the engine closes.  Use it as a context manager, or
     call :meth:`close`, to stop receiving.
+
+    The alert thread that fills it lives in the engine's process only: in
+    a forked child, iterating or :meth:`get` raises
+    :class:`engine.errors.ForkedProcess` instead of waiting for alerts
+    that can never come, and :meth:`close` does nothing.
     """
 
     def __init__(self, hub: AlertHub, timeout: float | None) -> None:
@@ -109,12 +116,19 @@ class AlertStream:
         self._timeout = timeout
         self._queue: queue.Queue = queue.Queue(_SUBSCRIBER_QUEUE)
         self.dropped = 0
+        self._pid = os.getpid()
         hub._subscribe(self)
 
     def __iter__(self) -> Iterator[Alert]:
         return self
 
+    def _check_process(self) -> None:
+        pid = os.getpid()
+        if pid != self._pid:
+            raise ForkedProcess("AlertStream", self._pid, pid)
+
     def __next__(self) -> Alert:
+        self._check_process()
         try:
             item = self._queue.get(timeout=self._timeout)
         except queue.Empty:
@@ -125,7 +139,14 @@ class AlertStream:
 
     def get(self, timeout: float | None = None) -> Alert | None:
         """The next alert, or ``None`` when none came within ``timeout``
-        seconds or the engine closed."""
+        seconds or the engine closed.
+
+        Raises
+        ------
+        engine.errors.ForkedProcess
+            Called in a process forked from the engine's.
+        """
+        self._check_process()
         try:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -133,8 +154,11 @@ class AlertStream:
         return None if item is _END else item
 
     def close(self) -> None:
-        """Stop receiving alerts."""
-        self._hub._unsubscribe(self)
+        """Stop receiving alerts (in a forked child: nothing to stop)."""
+        # The hub's lock may have been held by the alert thread at the
+        # fork, and that thread does not exist here to release it.
+        if os.getpid() == self._pid:
+            self._hub._unsubscribe(self)
 
     def __enter__(self) -> AlertStream:
         return self

@@ -21,6 +21,7 @@ Python object per frame, and their records are submitted as one batch.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -100,6 +101,7 @@ class Gateway:
 
     def __init__(self, engine, config: GatewayConfig | None = None) -> None:
         self.engine = engine
+        self._pid = os.getpid()
         self.config = config or GatewayConfig()
         self.names = engine.names
         self._reader = engine._reader
@@ -187,10 +189,16 @@ class Gateway:
 
     def close(self) -> None:
         """Stop reading, finish what was read, close the sockets, give the
-        producer slot back.  Safe to call twice."""
+        producer slot back.  Safe to call twice.
+
+        In a process forked from the gateway's it only marks this copy
+        closed: the threads, sockets and producer slots are the parent's.
+        """
         if self._closed:
             return
         self._closed = True
+        if os.getpid() != self._pid:
+            return
         self._stop.set()
         for t in self._threads:
             t.join(30)
