@@ -36,6 +36,7 @@ __all__ = [
     "ProtocolError",
     "SettingsError",
     "ServeError",
+    "GatewayDown",
 ]
 
 
@@ -193,3 +194,25 @@ class SettingsError(ConfigError):
 
 class ServeError(EngineError, RuntimeError):
     """``ringflow serve`` could not start (a port in use, a worker that died)."""
+
+
+class GatewayDown(EngineError):
+    """A gateway thread stopped on an error and will not be restarted: its
+    restarts ran out, or the engine behind it cannot go on.
+
+    Attributes
+    ----------
+    thread : str
+        The thread: ``pull``, ``acked`` or ``query``.
+    cause : BaseException
+        What stopped it the last time.
+    restarts : int
+        How often it had been restarted before.
+    """
+
+    def __init__(self, thread: str, cause: BaseException, restarts: int, why: str) -> None:
+        super().__init__(f"gateway thread {thread} died: {type(cause).__name__}: {cause}; "
+                         f"not restarted ({why})")
+        self.thread = thread
+        self.cause = cause
+        self.restarts = restarts
