@@ -193,7 +193,8 @@ class SettingsError(ConfigError):
 
 
 class ServeError(EngineError, RuntimeError):
-    """``ringflow serve`` could not start (a port in use, a worker that died)."""
+    """``ringflow serve`` could not start, or had to stop (a port in use, a
+    worker that died, a gateway thread down for good)."""
 
 
 class GatewayDown(EngineError):
