@@ -37,6 +37,7 @@ __all__ = [
     "ProtocolError",
     "SettingsError",
     "ServeError",
+    "GatewayDown",
 ]
 
 
@@ -219,4 +220,27 @@ class SettingsError(ConfigError):
 
 
 class ServeError(EngineError, RuntimeError):
-    """``ringflow serve`` could not start (a port in use, a worker that died)."""
+    """``ringflow serve`` could not start, or had to stop (a port in use, a
+    worker that died, a gateway thread down for good)."""
+
+
+class GatewayDown(EngineError):
+    """A gateway thread stopped on an error and will not be restarted: its
+    restarts ran out, or the engine behind it cannot go on.
+
+    Attributes
+    ----------
+    thread : str
+        The thread: ``pull``, ``acked`` or ``query``.
+    cause : BaseException
+        What stopped it the last time.
+    restarts : int
+        How often it had been restarted before.
+    """
+
+    def __init__(self, thread: str, cause: BaseException, restarts: int, why: str) -> None:
+        super().__init__(f"gateway thread {thread} died: {type(cause).__name__}: {cause}; "
+                         f"not restarted ({why})")
+        self.thread = thread
+        self.cause = cause
+        self.restarts = restarts

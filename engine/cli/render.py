@@ -447,6 +447,19 @@ STATS_TOTALS = ("accepted", "applied", "rejected_invalid", "rejected_table_full"
                 "series")
 
 
+def _thread_health(t: dict) -> str:
+    """One gateway thread's ``state``, restarts and last error, in a line."""
+    text = t.get("state", "?")
+    n = t.get("restarts", 0)
+    if n:
+        text += f", {n:,} restart{'s' if n != 1 else ''}"
+    err = t.get("last_error")
+    if err:
+        text += (f", last error {err.get('type')}: {err.get('message')} at "
+                 f"{local_time(int(err.get('at', 0) * 1e9))}")
+    return text
+
+
 def show_stats(out, stats: dict) -> None:
     """Print ``ringflow stats``: the workers table, the gateway's counters
     (rejections by reason, only those that happened) and the engine's totals.
@@ -464,7 +477,10 @@ def show_stats(out, stats: dict) -> None:
         gt.add_column("counter")
         gt.add_column("value", justify="right")
         for k, val in gw.items():
-            if isinstance(val, dict):
+            if k == "threads":
+                for name, t in val.items():
+                    gt.add_row(f"thread {name}", _thread_health(t))
+            elif isinstance(val, dict):
                 for reason, n in val.items():
                     if n:
                         gt.add_row(f"{k}: {reason}", num(n))

@@ -46,6 +46,11 @@ The server runs until SIGINT or SIGTERM.  Either one stops the gateway from
 reading, drains what it read into the state tables, prints the final
 counters and stops the workers; the exit code is then 0.
 
+A gateway thread that fails is reported on one line and restarted after a
+back-off; once its restarts are exhausted (``GatewayConfig.max_restarts``
+within its window) the server stops and exits 1 with the cause on stderr:
+it never keeps running with a gateway thread down.
+
 Workers start with SIGTERM and SIGHUP blocked (the signal mask survives fork
 and exec), and they ignore SIGINT themselves: a signal sent to the whole
 process group (Ctrl-C in a terminal, ``kill -- -PGID``, systemd's default
@@ -68,7 +73,7 @@ from pathlib import Path
 
 from ..core.config import WAIT_STRATEGIES, EngineConfig
 from ..core.durations import format_duration, parse_duration
-from ..errors import ConfigError, EngineError, ServeError, SettingsError, WorkerDied
+from ..errors import ConfigError, EngineError, GatewayDown, ServeError, SettingsError, WorkerDied
 from ..net.protocol import DEFAULT_HOST, DEFAULT_PORTS
 
 __all__ = [
@@ -558,6 +563,15 @@ def run(settings: Settings, console=None) -> int:
             raise ServeError(str(exc)) from None
         reloader = _Reloader(eng, settings.rules, say)
         gateway.reload_hook = reloader
+
+        def on_fault(thread: str, cause: str, restarting: bool) -> None:
+            # From the failed gateway thread: report now; a thread that
+            # stays down wakes the main loop, which then stops the server.
+            if restarting:
+                say(cause)
+            wake.set()
+
+        gateway.fault_hook = on_fault
         cfg = eng.config
         say(f"[bold]ringflow serve[/]: {cfg.workers} workers (pids "
             f"{', '.join(map(str, eng.pids))}), wait={cfg.wait}, rings of "
@@ -591,6 +605,8 @@ def run(settings: Settings, console=None) -> int:
                 reloader.on_sighup()
             # stats() raises WorkerDied once a worker is gone.
             stats = eng.stats()
+            if gateway.down is not None:
+                raise gateway.down
             now = time.monotonic()
             if not settings.quiet and now >= next_status:
                 counters = serve_counters(stats, gateway.stats())
@@ -609,7 +625,7 @@ def run(settings: Settings, console=None) -> int:
         say(final_line(counters))
         say("ringflow stopped cleanly")
         return 0
-    except WorkerDied as exc:
+    except (WorkerDied, GatewayDown) as exc:
         raise ServeError(f"{exc}; stopping") from None
     finally:
         if eng is not None:

@@ -16,10 +16,20 @@ Two threads, each owning its sockets (ZeroMQ sockets are not thread-safe):
 Small frames are coalesced: every frame already waiting on the PULL socket
 is received by :mod:`engine._wire` in C, without blocking and without a
 Python object per frame, and their records are submitted as one batch.
+
+Each thread is watched by itself: a loop that stops on an unexpected error
+closes its socket, records the cause (``stats()["threads"]``; ``healthy``
+turns false at once) and, after a back-off, runs again on a fresh socket in
+the same thread, so a socket never changes threads.  Past
+``GatewayConfig.max_restarts`` within ``restart_window``, or when the engine
+behind it cannot go on, the thread stays down and :attr:`Gateway.down` says
+why (``ringflow serve`` then exits non-zero).
 """
 
 from __future__ import annotations
 
+import collections
+import datetime
 import json
 import os
 import threading
@@ -30,7 +40,7 @@ import zmq
 
 from .. import _wire
 from ..core.records import EVENT_DTYPE
-from ..errors import Backpressure, EngineError
+from ..errors import Backpressure, EngineClosed, EngineError, GatewayDown, WorkerDied
 from ..query import ops
 from . import protocol as P
 
@@ -44,6 +54,11 @@ _COALESCE_RECORDS = 65536
 # Frames at least this large skip the staging copy.
 _DIRECT_RECORDS = 1024
 _ALERT_HWM = 100_000
+# Longest wait before a failed gateway thread runs again.
+_BACKOFF_MAX = 5.0
+# How long a restarted loop keeps trying to bind its endpoint: libzmq closes
+# the old listener on its I/O thread, a moment after the old socket's close().
+_REBIND_S = 2.0
 
 
 def endpoint_urls(host: str = P.DEFAULT_HOST, ports: dict | None = None) -> dict:
@@ -68,10 +83,19 @@ class GatewayConfig:
         answered with ``backpressure`` (the records taken so far are kept).
     hwm : int
         ZeroMQ receive high-water mark, in messages, of the ingest sockets.
+    max_restarts : int
+        Restarts a gateway thread gets within ``restart_window`` seconds;
+        the next failure leaves it down (0: never restarted).
+    restart_window : float
+        Seconds over which ``max_restarts`` is counted.
+    restart_backoff : float
+        Seconds before the first restart; each further restart within the
+        window waits twice as long as the one before, at most 5 s.
     """
 
     def __init__(self, endpoints: dict | None = None, max_message_bytes: int = 64 << 20,
-                 ack_timeout: float = 5.0, hwm: int = 1000) -> None:
+                 ack_timeout: float = 5.0, hwm: int = 1000, max_restarts: int = 5,
+                 restart_window: float = 60.0, restart_backoff: float = 0.1) -> None:
         self.endpoints = {**endpoint_urls(), **(endpoints or {})}
         unknown = set(self.endpoints) - set(P.DEFAULT_PORTS)
         if unknown:
@@ -82,6 +106,36 @@ class GatewayConfig:
         self.max_message_bytes = int(max_message_bytes)
         self.ack_timeout = float(ack_timeout)
         self.hwm = int(hwm)
+        if int(max_restarts) < 0 or not restart_window > 0 or not restart_backoff >= 0:
+            raise EngineError("max_restarts must be >= 0, restart_window > 0 and "
+                              "restart_backoff >= 0")
+        self.max_restarts = int(max_restarts)
+        self.restart_window = float(restart_window)
+        self.restart_backoff = float(restart_backoff)
+
+
+class _Watch:
+    """One gateway thread's health.  Written by that thread alone (so no
+    lock), read by ``stats()`` from any thread."""
+
+    __slots__ = ("name", "state", "restarts", "recent", "error", "cause", "exc")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        #: starting, running, restarting, down or stopped.
+        self.state = "starting"
+        self.restarts = 0
+        # Monotonic times of the restarts still inside the restart window.
+        self.recent: collections.deque = collections.deque()
+        #: The last failure: type, message, at (Unix time, seconds).
+        self.error: dict | None = None
+        #: Why the thread is not running, while it is not; else None.
+        self.cause: str | None = None
+        self.exc: BaseException | None = None
+
+    def to_dict(self) -> dict:
+        return {"state": self.state, "restarts": self.restarts,
+                "last_error": None if self.error is None else dict(self.error)}
 
 
 class Gateway:
@@ -98,6 +152,13 @@ class Gateway:
     #: turns.  ``None``: no rules file, inline rules go straight to
     #: :meth:`engine.Engine.reload_rules`.
     reload_hook = None
+
+    #: Called as ``fault_hook(thread, cause, restarting)`` from a gateway
+    #: thread that stopped on an error, once it has decided to restart
+    #: (``restarting`` true) or to stay down; ``cause`` is the text
+    #: ``stats()["cause"]`` shows.  ``ringflow serve`` sets it to report
+    #: the failure and to wake its main loop.  It must not block.
+    fault_hook = None
 
     def __init__(self, engine, config: GatewayConfig | None = None) -> None:
         self.engine = engine
@@ -127,7 +188,9 @@ class Gateway:
         self._closed = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._errors: list[BaseException] = []
+        self._watches: dict[str, _Watch] = {}
+        self._start_errors: list[BaseException] = []
+        self._down: GatewayDown | None = None
         self._staging = np.empty(_COALESCE_RECORDS, EVENT_DTYPE)
         self._pull_drain = None
         self._lookups = None
@@ -137,13 +200,14 @@ class Gateway:
             for name, target in (("pull", self._pull_loop), ("acked", self._acked_loop),
                                  ("query", self._query_loop)):
                 ready = threading.Event()
-                t = threading.Thread(target=self._run, args=(target, ready),
+                watch = self._watches[name] = _Watch(name)
+                t = threading.Thread(target=self._run, args=(watch, target, ready),
                                      name=f"ringflow-gateway-{name}", daemon=True)
                 t.start()
                 ready.wait(10)
                 self._threads.append(t)
-                if self._errors:
-                    raise self._errors[0]
+                if self._start_errors:
+                    raise self._start_errors[0]
             self.alerts = self._ctx.socket(zmq.PUB)
             self.alerts.setsockopt(zmq.LINGER, 0)
             # A burst of status changes must not be cut at libzmq's default
@@ -159,17 +223,109 @@ class Gateway:
 
     # --- plumbing ---------------------------------------------------------
 
-    def _run(self, target, ready: threading.Event) -> None:
-        try:
-            target(ready)
-        except BaseException as exc:  # surfaced by start-up, stats() and healthy
-            self._errors.append(exc)
-            ready.set()
+    def _run(self, watch: _Watch, target, started: threading.Event) -> None:
+        """Run one thread's loop until close(), restarting it after a failure."""
+
+        def up() -> None:
+            # Called by the loop once its socket is bound.
+            watch.state, watch.cause, watch.exc = "running", None, None
+            started.set()
+
+        while True:
+            try:
+                target(up)
+            except BaseException as exc:  # noqa: BLE001 - every failure is recorded
+                if not started.is_set():
+                    # Start-up: the constructor raises it (a port in use).
+                    watch.state, watch.exc = "down", exc
+                    self._start_errors.append(exc)
+                    started.set()
+                    return
+                if not self._failed(watch, exc):
+                    return
+                continue
+            watch.state = "stopped"
+            return
+
+    def _failed(self, watch: _Watch, exc: BaseException) -> bool:
+        """Record why ``watch``'s loop stopped and decide what next; wait out
+        the back-off.  Returns True to run the loop again."""
+        cfg = self.config
+        at = time.time()
+        now = time.monotonic()
+        watch.exc = exc
+        watch.error = {"type": type(exc).__name__, "message": str(exc), "at": at}
+        when = datetime.datetime.fromtimestamp(at, datetime.timezone.utc)
+        what = (f"gateway thread {watch.name} failed at "
+                f"{when.isoformat(timespec='milliseconds')}: {type(exc).__name__}: {exc}")
+        if self._stop.is_set():
+            watch.state, watch.cause = "stopped", what
+            return False
+        while watch.recent and now - watch.recent[0] > cfg.restart_window:
+            watch.recent.popleft()
+        why = None
+        if isinstance(exc, (WorkerDied, EngineClosed)):
+            # A fresh socket cannot bring a worker back.
+            why = "the engine cannot go on"
+        elif len(watch.recent) >= cfg.max_restarts:
+            why = f"{cfg.max_restarts} restarts within {cfg.restart_window:g} s"
+        if why is not None:
+            watch.state, watch.cause = "down", f"{what}; not restarted ({why})"
+            if self._down is None:
+                self._down = GatewayDown(watch.name, exc, watch.restarts, why)
+            self._tell(watch, restarting=False)
+            return False
+        delay = min(cfg.restart_backoff * 2 ** len(watch.recent), _BACKOFF_MAX)
+        watch.state = "restarting"
+        watch.cause = (f"{what}; restart {len(watch.recent) + 1} of {cfg.max_restarts} "
+                       f"in {delay:.3g} s")
+        self._tell(watch, restarting=True)
+        if self._stop.wait(delay):
+            watch.state = "stopped"
+            return False
+        watch.restarts += 1
+        watch.recent.append(time.monotonic())
+        watch.state = "starting"
+        return True
+
+    def _tell(self, watch: _Watch, restarting: bool) -> None:
+        hook = self.fault_hook
+        if hook is not None:
+            try:
+                hook(watch.name, watch.cause, restarting)
+            except Exception:  # noqa: BLE001, S110 - a reporting hook must not stop the restart
+                pass
 
     @property
     def healthy(self) -> bool:
-        """False once a gateway thread has stopped on an error (see ``stats()``)."""
-        return not self._errors and all(t.is_alive() for t in self._threads)
+        """False from the moment a gateway thread stops on an error until it
+        runs again (see ``stats()["cause"]``), and for good once it is down."""
+        return (not self._closed and self._down is None and len(self._watches) == 3
+                and all(w.state == "running" for w in self._watches.values())
+                and all(t.is_alive() for t in self._threads))
+
+    @property
+    def down(self) -> GatewayDown | None:
+        """Why a gateway thread stopped for good (restarts exhausted, or the
+        engine cannot go on), or None while every thread runs or restarts."""
+        return self._down
+
+    @property
+    def _errors(self) -> list[BaseException]:
+        """The failures of the threads that are not running now."""
+        return [w.exc for w in self._watches.values()
+                if w.exc is not None and w.state != "running"]
+
+    def _bind_again(self, kind: int, url: str, ctx: zmq.Context | None = None) -> zmq.Socket:
+        """:meth:`_bind`, retried briefly: after a restart the old listener
+        may not have been released yet."""
+        deadline = time.monotonic() + _REBIND_S
+        while True:
+            try:
+                return self._bind(kind, url, ctx)
+            except EngineError:
+                if time.monotonic() >= deadline or self._stop.wait(0.02):
+                    raise
 
     def _bind(self, kind: int, url: str, ctx: zmq.Context | None = None) -> zmq.Socket:
         sock = (ctx or self._ctx).socket(kind)
@@ -251,12 +407,29 @@ class Gateway:
         return total
 
     def stats(self) -> dict:
-        """The gateway's counters: messages, records accepted and invalid,
-        rejected messages by reason, queries."""
+        """The gateway's counters and health.
+
+        Returns
+        -------
+        dict
+            ``messages``, ``accepted``, ``invalid``, ``rejected`` (by
+            reason), ``queries``, ``query_errors``, ``alerts_published``;
+            ``healthy``; ``errors`` (the failures of threads not running
+            now); ``cause`` (why the gateway is not healthy: which thread,
+            when, what, and whether it restarts; None when healthy);
+            ``restarts`` (all threads); ``threads``: per thread (``pull``,
+            ``acked``, ``query``) its ``state``, ``restarts`` and
+            ``last_error`` (``type``, ``message``, ``at``: Unix time).
+        """
         c = self.counters
+        watches = list(self._watches.values())
+        causes = [w.cause for w in watches if w.cause is not None and w.state != "running"]
         out = {**c, "rejected": dict(c["rejected"]), "healthy": self.healthy,
                "alerts_published": self.published,
-               "errors": [repr(e) for e in self._errors]}
+               "errors": [repr(e) for e in self._errors],
+               "cause": "; ".join(causes) or None,
+               "restarts": sum(w.restarts for w in watches),
+               "threads": {w.name: w.to_dict() for w in watches}}
         if self._lookups is not None:
             out["queries"] += self._lookups.answered
         drain = self._pull_drain
@@ -270,21 +443,29 @@ class Gateway:
 
     # --- ingest -------------------------------------------------------------
 
-    def _pull_loop(self, ready: threading.Event) -> None:
-        pull = self._bind(zmq.PULL, self.config.endpoints["ingest"])
-        self._pull_drain = _wire.Drain(self._staging, self.config.max_message_bytes,
-                                       _DIRECT_RECORDS)
-        ready.set()
+    def _pull_loop(self, up) -> None:
+        drain = self._pull_drain
+        if drain is None:
+            pull = self._bind(zmq.PULL, self.config.endpoints["ingest"])
+            # Kept across restarts: its counters, and records it read before
+            # a failure, which are submitted first below.
+            drain = self._pull_drain = _wire.Drain(
+                self._staging, self.config.max_message_bytes, _DIRECT_RECORDS)
+        else:
+            pull = self._bind_again(zmq.PULL, self.config.endpoints["ingest"])
+        up()
         try:
+            self._submit_drained(drain)
             while not self._stop.is_set():
                 if pull.poll(_POLL_MS):
                     self._drain_pull(pull)
         finally:
             pull.close()
 
-    def _acked_loop(self, ready: threading.Event) -> None:
-        acked = self._bind(zmq.ROUTER, self.config.endpoints["acked"])
-        ready.set()
+    def _acked_loop(self, up) -> None:
+        bind = self._bind if self._watches["acked"].restarts == 0 else self._bind_again
+        acked = bind(zmq.ROUTER, self.config.endpoints["acked"])
+        up()
         try:
             while not self._stop.is_set():
                 if acked.poll(_POLL_MS):
@@ -341,18 +522,23 @@ class Gateway:
         drain = self._pull_drain
         for _ in range(_COALESCE_ROUNDS):
             status = drain.drain(pull.underlying, _COALESCE_FRAMES)
-            if drain.fill:
-                self._count(*self._submit(self._pull_producer, drain.take_batch(), None)[:2])
-            frame = drain.take_pending()
-            if frame is not None:
-                records, _reason, _msg = self._decode(frame)
-                if records is not None and len(records):
-                    self._count(*self._submit(self._pull_producer, records, None)[:2])
+            self._submit_drained(drain)
             if status == _wire.ERROR:
                 raise EngineError(
                     f"receiving on the ingest socket failed: errno {drain.last_errno}")
             if status == _wire.DRAINED:
                 return
+
+    def _submit_drained(self, drain) -> None:
+        """Submit what the drain holds: the staged batch, then the frame it
+        handed back to Python (JSON, or a large binary frame)."""
+        if drain.fill:
+            self._count(*self._submit(self._pull_producer, drain.take_batch(), None)[:2])
+        frame = drain.take_pending()
+        if frame is not None:
+            records, _reason, _msg = self._decode(frame)
+            if records is not None and len(records):
+                self._count(*self._submit(self._pull_producer, records, None)[:2])
 
     def _serve_acked(self, sock: zmq.Socket) -> None:
         for _ in range(_COALESCE_FRAMES):
@@ -362,40 +548,52 @@ class Gateway:
                 return
             self._c["messages"] += 1
             envelope, frame = parts[:-1], parts[-1]
-            records, reason, message = self._decode(frame.buffer)
-            if records is None:
-                reply = {"ok": False, "reason": reason, "error": message}
-            else:
-                try:
-                    accepted, handled, complete = self._submit(
-                        self._acked_producer, records, self.config.ack_timeout)
-                except EngineError as exc:
-                    # A dead worker: answer this sender, then stop (healthy
-                    # turns false and stats() says why).
-                    self._c["rejected"]["unavailable"] += 1
-                    reply = {"ok": False, "reason": "unavailable", "error": str(exc)}
-                    sock.send_multipart([*envelope, json.dumps(reply).encode()])
-                    raise
-                self._count(accepted, handled)
-                reply = {"ok": True, "accepted": accepted, "rejected": handled - accepted}
-                if not complete:
-                    self._c["rejected"]["backpressure"] += 1
-                    reply = {"ok": False, "reason": "backpressure", "accepted": accepted,
-                             "handled": handled,
-                             "error": f"rings full for {self.config.ack_timeout:g}s; "
-                                      f"{handled} of {len(records)} records taken, resend the rest"}
+            try:
+                reply = self._ack(frame)
+            except Exception as exc:
+                # A dead worker, or a fault of this thread: answer this
+                # sender, then stop (healthy turns false, stats() says why,
+                # and the thread restarts unless the engine is gone).
+                self._c["rejected"]["unavailable"] += 1
+                reply = {"ok": False, "reason": "unavailable", "error": str(exc)}
+                sock.send_multipart([*envelope, json.dumps(reply).encode()])
+                raise
             sock.send_multipart([*envelope, json.dumps(reply).encode()])
+
+    def _ack(self, frame) -> dict:
+        """Decode and submit one acked message; returns its reply."""
+        records, reason, message = self._decode(frame.buffer)
+        if records is None:
+            return {"ok": False, "reason": reason, "error": message}
+        accepted, handled, complete = self._submit(
+            self._acked_producer, records, self.config.ack_timeout)
+        self._count(accepted, handled)
+        if not complete:
+            self._c["rejected"]["backpressure"] += 1
+            return {"ok": False, "reason": "backpressure", "accepted": accepted,
+                    "handled": handled,
+                    "error": f"rings full for {self.config.ack_timeout:g}s; "
+                             f"{handled} of {len(records)} records taken, resend the rest"}
+        return {"ok": True, "accepted": accepted, "rejected": handled - accepted}
 
     # --- queries ------------------------------------------------------------
 
-    def _query_loop(self, ready: threading.Event) -> None:
-        sock = self._bind(zmq.ROUTER, self.config.endpoints["query"], self._query_ctx)
-        # Binary lookups are answered in C with the GIL released
-        # (engine._wire.LookupServer); JSON requests come back here.
-        server = _wire.LookupServer(self._reader.header_addresses(),
-                                    self.config.max_message_bytes)
-        self._lookups = server
-        ready.set()
+    def _query_loop(self, up) -> None:
+        server = self._lookups
+        if server is None:
+            sock = self._bind(zmq.ROUTER, self.config.endpoints["query"], self._query_ctx)
+            # Binary lookups are answered in C with the GIL released
+            # (engine._wire.LookupServer); JSON requests come back here.
+            # Kept across restarts, with its count of answers.
+            server = self._lookups = _wire.LookupServer(self._reader.header_addresses(),
+                                                        self.config.max_message_bytes)
+        else:
+            sock = self._bind_again(zmq.ROUTER, self.config.endpoints["query"],
+                                    self._query_ctx)
+            # A request read by the failed run: its sender's connection
+            # went with the old socket, so no reply could reach it.
+            server.take_pending()
+        up()
         try:
             while not self._stop.is_set():
                 if not sock.poll(_POLL_MS):
@@ -404,14 +602,7 @@ class Gateway:
                     status = server.serve(sock.underlying, _COALESCE_FRAMES)
                     parts = server.take_pending()
                     if parts is not None:
-                        envelope, frame = parts[:-1], parts[-1]
-                        try:
-                            reply = self.answer(frame)
-                        except Exception as exc:  # noqa: BLE001 - one query must not stop the rest
-                            self._c["query_errors"] += 1
-                            reply = json.dumps({"ok": False,
-                                                "error": f"internal: {exc!r}"}).encode()
-                        sock.send_multipart([*envelope, reply])
+                        self._reply(sock, parts)
                     if status == _wire.ERROR:
                         raise EngineError(
                             f"receiving on the query socket failed: errno {server.last_errno}")
@@ -419,6 +610,16 @@ class Gateway:
                         break
         finally:
             sock.close()
+
+    def _reply(self, sock: zmq.Socket, parts: list) -> None:
+        """Answer one JSON request (its envelope, then the request)."""
+        envelope, frame = parts[:-1], parts[-1]
+        try:
+            reply = self.answer(frame)
+        except Exception as exc:  # noqa: BLE001 - one query must not stop the rest
+            self._c["query_errors"] += 1
+            reply = json.dumps({"ok": False, "error": f"internal: {exc!r}"}).encode()
+        sock.send_multipart([*envelope, reply])
 
     def answer(self, frame: bytes) -> bytes:
         """The reply to one query frame: a binary lookup (parsed here), or a
