@@ -251,6 +251,7 @@ class Gateway:
                "errors": [repr(e) for e in self._errors]}
         if self._lookups is not None:
             out["queries"] += self._lookups.answered
+            out["query_errors"] += self._lookups.failed
         drain = self._pull_drain
         if drain is not None:
             # Frames of the PULL socket are counted in C; the few handed back

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ..core.records import entity_id, metric_id
-from ..errors import EngineError
+from ..errors import EngineError, SeriesUnavailable
 from ..net import protocol as P
 from .readable import STATUS_NAMES
 from .reader import Reader
@@ -70,7 +70,7 @@ def answer(frame, reader: Reader, *, max_message_bytes: int,
             return P.pack_rows(reader.get_many(keys, metrics))
         except (P.ProtocolError, EngineError) as exc:
             failed()
-            return json.dumps({"ok": False, "error": str(exc)}).encode()
+            return json.dumps(_error_reply(exc)).encode()
     request_id = None
     try:
         request = json.loads(frame)
@@ -88,7 +88,7 @@ def answer(frame, reader: Reader, *, max_message_bytes: int,
         reply = {"ok": True, "op": op, **payload}
     except _REQUEST_ERRORS as exc:
         failed()
-        reply = {"ok": False, "error": str(exc)}
+        reply = _error_reply(exc)
     if request_id is not None:
         reply["id"] = request_id
     try:
@@ -101,6 +101,14 @@ def answer(frame, reader: Reader, *, max_message_bytes: int,
 
 def _ignore() -> None:
     pass
+
+
+def _error_reply(exc: BaseException) -> dict:
+    # A row stuck mid-write is the server's state, not the request's fault:
+    # the reason tells a client it may ask again (PROTOCOL.md).
+    if isinstance(exc, SeriesUnavailable):
+        return {"ok": False, "reason": "unavailable", "error": str(exc)}
+    return {"ok": False, "error": str(exc)}
 
 
 # --- arguments --------------------------------------------------------------
