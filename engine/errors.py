@@ -110,7 +110,8 @@ class WorkerDied(EngineError):
 
 class SeriesUnavailable(EngineError):
     """A series' row stayed mid-write past the readers' bound (about a
-    millisecond), so no consistent copy of it could be read.
+    millisecond; up to 100 ms while its worker is still running or
+    runnable), so no consistent copy of it could be read.
 
     Its writer, the worker that owns the series, died or stalled between the
     two halves of the row's seqlock write.  A reader gives up rather than

@@ -362,7 +362,7 @@ cdef class Table:
             for i in range(used):
                 if rows[i].status >= min_status:
                     if n < room:
-                        if row_read(&rows[i], &dst[n]) != RF_OK:
+                        if row_read(self.th, &rows[i], &dst[n]) != RF_OK:
                             skipped += 1
                         # Status may have changed between the test and the read.
                         elif dst[n].status >= min_status:
@@ -403,7 +403,7 @@ cdef class Table:
             return -<int64_t>used
         with nogil:
             for i in range(used):
-                if row_read(&rows[i], &dst[n]) == RF_OK:
+                if row_read(self.th, &rows[i], &dst[n]) == RF_OK:
                     n += 1
         self.unavailable += used - <uint64_t>n
         return n
@@ -428,7 +428,7 @@ cdef class Table:
             for i in range(used):
                 if rows[i].key == key:
                     if n < room:
-                        status = row_read(&rows[i], &dst[n])
+                        status = row_read(self.th, &rows[i], &dst[n])
                         if status != RF_OK:
                             break
                     n += 1

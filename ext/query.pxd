@@ -6,19 +6,21 @@
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memcpy
 from atomic cimport (rf_load_acquire_u64, rf_load_relaxed_u64, rf_fence_acquire,
-                     rf_cpu_relax, rf_yield, rf_now_ns)
+                     rf_cpu_relax, rf_yield, rf_now_ns, rf_pid_can_run)
 from layout cimport (TableHeader, StateRow, RF_OK, RF_UNAVAILABLE, READ_CHECK_EVERY,
-                     READ_GIVE_UP_NS)
+                     READ_GIVE_UP_NS, READ_RUNNABLE_GIVE_UP_NS)
 from index cimport table_index, table_rows, series_hash, index_find
 
-cdef inline int row_read(const StateRow *r, StateRow *out) noexcept nogil:
-    """Seqlock read of one row into out: RF_OK once a stable, even version
-    is seen before and after the copy, or RF_UNAVAILABLE (out is then
-    garbage) when the row stays mid-write for READ_GIVE_UP_NS.  Never
-    blocks the writer."""
-    cdef uint64_t v1, v2
+cdef inline int row_read(const TableHeader *th, const StateRow *r,
+                         StateRow *out) noexcept nogil:
+    """Seqlock read of one row of th into out: RF_OK once a stable, even
+    version is seen before and after the copy, or RF_UNAVAILABLE (out is
+    then garbage) when the version stays the same odd value for
+    READ_GIVE_UP_NS, or READ_RUNNABLE_GIVE_UP_NS while th's writer can
+    still run.  Never blocks the writer."""
+    cdef uint64_t v1, v2, held = 0
     cdef long tries = 0
-    cdef int64_t now, give_up = 0
+    cdef int64_t now, since = 0
     while True:
         v1 = rf_load_acquire_u64(&r.version)
         if not (v1 & 1):
@@ -31,17 +33,23 @@ cdef inline int row_read(const StateRow *r, StateRow *out) noexcept nogil:
         if tries & (READ_CHECK_EVERY - 1):
             rf_cpu_relax()
             continue
-        # Only a read that keeps failing looks at the clock: a writer that
-        # died between the two halves of its write leaves the version odd
-        # for good, and spinning on it would hang the reader (and the C
-        # lookup server, which has no other way out).
+        # Only a read that keeps failing looks at the clock.  A writer that
+        # died or stopped between the two halves of its write leaves the
+        # same odd version for good, and spinning on it would hang the
+        # reader (and the C lookup server, which has no other way out).  A
+        # version that moved is a live writer, so the wait starts again.
         now = rf_now_ns()
-        if give_up == 0:
-            give_up = now + READ_GIVE_UP_NS
-        elif now >= give_up:
-            return RF_UNAVAILABLE
-        if not (tries & 1023):
-            rf_yield()
+        if since == 0 or v1 != held:
+            held = v1
+            since = now
+        elif now - since >= READ_GIVE_UP_NS:
+            # A writer descheduled inside its write on a busy machine is
+            # only waiting for a core: it gets longer, never forever.
+            if now - since >= READ_RUNNABLE_GIVE_UP_NS or \
+                    not rf_pid_can_run(<int64_t>rf_load_acquire_u64(&th.writer)):
+                return RF_UNAVAILABLE
+        # That writer may be waiting for this very core.
+        rf_yield()
 
 cdef inline int table_find(TableHeader *th, uint64_t key, uint32_t metric,
                            StateRow *out, bint *found) noexcept nogil:
@@ -53,4 +61,4 @@ cdef inline int table_find(TableHeader *th, uint64_t key, uint32_t metric,
     found[0] = row >= 0
     if row < 0:
         return RF_OK
-    return row_read(&table_rows(th)[row], out)
+    return row_read(th, &table_rows(th)[row], out)

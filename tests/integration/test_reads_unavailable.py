@@ -6,6 +6,10 @@ normally again once the row is consistent (issue 14, item 5)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -14,6 +18,7 @@ import zmq
 
 import engine
 from engine import STATE_DTYPE, _table, entity_id, metric_id
+from engine.core import layout
 from engine.errors import unavailable_message
 from engine.net import protocol as P
 from tests.helpers import free_ports
@@ -124,3 +129,58 @@ def test_json_get_and_binary_lookup_of_a_row_held_mid_write_answer_unavailable_q
             assert rows["last"].tolist() == [0.7, 0.5]
         finally:
             ctx.destroy(linger=0)
+
+
+def proc_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
+def test_a_row_held_by_a_writer_that_can_still_run_is_waited_for_longer_but_not_forever():
+    """A worker descheduled inside a write on a busy machine is not dead: a
+    read waits for it past the 1 ms bound while the table's writer (here a
+    busy process we start, named in the header's ``writer`` word) is
+    runnable, gives up at the runnable cap all the same, and gives up within
+    10 ms once that writer is stopped."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        with engine.Engine(workers=1) as eng:
+            eng.submit(engine.make_events(["web-01"], "cpu", [T0], [0.5]))
+            eng.flush(timeout=20)
+            buf = eng._table_segments[0].buf
+            writer = np.ndarray((), "<u8", buffer=buf,
+                                offset=layout.field_offset("TableHeader", "writer"))
+            worker_pid = int(writer)
+            assert worker_pid == eng.stats()["workers"][0]["pid"]
+            word = version_word(buf, entity_id("web-01"), metric_id("cpu"))
+            even = int(word)
+            writer[...] = busy.pid
+            word[...] = even + 1
+            try:
+                t = time.perf_counter()
+                with pytest.raises(engine.errors.SeriesUnavailable):
+                    eng.get("web-01", "cpu")
+                took = time.perf_counter() - t
+                cap = layout.READ_RUNNABLE_GIVE_UP_NS / 1e9
+                assert 0.9 * cap <= took < 10 * cap, f"gave up after {took * 1e3:.1f} ms"
+
+                os.kill(busy.pid, signal.SIGSTOP)
+                deadline = time.monotonic() + 5
+                while proc_state(busy.pid) != "T" and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                assert proc_state(busy.pid) == "T"
+                runs = []
+                for _ in range(3):
+                    t = time.perf_counter()
+                    with pytest.raises(engine.errors.SeriesUnavailable):
+                        eng.get("web-01", "cpu")
+                    runs.append(time.perf_counter() - t)
+                assert min(runs) < LIMIT_S, runs
+            finally:
+                word[...] = even + 2
+                writer[...] = worker_pid
+                del word, writer
+            assert eng.get("web-01", "cpu")["last"] == 0.5
+    finally:
+        busy.kill()
+        busy.wait(timeout=10)
