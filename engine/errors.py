@@ -19,6 +19,9 @@ STATUS_TIMEOUT = 1
 STATUS_STOPPED = 2
 #: A single-threaded endpoint was entered twice.
 STATUS_BUSY = 3
+#: A row stayed mid-write (odd seqlock version) past the readers' bound: its
+#: writer died or stalled inside the write, so no consistent copy exists.
+STATUS_UNAVAILABLE = 4
 
 __all__ = [
     "EngineError",
@@ -29,6 +32,7 @@ __all__ = [
     "ConcurrentUse",
     "FlushTimeout",
     "WorkerDied",
+    "SeriesUnavailable",
     "InvalidEvents",
     "raise_for_status",
     "GatewayTimeout",
@@ -132,14 +136,58 @@ class WorkerDied(EngineError):
         self.pid = pid
 
 
-def raise_for_status(status: int, what: str) -> None:
+class SeriesUnavailable(EngineError):
+    """A series' row stayed mid-write past the readers' bound (about a
+    millisecond; up to 100 ms while its worker is still running or
+    runnable), so no consistent copy of it could be read.
+
+    Its writer, the worker that owns the series, died or stalled between the
+    two halves of the row's seqlock write.  A reader gives up rather than
+    spin, and never invents a copy; the row reads again once a worker
+    finishes or repairs it.
+
+    Attributes
+    ----------
+    key : int or None
+        The series' entity id.
+    metric : int or None
+        The series' metric id.
+    worker : int or None
+        The worker (shard) that owns it, when the reader knows.
+    """
+
+    def __init__(self, message: str, key: int | None = None, metric: int | None = None,
+                 worker: int | None = None):
+        super().__init__(message)
+        self.key = key
+        self.metric = metric
+        self.worker = worker
+
+
+def unavailable_message(key: int, metric: int, worker: int | None = None,
+                        entity: str | None = None, metric_name: str | None = None) -> str:
+    """The message of :class:`SeriesUnavailable` (and of the gateway's
+    ``unavailable`` query replies): the series by name where known, else by
+    id, and its worker."""
+    who = f"series {entity or key}/{metric_name or metric}"
+    if worker is not None:
+        who += f" of worker {worker}"
+    return f"{who} is unavailable: its row stayed mid-write (the worker died or stalled)"
+
+
+def raise_for_status(status: int, what: str, *, key: int | None = None,
+                     metric: int | None = None, worker: int | None = None) -> None:
     """Map a kernel status code to an exception; return for ``STATUS_OK``.
 
     ``STATUS_TIMEOUT`` is not an error by itself: callers that wait in slices
-    handle it before calling this.
+    handle it before calling this.  ``key``, ``metric`` and ``worker`` name
+    the series of a read that ended ``STATUS_UNAVAILABLE``.
     """
     if status == STATUS_OK:
         return
+    if status == STATUS_UNAVAILABLE:
+        raise SeriesUnavailable(f"{what}: {unavailable_message(key, metric, worker)}",
+                                key=key, metric=metric, worker=worker)
     if status == STATUS_TIMEOUT:
         raise Backpressure(f"{what}: timed out waiting for the workers")
     if status == STATUS_BUSY:

@@ -9,11 +9,12 @@ from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memcpy, memset
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from atomic cimport rf_mix64
-from layout cimport StateRow, TableHeader
+from layout cimport StateRow, TableHeader, RF_OK
 from sketch cimport sketch_quantile
 from query cimport table_find
 from outarrays cimport rows_out
 from engine._table cimport Table
+from engine.errors import raise_for_status
 
 cnp.import_array()
 
@@ -59,13 +60,24 @@ cdef class TableSet:
 
     def find_into(self, uint64_t key, uint32_t metric, cnp.ndarray out):
         """Seqlock-read (key, metric) from its shard's table into ``out[0]``;
-        return whether the series exists."""
+        return whether the series exists.
+
+        Raises
+        ------
+        engine.errors.SeriesUnavailable
+            The row stayed mid-write for about a millisecond (its worker
+            died or stalled inside the write); ``out[0]`` is then undefined.
+        """
         cdef StateRow *dst = rows_out(out, 1)
         cdef bint found
-        cdef TableHeader *th = self.headers[rf_mix64(key) % <uint64_t>self.count]
-        (<Table>self.tables[rf_mix64(key) % <uint64_t>self.count]).check()
+        cdef int status
+        cdef uint64_t w = rf_mix64(key) % <uint64_t>self.count
+        cdef TableHeader *th = self.headers[w]
+        (<Table>self.tables[w]).check()
         with nogil:
-            found = table_find(th, key, metric, dst)
+            status = table_find(th, key, metric, dst, &found)
+        if status != RF_OK:
+            raise_for_status(status, "find_into", key=key, metric=metric, worker=w)
         return found
 
     def header_addresses(self):
@@ -80,12 +92,24 @@ cdef class TableSet:
     def get_many_into(self, cnp.ndarray keys, cnp.ndarray metrics, cnp.ndarray out):
         """Seqlock-read each (keys[i], metrics[i]) into out[i]; rows of
         unknown series are zero but for key and metric.  Returns how many
-        were found."""
+        were found.
+
+        Raises
+        ------
+        engine.errors.SeriesUnavailable
+            A row stayed mid-write for about a millisecond; it names the
+            first such series, and ``out`` is then undefined.  The answer is
+            positional, so there is no honest value to put in that series'
+            place: a zero row would say "never seen", and the torn copy is
+            not a state the series ever had.
+        """
         cdef const uint64_t[::1] k = keys
         cdef const uint32_t[::1] m = metrics
         cdef Py_ssize_t i, n = k.shape[0]
         cdef int64_t found = 0
         cdef uint64_t w = <uint64_t>self.count
+        cdef bint hit
+        cdef int status = RF_OK
         if m.shape[0] != n:
             raise ValueError(f"{n} keys but {m.shape[0]} metrics")
         cdef StateRow *dst = rows_out(out, n)
@@ -93,10 +117,16 @@ cdef class TableSet:
             (<Table>t).check()
         with nogil:
             for i in range(n):
-                if table_find(self.headers[rf_mix64(k[i]) % w], k[i], m[i], &dst[i]):
+                status = table_find(self.headers[rf_mix64(k[i]) % w], k[i], m[i], &dst[i], &hit)
+                if status != RF_OK:
+                    break
+                if hit:
                     found += 1
                 else:
                     memset(&dst[i], 0, sizeof(StateRow))
                     dst[i].key = k[i]
                     dst[i].metric = m[i]
+        if status != RF_OK:
+            raise_for_status(status, "get_many_into", key=k[i], metric=m[i],
+                             worker=rf_mix64(k[i]) % w)
         return found

@@ -13,13 +13,14 @@ from libc.string cimport memset, memcpy
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from atomic cimport rf_load_acquire_u64, rf_store_relaxed_u64, rf_store_release_u64, rf_mix64
 from layout cimport (Event, StateRow, IndexEntry, TableHeader, Rule, RulesHeader, Alert,
-                     TABLE_MAGIC, MAX_RULES, SKETCH_BUCKETS, STAT_TTL, NVIEWS)
+                     RF_OK, TABLE_MAGIC, MAX_RULES, SKETCH_BUCKETS, STAT_TTL, NVIEWS)
 from params cimport Params, BatchCounters, params_init
 from alertsink cimport AlertSink, sink_array
 from index cimport table_rows, series_hash
 from query cimport row_read, table_find
 from apply cimport apply_batch, table_sweep, table_reload
 from outarrays cimport rows_out, alerts_out
+from engine.errors import raise_for_status
 
 cnp.import_array()
 
@@ -244,7 +245,22 @@ cdef class Table:
 
     Any number of ``Table`` objects in any processes may read the same
     table; exactly one may :meth:`apply` to it.  Its attributes are declared
-    in ext/engine/_table.pxd, for engine._query."""
+    in ext/engine/_table.pxd, for engine._query.
+
+    A row whose seqlock version stays odd (its writer died or stalled inside
+    the write) is given up on after about a millisecond: reads of one
+    series or of one entity raise :class:`engine.errors.SeriesUnavailable`,
+    and the whole-table scans (:meth:`snapshot_into`,
+    :meth:`select_status_into`) leave the row out and count it in
+    :attr:`unavailable`, so that one wedged row does not blind a fleet-wide
+    view.  No copy is ever made up.
+
+    Attributes
+    ----------
+    unavailable : int
+        Rows this object's whole-table scans left out because they stayed
+        mid-write, since it was created.
+    """
 
     def __cinit__(self, buffer):
         self.has_view = False
@@ -334,67 +350,91 @@ cdef class Table:
     def select_status_into(self, int min_status, cnp.ndarray out):
         """Seqlock-read every row whose status is at least ``min_status``
         into ``out``.  Returns the number written, or ``-needed`` when
-        ``out`` is too small."""
+        ``out`` is too small.  A row that stays mid-write is left out and
+        counted in :attr:`unavailable`."""
         self.check()
         cdef StateRow *dst = rows_out(out, 0)
         cdef StateRow *rows = table_rows(self.th)
         cdef uint64_t i, used = rf_load_acquire_u64(&self.th.used)
         cdef int64_t n = 0, room = out.shape[0]
+        cdef uint64_t skipped = 0
         with nogil:
             for i in range(used):
                 if rows[i].status >= min_status:
                     if n < room:
-                        row_read(&rows[i], &dst[n])
+                        if row_read(self.th, &rows[i], &dst[n]) != RF_OK:
+                            skipped += 1
                         # Status may have changed between the test and the read.
-                        if dst[n].status >= min_status:
+                        elif dst[n].status >= min_status:
                             n += 1
                     else:
                         n += 1
+        self.unavailable += skipped
         return n if n <= room else -n
 
     def find_into(self, uint64_t key, uint32_t metric, cnp.ndarray out):
         """Seqlock-read the row of (key, metric) into ``out[0]``; return
-        whether the series exists."""
+        whether the series exists.  Raises
+        :class:`engine.errors.SeriesUnavailable` when the row stays
+        mid-write."""
         self.check()
         cdef bint found
+        cdef int status
         cdef StateRow *dst = rows_out(out, 1)
         with nogil:
-            found = table_find(self.th, key, metric, dst)
+            status = table_find(self.th, key, metric, dst, &found)
+        if status != RF_OK:
+            raise_for_status(status, "find_into", key=key, metric=metric)
         return found
 
     def snapshot_into(self, cnp.ndarray out):
         """Copy every series' row into ``out`` (a STATE_DTYPE array).
 
         Returns the number of rows written, or ``-needed`` when ``out`` is
-        too small (series may be added while the scan runs)."""
+        too small (series may be added while the scan runs).  A row that
+        stays mid-write is left out (the rows after it move up) and counted
+        in :attr:`unavailable`."""
         self.check()
         cdef StateRow *dst = rows_out(out, 0)
         cdef StateRow *rows = table_rows(self.th)
         cdef uint64_t i, used = rf_load_acquire_u64(&self.th.used)
+        cdef int64_t n = 0
         if <uint64_t>out.shape[0] < used:
             return -<int64_t>used
         with nogil:
             for i in range(used):
-                row_read(&rows[i], &dst[i])
-        return <int64_t>used
+                if row_read(self.th, &rows[i], &dst[n]) == RF_OK:
+                    n += 1
+        self.unavailable += used - <uint64_t>n
+        return n
 
     def select_key_into(self, uint64_t key, cnp.ndarray out):
         """Seqlock-read every row of entity ``key`` into ``out``.
 
         Returns the number of rows written, or ``-needed`` when ``out`` is
         too small.  A row's key never changes once the row is published, so
-        the scan compares keys without a seqlock and reads only the matches."""
+        the scan compares keys without a seqlock and reads only the matches.
+        Raises :class:`engine.errors.SeriesUnavailable` (naming the first
+        such series) when a row of the entity stays mid-write: the caller
+        asked for this entity, and an answer without one of its series
+        could read as healthy."""
         self.check()
         cdef StateRow *dst = rows_out(out, 0)
         cdef StateRow *rows = table_rows(self.th)
         cdef uint64_t i, used = rf_load_acquire_u64(&self.th.used)
         cdef int64_t n = 0, room = out.shape[0]
+        cdef int status = RF_OK
         with nogil:
             for i in range(used):
                 if rows[i].key == key:
                     if n < room:
-                        row_read(&rows[i], &dst[n])
+                        status = row_read(self.th, &rows[i], &dst[n])
+                        if status != RF_OK:
+                            break
                     n += 1
+        if status != RF_OK:
+            # key and metric are written once, before the row is published.
+            raise_for_status(status, "select_key_into", key=key, metric=rows[i].metric)
         return n if n <= room else -n
 
     def series_slots(self, cnp.ndarray keys, cnp.ndarray metrics):

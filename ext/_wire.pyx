@@ -18,8 +18,9 @@ from cpython.buffer cimport PyBUF_WRITABLE
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
+from libc.stdio cimport snprintf
 from atomic cimport rf_mix64, rf_now_ns
-from layout cimport TableHeader, StateRow
+from layout cimport TableHeader, StateRow, RF_OK
 from query cimport table_find
 
 cnp.import_array()
@@ -301,6 +302,11 @@ cdef class LookupServer:
     released throughout.  Any other request (JSON) is left pending for
     Python with its envelope, as a list of frames.
 
+    A lookup that meets a row stuck mid-write (its worker died or stalled
+    inside the write) is answered, within about a millisecond, with the
+    JSON error reply ``{"ok": false, "reason": "unavailable", "error":
+    ...}`` naming the first such series (PROTOCOL.md, Binary lookup).
+
     Parameters
     ----------
     table_addresses : list of int
@@ -308,6 +314,13 @@ cdef class LookupServer:
         (``TableSet.header_addresses()``); the tables must outlive this object.
     max_message_bytes : int
         Larger requests are answered with an error by Python.
+
+    Attributes
+    ----------
+    answered : int
+        Lookups answered here, with rows or with an error.
+    failed : int
+        Of those, the ones answered ``unavailable``.
     """
     cdef TableHeader **headers
     cdef uint64_t count
@@ -317,6 +330,7 @@ cdef class LookupServer:
     cdef char *reply
     cdef size_t reply_room
     cdef readonly uint64_t answered
+    cdef readonly uint64_t failed
     cdef readonly int last_errno
 
     def __cinit__(self, list table_addresses, size_t max_message_bytes):
@@ -395,7 +409,9 @@ cdef class LookupServer:
         cdef uint32_t metric
         cdef StateRow *row
         cdef int64_t i
-        cdef int k
+        cdef int k, wrote
+        cdef uint64_t w
+        cdef bint hit
         if need > self.reply_room:
             with gil:
                 grown = <char *>PyMem_Malloc(need)
@@ -413,7 +429,20 @@ cdef class LookupServer:
             memcpy(&key, p + HEADER + i * LOOKUP, 8)
             memcpy(&metric, p + HEADER + i * LOOKUP + 8, 4)
             row = <StateRow *>(self.reply + HEADER + i * sizeof(StateRow))
-            if not table_find(self.headers[rf_mix64(key) % self.count], key, metric, row):
+            w = rf_mix64(key) % self.count
+            if table_find(self.headers[w], key, metric, row, &hit) != RF_OK:
+                # The same words as engine.errors.unavailable_message; the
+                # reply room always holds them (at least 64 rows).
+                wrote = snprintf(self.reply, self.reply_room,
+                                 b'{"ok": false, "reason": "unavailable", "error": "series '
+                                 b'%llu/%u of worker %llu is unavailable: its row stayed '
+                                 b'mid-write (the worker died or stalled)"}',
+                                 <unsigned long long>key, <unsigned int>metric,
+                                 <unsigned long long>w)
+                need = <size_t>wrote
+                self.failed += 1
+                break
+            if not hit:
                 memset(row, 0, sizeof(StateRow))
                 row.key = key
                 row.metric = metric

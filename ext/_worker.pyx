@@ -7,6 +7,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memset
+from posix.unistd cimport getpid
 from atomic cimport (rf_load_acquire_u64, rf_store_relaxed_u64, rf_store_release_u64,
                      rf_load_acquire_i64, rf_load_relaxed_i64, rf_now_ns, rf_wall_ns)
 from layout cimport (Event, RingHeader, TableHeader, Rule, RulesHeader, TABLE_MAGIC,
@@ -83,6 +84,9 @@ cdef class WorkerLoop:
         self.th = <TableHeader *>self.tbl.buf
         if rf_load_acquire_u64(&self.th.magic) != TABLE_MAGIC:
             raise ValueError("no state table in the table buffer")
+        # Readers ask whether the writer can still run before they give up
+        # on a row it holds mid-write (ext/query.pxd).
+        rf_store_release_u64(&self.th.writer, <uint64_t>getpid())
         self.nrings = len(ring_offsets)
         self.rings = <RingHeader **>PyMem_Malloc(self.nrings * sizeof(void *))
         self.cursor = <int64_t *>PyMem_Malloc(self.nrings * sizeof(int64_t))

@@ -28,6 +28,7 @@ cdef extern from "rf_atomic.h" nogil:
     int64_t rf_wall_ns()
     void rf_sleep_ns(int64_t ns)
     void rf_yield()
+    int rf_pid_can_run(int64_t pid)
     int rf_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns)
     void rf_bell_ring(uint32_t *bell)
     uint64_t rf_mix64(uint64_t z)

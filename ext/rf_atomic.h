@@ -18,6 +18,9 @@
 #include <errno.h>
 #include <sched.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 
@@ -93,6 +96,34 @@ static inline void rf_sleep_ns(int64_t ns) {
 }
 
 static inline void rf_yield(void) { sched_yield(); }
+
+/* Whether process pid can still run: 1 when the kernel has it running or
+ * runnable (R) or in an uninterruptible wait (D, a page fault), 0 when it
+ * is stopped, traced, a zombie, sleeping or gone.  Seqlock readers ask this
+ * of a table's writer before they give up on a row it holds mid-write: a
+ * writer descheduled inside a write is waiting for a core, not dead.  Only
+ * called on a read's slow path (a system call or three). */
+static inline int rf_pid_can_run(int64_t pid) {
+    char path[48], buf[512], *p;
+    int fd;
+    ssize_t n;
+    if (pid <= 0)
+        return 0;
+    snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    /* "pid (comm) S ...": comm may hold spaces and parentheses. */
+    p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ')
+        return 0;
+    return p[2] == 'R' || p[2] == 'D';
+}
 
 /* Park on *word while it still equals expected, for at most timeout_ns.
  * Returns 0 on wake-up or value change, ETIMEDOUT, or EINTR. */

@@ -460,6 +460,12 @@ class Engine:
         numpy.void or None
             A :data:`engine.STATE_DTYPE` record, or ``None`` for a series the
             engine has not seen.
+
+        Raises
+        ------
+        engine.errors.SeriesUnavailable
+            The series' row stayed mid-write for about a millisecond (its
+            worker died or stalled inside the write); no copy is invented.
         """
         return self._reader.get(key, metric)
 
@@ -477,6 +483,13 @@ class Engine:
         numpy.ndarray
             :data:`engine.STATE_DTYPE` rows in the order asked; a series the
             engine has not seen reads as a row with ``count == 0``.
+
+        Raises
+        ------
+        engine.errors.SeriesUnavailable
+            For the first series whose row stayed mid-write (as :meth:`get`):
+            the answer is positional, and no row could honestly stand in
+            that series' place.
         """
         return self._reader.get_many(keys, metrics)
 
@@ -492,7 +505,12 @@ class Engine:
         """Every series of every worker, as :data:`engine.STATE_DTYPE` rows.
 
         Each row is a consistent (seqlock) read; rows of different series
-        may come from slightly different instants while ingest runs.
+        may come from slightly different instants while ingest runs.  A row
+        that stays mid-write (its worker died or stalled inside the write)
+        is left out after about a millisecond and counted in
+        ``stats()["rows_unavailable"]``, so one wedged row never stops a
+        fleet-wide read (:meth:`status` and :meth:`quantiles` of every
+        entity do the same).
         """
         return self._reader.snapshot()
 
@@ -503,7 +521,9 @@ class Engine:
         -------
         dict
             ``applied``, ``rejected_invalid`` (at submit and in workers),
-            ``rejected_table_full``, ``stale`` (out-of-order events), ``series``;
+            ``rejected_table_full``, ``stale`` (out-of-order events), ``series``,
+            ``rows_unavailable`` (rows that fleet-wide reads left out because
+            they stayed mid-write, see :meth:`snapshot`);
             ``workers``: per worker its pid, liveness, counters, table fill and
             ring fill; ``producers``: per slot accepted, invalid and batches.
         """
@@ -546,6 +566,7 @@ class Engine:
             "stale": sum(w["stale"] for w in workers),
             "late": sum(w["late"] for w in workers),
             "series": sum(w["series"] for w in workers),
+            "rows_unavailable": self._reader.unavailable,
             "alerts": sum(w["alerts"] for w in workers),
             "alerts_dropped": sum(w["alerts_dropped"] for w in workers),
             "alerts_delivered": self._alerts.delivered if self._alerts else 0,
@@ -677,12 +698,14 @@ class Engine:
     def series(self, key: int | str, metric: int | str) -> dict | None:
         """One series as a readable dict: statistics, windows, quantiles,
         views, status and since when (``None`` if the engine has not seen
-        it)."""
+        it).  Raises :class:`engine.errors.SeriesUnavailable` as :meth:`get`."""
         return self._reader.series(key, metric)
 
     def entity(self, key: int | str) -> dict:
         """Every series of one entity as readable dicts, worst status first,
-        with the entity's status (the worst of its series)."""
+        with the entity's status (the worst of its series).  Raises
+        :class:`engine.errors.SeriesUnavailable` when one of them stayed
+        mid-write: an entity shown without a series could read as healthy."""
         return self._reader.entity(key)
 
     def quantiles(self, metric: int | str, keys=None) -> dict:

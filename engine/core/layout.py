@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 # The kernels' status codes are defined with their exceptions (RF_* below).
-from ..errors import STATUS_BUSY, STATUS_OK, STATUS_STOPPED, STATUS_TIMEOUT, EngineError
+from ..errors import (
+    STATUS_BUSY,
+    STATUS_OK,
+    STATUS_STOPPED,
+    STATUS_TIMEOUT,
+    STATUS_UNAVAILABLE,
+    EngineError,
+)
 
 __all__ = [
     "Layout",
@@ -69,6 +76,22 @@ STAT_NAMES = (
 )  # fmt: skip
 #: Stat code of alerts decided by the TTL rather than by a rule's stat.
 STAT_TTL = 255
+
+#: A seqlock reader retrying a row looks at the clock once every this many
+#: tries (a power of two), so that a read of a stable row costs no clock.
+READ_CHECK_EVERY = 64
+#: A row whose version stays the same odd value this long (ns) after the
+#: reader's first look at the clock is reported unavailable
+#: (``STATUS_UNAVAILABLE``) unless the table's writer can still run: a
+#: worker's write of one row takes well under a microsecond, so only a
+#: writer that died, was stopped or was descheduled inside it holds a row
+#: this long.
+READ_GIVE_UP_NS = 1_000_000
+#: ... and this long when the writer is still running or runnable (a
+#: descheduled writer on a busy machine gets back to a core within a few
+#: scheduler slices; one that stays runnable inside a write this long is
+#: hung, and a reader still never hangs with it).
+READ_RUNNABLE_GIVE_UP_NS = 100_000_000
 
 #: At most this many rules: the state row's ``rule`` field is a u8 holding
 #: ``1 + index``, with 0 meaning "no rule".
@@ -202,7 +225,8 @@ STRUCTS: dict[str, Struct] = {
          F("mask", "u8"),
          F("limit", "u8", doc="rows: past it new series are refused and counted"),
          F("used", "u8", doc="rows in use, store-released by the worker only"),
-         F("_pad", "u8", 11)),
+         F("writer", "u8", doc="pid of the worker that applies to the table, 0 for none"),
+         F("_pad", "u8", 10)),
         128,
         "The header of a state table: header | index | rows.",
     ),
@@ -460,7 +484,12 @@ def _upper(name: str) -> str:
 ENUMS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
     ("Status codes of every kernel (engine.errors maps them to exceptions).",
      (("RF_OK", STATUS_OK), ("RF_TIMEOUT", STATUS_TIMEOUT), ("RF_STOPPED", STATUS_STOPPED),
-      ("RF_BUSY", STATUS_BUSY))),
+      ("RF_BUSY", STATUS_BUSY), ("RF_UNAVAILABLE", STATUS_UNAVAILABLE))),
+    ("Seqlock reads: a retry looks at the clock every READ_CHECK_EVERY tries (a\n"
+     "power of two) and gives up READ_GIVE_UP_NS after its first look, or\n"
+     "READ_RUNNABLE_GIVE_UP_NS while the table's writer can still run.",
+     (("READ_CHECK_EVERY", READ_CHECK_EVERY), ("READ_GIVE_UP_NS", READ_GIVE_UP_NS),
+      ("READ_RUNNABLE_GIVE_UP_NS", READ_RUNNABLE_GIVE_UP_NS))),
     ("Wait strategies (EngineConfig.wait).",
      tuple((f"WAIT_{_upper(n)}", i) for i, n in enumerate(WAIT_STRATEGIES))),
     ("Magics of initialised shared structures.",

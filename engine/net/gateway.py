@@ -432,6 +432,7 @@ class Gateway:
                "threads": {w.name: w.to_dict() for w in watches}}
         if self._lookups is not None:
             out["queries"] += self._lookups.answered
+            out["query_errors"] += self._lookups.failed
         drain = self._pull_drain
         if drain is not None:
             # Frames of the PULL socket are counted in C; the few handed back
@@ -641,7 +642,7 @@ class Gateway:
             return P.pack_rows(self._reader.get_many(keys, metrics))
         except (P.ProtocolError, EngineError) as exc:
             self._query_failed()
-            return json.dumps({"ok": False, "error": str(exc)}).encode()
+            return json.dumps(ops.error_reply(exc)).encode()
 
     def _query_failed(self) -> None:
         self._c["query_errors"] += 1

@@ -18,11 +18,11 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ..core.records import entity_id, metric_id
-from ..errors import EngineError
+from ..errors import EngineError, SeriesUnavailable
 from .readable import STATUS_NAMES
 from .reader import Reader
 
-__all__ = ["OPS", "TOP_FIELDS", "answer", "entity_arg", "metric_arg", "limit_arg"]
+__all__ = ["OPS", "TOP_FIELDS", "answer", "error_reply", "entity_arg", "metric_arg", "limit_arg"]
 
 #: Row fields a ``top`` request can rank by.
 TOP_FIELDS = ("count", "sum", "min", "max", "mean", "ewma", "last", "last_ts", "first_ts",
@@ -75,7 +75,7 @@ def answer(frame, reader: Reader, *,
         reply = {"ok": True, "op": op, **payload}
     except _REQUEST_ERRORS as exc:
         failed()
-        reply = {"ok": False, "error": str(exc)}
+        reply = error_reply(exc)
     if request_id is not None:
         reply["id"] = request_id
     try:
@@ -88,6 +88,26 @@ def answer(frame, reader: Reader, *,
 
 def _ignore() -> None:
     pass
+
+
+def error_reply(exc: BaseException) -> dict:
+    """The ``ok: false`` reply for an error a query raised.
+
+    A row stuck mid-write is the server's state, not the request's fault:
+    its ``reason`` tells a client it may ask again (PROTOCOL.md).
+
+    Parameters
+    ----------
+    exc : BaseException
+        What the request raised.
+
+    Returns
+    -------
+    dict
+    """
+    if isinstance(exc, SeriesUnavailable):
+        return {"ok": False, "reason": "unavailable", "error": str(exc)}
+    return {"ok": False, "error": str(exc)}
 
 
 # --- arguments --------------------------------------------------------------

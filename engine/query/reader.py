@@ -17,6 +17,7 @@ import numpy as np
 from .._query import TableSet
 from .._table import Table
 from ..core.records import STATE_DTYPE, entity_id, metric_id, series_ids
+from ..errors import SeriesUnavailable, unavailable_message
 from .readable import (
     QUANTILES,
     STATUS_CODES,
@@ -50,6 +51,17 @@ class Reader:
     Each row is read under its seqlock, so no read waits for ingest and
     none blocks it; rows of different series may come from slightly
     different instants while ingest runs.
+
+    A row whose seqlock stays mid-write (its worker died or stalled inside
+    the write) is given up on after about a millisecond, and never replaced
+    by an invented copy.  Reads that name their series (:meth:`get`,
+    :meth:`get_many`, :meth:`series`, :meth:`entity_rows`, :meth:`entity`,
+    :meth:`quantiles` with ``keys``) raise
+    :class:`engine.errors.SeriesUnavailable` naming the series and its
+    worker.  Fleet-wide scans (:meth:`snapshot`, :meth:`status`,
+    :meth:`quantiles` of every entity) leave such rows out and count them
+    in :attr:`unavailable`: one wedged row must not blind the monitor to
+    every other series.
 
     A reader needs nothing from the engine but the tables' memory and the
     settings that name what it reads, so that a read-only attach from
@@ -96,6 +108,21 @@ class Reader:
             t.release_buffer()
         self._tableset = None
 
+    @property
+    def unavailable(self) -> int:
+        """Rows that fleet-wide scans of this reader left out because they
+        stayed mid-write (a row is counted once per scan that met it)."""
+        return sum(t.unavailable for t in self.tables)
+
+    def _named(self, exc: SeriesUnavailable, worker: int | None = None) -> SeriesUnavailable:
+        """``exc`` again, naming the series by name where the engine knows it."""
+        w = exc.worker if exc.worker is not None else worker
+        return SeriesUnavailable(
+            unavailable_message(exc.key, exc.metric, w,
+                                entity=self.names["entities"].get(exc.key),
+                                metric_name=self.names["metrics"].get(exc.metric)),
+            key=exc.key, metric=exc.metric, worker=w)
+
     def header_addresses(self) -> list[int]:
         """Address of each table's header in this process, in worker order,
         for the compiled lookup server."""
@@ -108,16 +135,26 @@ class Reader:
         self.check()
         k = _series_key(key)
         out = np.empty(1, STATE_DTYPE)
-        if self._tableset.find_into(k, _series_metric(metric), out):
-            return out[0]
-        return None
+        try:
+            found = self._tableset.find_into(k, _series_metric(metric), out)
+        except SeriesUnavailable as exc:
+            raise self._named(exc) from None
+        return out[0] if found else None
 
     def get_many(self, keys, metrics) -> np.ndarray:
-        """Many series' state in the order asked; see :meth:`engine.Engine.get_many`."""
+        """Many series' state in the order asked; see :meth:`engine.Engine.get_many`.
+
+        Raises :class:`engine.errors.SeriesUnavailable` for the first series
+        whose row stays mid-write: the answer is positional, and no row
+        could honestly stand in that series' place.
+        """
         self.check()
         k, m = series_ids(keys, metrics)
         out = np.empty(k.size, STATE_DTYPE)
-        self._tableset.get_many_into(k, m, out)
+        try:
+            self._tableset.get_many_into(k, m, out)
+        except SeriesUnavailable as exc:
+            raise self._named(exc) from None
         return out
 
     def entity_rows(self, key: int | str) -> np.ndarray:
@@ -127,13 +164,20 @@ class Reader:
         size = 64
         while True:
             out = np.empty(size, STATE_DTYPE)
-            n = table.select_key_into(_series_key(key), out)
+            try:
+                n = table.select_key_into(_series_key(key), out)
+            except SeriesUnavailable as exc:
+                raise self._named(exc, self.tables.index(table)) from None
             if n >= 0:
                 return out[:n]
             size = -n + 64
 
     def snapshot(self) -> np.ndarray:
-        """Every series of every table; see :meth:`engine.Engine.snapshot`."""
+        """Every series of every table; see :meth:`engine.Engine.snapshot`.
+
+        Rows that stay mid-write are left out and counted in
+        :attr:`unavailable`.
+        """
         self.check()
         parts = []
         for t in self.tables:
@@ -165,7 +209,11 @@ class Reader:
         out = getattr(self._local, "row", None)
         if out is None:
             out = self._local.row = np.empty(1, STATE_DTYPE)
-        if not self._tableset.find_into(_series_key(key), _series_metric(metric), out):
+        try:
+            found = self._tableset.find_into(_series_key(key), _series_metric(metric), out)
+        except SeriesUnavailable as exc:
+            raise self._named(exc) from None
+        if not found:
             return None
         return self.series_dict(out.tolist()[0])
 
@@ -175,7 +223,12 @@ class Reader:
         return entity_dict(_series_key(key), rows, self.names)
 
     def quantiles(self, metric: int | str, keys=None) -> dict:
-        """One metric's quantiles over many series; see :meth:`engine.Engine.quantiles`."""
+        """One metric's quantiles over many series; see :meth:`engine.Engine.quantiles`.
+
+        Over the whole fleet it reads as :meth:`snapshot` (rows stuck
+        mid-write left out and counted); over ``keys`` as :meth:`get_many`
+        (raises :class:`engine.errors.SeriesUnavailable`).
+        """
         mid = _series_metric(metric)
         if keys is None:
             rows = self.snapshot()
@@ -190,7 +243,11 @@ class Reader:
         return out
 
     def status(self, min_status: str = "WARN") -> list[dict]:
-        """Entities at ``min_status`` or worse, worst first; see :meth:`engine.Engine.status`."""
+        """Entities at ``min_status`` or worse, worst first; see :meth:`engine.Engine.status`.
+
+        Rows that stay mid-write are left out and counted in
+        :attr:`unavailable`.
+        """
         self.check()
         if min_status not in STATUS_CODES:
             raise ValueError(f"min_status must be one of {', '.join(STATUS_NAMES)}")
