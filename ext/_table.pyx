@@ -52,7 +52,7 @@ cdef class Settings:
     ttl_ns : int
         Default TTL (0: never STALE).
     rules : numpy.ndarray, optional
-        Compiled rules (``engine.rules.RULE_DTYPE``).
+        Compiled rules (``engine.health.rules.RULE_DTYPE``).
     health : bool
         False: lifetime statistics only, no windows, sketch or rules (the
         plain-statistics kernel the benchmarks compare against).

@@ -20,8 +20,13 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
 from libc.stdio cimport snprintf
 from atomic cimport rf_mix64, rf_now_ns
-from layout cimport TableHeader, StateRow, RF_OK
+from layout cimport (TableHeader, StateRow, Event, FrameHeader, LookupRecord, RF_OK,
+                     FRAME_MAGIC_0, FRAME_MAGIC_1, FRAME_VERSION, FRAME_EVENTS, FRAME_JSON,
+                     FRAME_LOOKUP, FRAME_ROWS, REASON_SHORT_FRAME, REASON_BAD_MAGIC,
+                     REASON_BAD_VERSION, REASON_BAD_TYPE, REASON_BAD_LENGTH, REASON_TOO_LARGE)
 from query cimport table_find
+
+from engine.core import layout as _layout
 
 cnp.import_array()
 
@@ -44,8 +49,12 @@ ctypedef int (*msg_send_t)(rf_zmq_msg_t *, void *, int) noexcept nogil
 
 cdef enum:
     ZMQ_DONTWAIT = 1
-    RECORD = 32
-    HEADER = 8
+    # Frame sizes, from the layout's structs (engine/core/layout.py).
+    RECORD = sizeof(Event)
+    HEADER = sizeof(FrameHeader)
+    LOOKUP = sizeof(LookupRecord)
+    # The reasons C detects are the layout's first ones, up to too_large.
+    C_REASONS = REASON_TOO_LARGE + 1
 
 # Outcomes of one drain() call.
 cdef enum:
@@ -60,9 +69,8 @@ PENDING = D_PENDING
 LIMIT = D_LIMIT
 ERROR = D_ERROR
 
-# Reasons, in engine.protocol.REASONS order for the ones C can detect.
-REASON_NAMES = ("short_frame", "bad_magic", "bad_version", "bad_type", "bad_length",
-                "too_large")
+# The names of the reasons C detects, from the one table of reasons.
+REASON_NAMES = _layout.REASONS[:C_REASONS]
 
 cdef msg_init_t z_msg_init
 cdef msg_recv_t z_msg_recv
@@ -167,7 +175,7 @@ cdef class Drain:
     cdef readonly int64_t fill
     cdef size_t max_bytes
     cdef int64_t direct
-    cdef uint64_t rejected[6]
+    cdef uint64_t rejected[C_REASONS]
     cdef readonly uint64_t frames
     cdef readonly int last_errno
     cdef Frame pending
@@ -189,7 +197,7 @@ cdef class Drain:
     @property
     def rejected(self):
         """Frames rejected in C, by reason."""
-        return {REASON_NAMES[i]: self.rejected[i] for i in range(6)}
+        return {REASON_NAMES[i]: self.rejected[i] for i in range(C_REASONS)}
 
     def take_batch(self):
         """The staged records (a view of the staging array); empties it."""
@@ -207,20 +215,20 @@ cdef class Drain:
         # -1: binary events (count set); -2: hand to Python; >=0: reason.
         cdef uint32_t n
         if size > self.max_bytes:
-            return 5
+            return REASON_TOO_LARGE
         if size < HEADER:
-            return 0
-        if p[0] != 0x52 or p[1] != 0x46:
-            return 1
-        if p[2] != 1:
-            return 2
-        if p[3] == 2:
+            return REASON_SHORT_FRAME
+        if p[0] != FRAME_MAGIC_0 or p[1] != FRAME_MAGIC_1:
+            return REASON_BAD_MAGIC
+        if p[2] != FRAME_VERSION:
+            return REASON_BAD_VERSION
+        if p[3] == FRAME_JSON:
             return -2
-        if p[3] != 1:
-            return 3
+        if p[3] != FRAME_EVENTS:
+            return REASON_BAD_TYPE
         memcpy(&n, p + 4, 4)
         if <uint64_t>size - HEADER != <uint64_t>n * RECORD:
-            return 4
+            return REASON_BAD_LENGTH
         count[0] = n
         return -1
 
@@ -290,7 +298,6 @@ def send_copies(size_t socket, bytes frame, int64_t count):
 cdef enum:
     MAX_PARTS = 8         # routing envelope frames kept per request
     ZMQ_SNDMORE = 2
-    LOOKUP = 16
 
 
 cdef class LookupServer:
@@ -393,7 +400,8 @@ cdef class LookupServer:
         cdef uint32_t n
         if size < HEADER or size > self.max_bytes:
             return False
-        if p[0] != 0x52 or p[1] != 0x46 or p[2] != 1 or p[3] != 3:
+        if (p[0] != FRAME_MAGIC_0 or p[1] != FRAME_MAGIC_1 or p[2] != FRAME_VERSION
+                or p[3] != FRAME_LOOKUP):
             return False
         memcpy(&n, p + 4, 4)
         if <uint64_t>size - HEADER != <uint64_t>n * LOOKUP:
@@ -420,10 +428,10 @@ cdef class LookupServer:
                 PyMem_Free(self.reply)
                 self.reply = grown
                 self.reply_room = need
-        self.reply[0] = 0x52
-        self.reply[1] = 0x46
-        self.reply[2] = 1
-        self.reply[3] = 4
+        self.reply[0] = FRAME_MAGIC_0
+        self.reply[1] = FRAME_MAGIC_1
+        self.reply[2] = FRAME_VERSION
+        self.reply[3] = FRAME_ROWS
         memcpy(self.reply + 4, p + 4, 4)
         for i in range(n):
             memcpy(&key, p + HEADER + i * LOOKUP, 8)

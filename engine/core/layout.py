@@ -46,6 +46,7 @@ __all__ = [
     "struct_size",
     "field_offset",
     "numpy_dtype",
+    "struct_format",
     "check_structs",
     "cython_declarations",
 ]
@@ -124,6 +125,32 @@ FOLD_CAP = 65534
 TABLE_MAGIC = 0x52465441424C4533
 #: Magic of an initialised ring header ("RFLRING1").
 RING_MAGIC = 0x52464C52494E4731
+
+#: The wire protocol (PROTOCOL.md): the first two bytes of every frame.
+FRAME_MAGIC = b"RF"
+#: The protocol version every frame carries.
+FRAME_VERSION = 1
+#: Frame types: binary events, JSON lines, a lookup (query), its rows (reply).
+FRAME_EVENTS = 1
+FRAME_JSON = 2
+FRAME_LOOKUP = 3
+FRAME_ROWS = 4
+#: Every reason a message (or, for ``invalid_record``, a record) is rejected,
+#: by code; the gateway's C drain detects the first six itself.
+REASONS = (
+    "short_frame",     # fewer than 8 bytes
+    "bad_magic",
+    "bad_version",
+    "bad_type",
+    "bad_length",      # body length does not match the header
+    "too_large",       # over the gateway's --max-message-bytes
+    "bad_utf8",
+    "bad_json",        # a line is not a JSON object
+    "bad_field",       # unknown, missing or mistyped field in a JSON line
+    "invalid_record",  # NaN/inf value or event time out of range (per record)
+    "backpressure",    # acked endpoint only: rings stayed full past the ack timeout
+    "unavailable",     # the engine lost a worker, or a series' row is stuck mid-write
+)
 
 # --------------------------------------------------------------------------
 # Records
@@ -254,6 +281,17 @@ STRUCTS: dict[str, Struct] = {
         "32 bytes, so that an alert ring is an ordinary event ring\n"
         "(engine.ALERT_DTYPE).",
     ),
+    "FrameHeader": Struct(
+        (F("magic", "u1", 2, "FRAME_MAGIC"), F("version", "u1"), F("type", "u1"),
+         F("count", "u4", doc="records (events, lookups, rows) or body bytes (JSON)")),
+        8,
+        "The 8-byte header of every wire frame (PROTOCOL.md), little-endian.",
+    ),
+    "LookupRecord": Struct(
+        (F("key", "u8"), F("metric", "u4"), F("pad", "u4")),
+        16,
+        "One (key, metric) pair of a binary lookup (engine.net.protocol.LOOKUP_DTYPE).",
+    ),
 }
 del F
 
@@ -298,6 +336,36 @@ def field_offset(name: str, field: str) -> int:
             return off
         off += _KINDS[f.kind][1] * f.count
     raise KeyError(f"{name} has no field {field!r}")
+
+
+# numpy kind -> the struct module's code, for the records Python packs with
+# struct (the wire frame header); a u1 array is a byte string.
+_STRUCT_CODES = {"u1": "B", "i2": "h", "u2": "H", "u4": "I", "i4": "i", "f4": "f",
+                 "u8": "Q", "i8": "q", "f8": "d"}
+
+
+def struct_format(name: str) -> str:
+    """The :mod:`struct` format of record ``name``, little-endian, packed.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`STRUCTS`.
+
+    Returns
+    -------
+    str
+        E.g. ``"<2sBBI"`` for the wire frame header.
+    """
+    codes = []
+    for f in STRUCTS[name].fields:
+        if f.count == 1:
+            codes.append(_STRUCT_CODES[f.kind])
+        elif f.kind == "u1":
+            codes.append(f"{f.count}s")
+        else:
+            codes.append(f"{f.count}{_STRUCT_CODES[f.kind]}")
+    return "<" + "".join(codes)
 
 
 def numpy_dtype(name: str):
@@ -515,6 +583,11 @@ ENUMS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
     ("A producer block: byte offsets and counters (PC_*).",
      (("PB_BYTES", PRODUCER_BLOCK_BYTES), ("PB_COUNTERS", PRODUCER_COUNTERS_OFFSET))
      + tuple((f"PC_{_upper(n)}", i) for i, n in enumerate(PRODUCER_COUNTERS))),
+    ("Wire frames (PROTOCOL.md): magic bytes, version, types, rejection reasons.",
+     (("FRAME_MAGIC_0", FRAME_MAGIC[0]), ("FRAME_MAGIC_1", FRAME_MAGIC[1]),
+      ("FRAME_VERSION", FRAME_VERSION), ("FRAME_EVENTS", FRAME_EVENTS),
+      ("FRAME_JSON", FRAME_JSON), ("FRAME_LOOKUP", FRAME_LOOKUP), ("FRAME_ROWS", FRAME_ROWS))
+     + tuple((f"REASON_{_upper(n)}", i) for i, n in enumerate(REASONS))),
 )
 
 

@@ -20,6 +20,17 @@ import time
 
 import numpy as np
 
+from ..core.layout import (
+    FRAME_EVENTS,
+    FRAME_JSON,
+    FRAME_LOOKUP,
+    FRAME_MAGIC,
+    FRAME_ROWS,
+    FRAME_VERSION,
+    REASONS,
+    numpy_dtype,
+    struct_format,
+)
 from ..core.records import EVENT_DTYPE, STATE_DTYPE, entity_id, metric_id
 from ..errors import ProtocolError
 
@@ -47,33 +58,19 @@ __all__ = [
     "parse_rows",
 ]
 
-MAGIC = b"RF"
-VERSION = 1
-HEADER = struct.Struct("<2sBBI")
+# The frame layout and codes are defined once, in engine.core.layout, with
+# the C drain's; here they get the names this module has always exported.
+MAGIC = FRAME_MAGIC
+VERSION = FRAME_VERSION
+HEADER = struct.Struct(struct_format("FrameHeader"))
 
-TYPE_EVENTS = 1   #: body: count x 32-byte EVENT_DTYPE records
-TYPE_JSON = 2     #: body: count bytes of UTF-8 JSON lines
-TYPE_LOOKUP = 3   #: query endpoint, body: count x 16-byte LOOKUP_DTYPE (key, metric)
-TYPE_ROWS = 4     #: reply to a lookup, body: count x 256-byte STATE_DTYPE rows
+TYPE_EVENTS = FRAME_EVENTS   #: body: count x 32-byte EVENT_DTYPE records
+TYPE_JSON = FRAME_JSON       #: body: count bytes of UTF-8 JSON lines
+TYPE_LOOKUP = FRAME_LOOKUP   #: query endpoint, body: count x 16-byte LOOKUP_DTYPE (key, metric)
+TYPE_ROWS = FRAME_ROWS       #: reply to a lookup, body: count x 256-byte STATE_DTYPE rows
 
 #: One (key, metric) pair of a binary lookup: 16 bytes, little-endian.
-LOOKUP_DTYPE = np.dtype([("key", "<u8"), ("metric", "<u4"), ("pad", "<u4")])
-
-#: Every reason a message (or, for ``invalid_record``, a record) is rejected.
-REASONS = (
-    "short_frame",     # fewer than 8 bytes
-    "bad_magic",
-    "bad_version",
-    "bad_type",
-    "bad_length",      # body length does not match the header
-    "too_large",       # over the gateway's --max-message-bytes
-    "bad_utf8",
-    "bad_json",        # a line is not a JSON object
-    "bad_field",       # unknown, missing or mistyped field in a JSON line
-    "invalid_record",  # NaN/inf value or event time out of range (per record)
-    "backpressure",    # acked endpoint only: rings stayed full past the ack timeout
-    "unavailable",     # acked endpoint only: the engine lost a worker
-)
+LOOKUP_DTYPE = numpy_dtype("LookupRecord")
 
 DEFAULT_HOST = "tcp://127.0.0.1"
 #: Default ports: ingest PULL, ingest ROUTER (acked), query ROUTER, alerts PUB.

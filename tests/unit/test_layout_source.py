@@ -59,3 +59,21 @@ def test_codes_and_counters_reach_the_declarations():
         assert f"ST_{name} = {i}\n" in text
     assert f"RF_BUSY = {layout.STATUS_BUSY}\n" in text
     assert f"TABLE_MAGIC = {layout.TABLE_MAGIC:#x}\n" in text
+
+
+def test_the_wire_frame_layout_is_the_layout_s():
+    """PROTOCOL.md's frame header and lookup record: the struct module's
+    format, the numpy dtype and the C drain all come from one spec."""
+    import numpy as np
+
+    from engine import _wire
+    from engine.net import protocol
+
+    header = np.zeros(1, layout.numpy_dtype("FrameHeader"))
+    header["magic"] = list(layout.FRAME_MAGIC)
+    header["version"], header["type"], header["count"] = layout.FRAME_VERSION, 3, 7
+    assert header.tobytes() == protocol.HEADER.pack(b"RF", 1, 3, 7)
+    assert protocol.HEADER.size == layout.struct_size("FrameHeader") == 8
+    assert protocol.LOOKUP_DTYPE.itemsize == layout.struct_size("LookupRecord") == 16
+    assert _wire.REASON_NAMES == protocol.REASONS[:len(_wire.REASON_NAMES)]
+    assert _wire.REASON_NAMES[-1] == "too_large"
