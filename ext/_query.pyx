@@ -6,12 +6,12 @@ ext/query.pxd, the same reads engine._wire answers binary lookups with."""
 
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint64_t, uint32_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from atomic cimport rf_mix64
+from shard cimport shard_of
 from layout cimport StateRow, TableHeader, RF_OK
 from sketch cimport sketch_quantile
-from query cimport table_find
+from query cimport table_find, lookup_into
 from outarrays cimport rows_out
 from engine._table cimport Table
 from engine.errors import raise_for_status
@@ -71,7 +71,7 @@ cdef class TableSet:
         cdef StateRow *dst = rows_out(out, 1)
         cdef bint found
         cdef int status
-        cdef uint64_t w = rf_mix64(key) % <uint64_t>self.count
+        cdef uint64_t w = shard_of(key, <uint64_t>self.count)
         cdef TableHeader *th = self.headers[w]
         (<Table>self.tables[w]).check()
         with nogil:
@@ -87,7 +87,7 @@ cdef class TableSet:
 
     def table_of(self, uint64_t key):
         """The table that owns ``key``'s shard."""
-        return self.tables[rf_mix64(key) % <uint64_t>self.count]
+        return self.tables[shard_of(key, <uint64_t>self.count)]
 
     def get_many_into(self, cnp.ndarray keys, cnp.ndarray metrics, cnp.ndarray out):
         """Seqlock-read each (keys[i], metrics[i]) into out[i]; rows of
@@ -117,16 +117,11 @@ cdef class TableSet:
             (<Table>t).check()
         with nogil:
             for i in range(n):
-                status = table_find(self.headers[rf_mix64(k[i]) % w], k[i], m[i], &dst[i], &hit)
+                status = lookup_into(self.headers, w, k[i], m[i], &dst[i], &hit)
                 if status != RF_OK:
                     break
-                if hit:
-                    found += 1
-                else:
-                    memset(&dst[i], 0, sizeof(StateRow))
-                    dst[i].key = k[i]
-                    dst[i].metric = m[i]
+                found += hit
         if status != RF_OK:
             raise_for_status(status, "get_many_into", key=k[i], metric=m[i],
-                             worker=rf_mix64(k[i]) % w)
+                             worker=shard_of(k[i], w))
         return found

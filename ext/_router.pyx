@@ -8,7 +8,8 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memset
-from atomic cimport rf_mix64, rf_now_ns, rf_load_acquire_i64, rf_store_relaxed_u64
+from atomic cimport rf_now_ns, rf_load_acquire_i64, rf_store_relaxed_u64
+from shard cimport shard_of as shard_of_key
 from layout cimport Event, RingHeader, RF_OK, RF_TIMEOUT, RF_BUSY, PB_COUNTERS, PC_ACCEPTED, \
     PC_INVALID, PC_BATCHES
 from ring cimport ring_data, ring_free, ring_publish
@@ -35,7 +36,7 @@ def shard_of(cnp.ndarray keys, uint64_t workers):
         raise ValueError("workers must be positive")
     with nogil:
         for i in range(k.shape[0]):
-            o[i] = <uint32_t>(rf_mix64(k[i]) % workers)
+            o[i] = <uint32_t>shard_of_key(k[i], workers)
     return out
 
 
@@ -160,7 +161,7 @@ cdef class Producer:
             # Pass 1: validate and count per shard.
             for i in range(m):
                 if event_valid(&ev[pos + i], &self.params):
-                    s = <uint32_t>(rf_mix64(ev[pos + i].key) % W)
+                    s = <uint32_t>shard_of_key(ev[pos + i].key, W)
                 else:
                     s = <uint32_t>W
                 self.scratch[i] = s

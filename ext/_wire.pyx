@@ -19,12 +19,13 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
 from libc.stdio cimport snprintf
-from atomic cimport rf_mix64, rf_now_ns
+from atomic cimport rf_now_ns
 from layout cimport (TableHeader, StateRow, Event, FrameHeader, LookupRecord, RF_OK,
                      FRAME_MAGIC_0, FRAME_MAGIC_1, FRAME_VERSION, FRAME_EVENTS, FRAME_JSON,
                      FRAME_LOOKUP, FRAME_ROWS, REASON_SHORT_FRAME, REASON_BAD_MAGIC,
                      REASON_BAD_VERSION, REASON_BAD_TYPE, REASON_BAD_LENGTH, REASON_TOO_LARGE)
-from query cimport table_find
+from query cimport lookup_into
+from shard cimport shard_of
 
 from engine.core import layout as _layout
 
@@ -437,8 +438,8 @@ cdef class LookupServer:
             memcpy(&key, p + HEADER + i * LOOKUP, 8)
             memcpy(&metric, p + HEADER + i * LOOKUP + 8, 4)
             row = <StateRow *>(self.reply + HEADER + i * sizeof(StateRow))
-            w = rf_mix64(key) % self.count
-            if table_find(self.headers[w], key, metric, row, &hit) != RF_OK:
+            if lookup_into(self.headers, self.count, key, metric, row, &hit) != RF_OK:
+                w = shard_of(key, self.count)
                 # The same words as engine.errors.unavailable_message; the
                 # reply room always holds them (at least 64 rows).
                 wrote = snprintf(self.reply, self.reply_room,
@@ -450,10 +451,6 @@ cdef class LookupServer:
                 need = <size_t>wrote
                 self.failed += 1
                 break
-            if not hit:
-                memset(row, 0, sizeof(StateRow))
-                row.key = key
-                row.metric = metric
         # The envelope goes back as it came; zmq_msg_send takes each part.
         for k in range(self.nparts - 1):
             if z_msg_send(&self.parts[k], sock, ZMQ_SNDMORE) < 0:

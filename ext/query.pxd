@@ -4,12 +4,13 @@
 # never write shared memory.
 
 from libc.stdint cimport int64_t, uint64_t, uint32_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from atomic cimport (rf_load_acquire_u64, rf_load_relaxed_u64, rf_fence_acquire,
                      rf_cpu_relax, rf_yield, rf_now_ns, rf_pid_can_run)
 from layout cimport (TableHeader, StateRow, RF_OK, RF_UNAVAILABLE, READ_CHECK_EVERY,
                      READ_GIVE_UP_NS, READ_RUNNABLE_GIVE_UP_NS)
 from index cimport table_index, table_rows, series_hash, index_find
+from shard cimport shard_of
 
 cdef inline int row_read(const TableHeader *th, const StateRow *r,
                          StateRow *out) noexcept nogil:
@@ -62,3 +63,16 @@ cdef inline int table_find(TableHeader *th, uint64_t key, uint32_t metric,
     if row < 0:
         return RF_OK
     return row_read(th, &table_rows(th)[row], out)
+
+
+cdef inline int lookup_into(TableHeader **headers, uint64_t shards, uint64_t key,
+                            uint32_t metric, StateRow *out, bint *found) noexcept nogil:
+    """One series of a lookup across every worker's table: its shard's
+    row copied into out, or for an unknown series a zero row but for key
+    and metric (found is false).  Returns table_find's status."""
+    cdef int status = table_find(headers[shard_of(key, shards)], key, metric, out, found)
+    if status == RF_OK and not found[0]:
+        memset(out, 0, sizeof(StateRow))
+        out.key = key
+        out.metric = metric
+    return status
