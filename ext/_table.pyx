@@ -369,8 +369,12 @@ cdef class Table:
                             n += 1
                     else:
                         n += 1
+        if n > room:
+            # The caller scans again with room for all: count the stuck
+            # rows of that pass, not of this one too.
+            return -n
         self.unavailable += skipped
-        return n if n <= room else -n
+        return n
 
     def find_into(self, uint64_t key, uint32_t metric, cnp.ndarray out):
         """Seqlock-read the row of (key, metric) into ``out[0]``; return

@@ -751,13 +751,15 @@ class Engine:
             ``ingest`` (PULL), ``acked`` (ROUTER), ``query`` (ROUTER) and
             ``alerts`` (PUB) URLs; by default 127.0.0.1 ports 7710-7713.
         **settings
-            ``max_message_bytes``, ``ack_timeout``, ``hwm``: see
-            :class:`engine.net.gateway.GatewayConfig`.
+            ``max_message_bytes``, ``ack_timeout``, ``hwm``, and the restart
+            limits of its threads ``max_restarts``, ``restart_window`` and
+            ``restart_backoff``: see :class:`engine.net.gateway.GatewayConfig`.
 
         Returns
         -------
         Gateway
-            Running; it takes one producer slot and stops with :meth:`close`.
+            Running; it takes two producer slots (fire-and-forget and acked
+            ingest) and stops with :meth:`close`.
         """
         self._check()
         if self._gateway is not None:

@@ -237,11 +237,24 @@ class Gateway:
             except BaseException as exc:  # noqa: BLE001 - every failure is recorded
                 if not started.is_set():
                     # Start-up: the constructor raises it (a port in use).
+                    # Should the constructor have stopped waiting already,
+                    # the gateway is down all the same: serve must see it.
                     watch.state, watch.exc = "down", exc
                     self._start_errors.append(exc)
+                    if self._down is None:
+                        self._down = GatewayDown(watch.name, exc, watch.restarts,
+                                                 "it failed while starting")
                     started.set()
                     return
-                if not self._failed(watch, exc):
+                try:
+                    again = self._failed(watch, exc)
+                except BaseException as inner:  # noqa: BLE001 - never die unrecorded
+                    watch.state, watch.exc = "down", inner
+                    if self._down is None:
+                        self._down = GatewayDown(watch.name, inner, watch.restarts,
+                                                 "recording its failure failed")
+                    return
+                if not again:
                     return
                 continue
             watch.state = "stopped"
@@ -275,7 +288,8 @@ class Gateway:
                 self._down = GatewayDown(watch.name, exc, watch.restarts, why)
             self._tell(watch, restarting=False)
             return False
-        delay = min(cfg.restart_backoff * 2 ** len(watch.recent), _BACKOFF_MAX)
+        # The exponent is capped: 2.0 ** 1024 overflows long before any cap applies.
+        delay = min(cfg.restart_backoff * 2.0 ** min(len(watch.recent), 32), _BACKOFF_MAX)
         watch.state = "restarting"
         watch.cause = (f"{what}; restart {len(watch.recent) + 1} of {cfg.max_restarts} "
                        f"in {delay:.3g} s")
@@ -447,11 +461,12 @@ class Gateway:
     def _pull_loop(self, up) -> None:
         drain = self._pull_drain
         if drain is None:
-            pull = self._bind(zmq.PULL, self.config.endpoints["ingest"])
-            # Kept across restarts: its counters, and records it read before
-            # a failure, which are submitted first below.
+            # Built before the bind, so that a failure here leaves no socket
+            # open.  Kept across restarts: its counters, and records it read
+            # before a failure, which are submitted first below.
             drain = self._pull_drain = _wire.Drain(
                 self._staging, self.config.max_message_bytes, _DIRECT_RECORDS)
+            pull = self._bind(zmq.PULL, self.config.endpoints["ingest"])
         else:
             pull = self._bind_again(zmq.PULL, self.config.endpoints["ingest"])
         up()
@@ -582,12 +597,13 @@ class Gateway:
     def _query_loop(self, up) -> None:
         server = self._lookups
         if server is None:
-            sock = self._bind(zmq.ROUTER, self.config.endpoints["query"], self._query_ctx)
             # Binary lookups are answered in C with the GIL released
             # (engine._wire.LookupServer); JSON requests come back here.
-            # Kept across restarts, with its count of answers.
+            # Built before the bind, so that a failure here leaves no socket
+            # open; kept across restarts, with its count of answers.
             server = self._lookups = _wire.LookupServer(self._reader.header_addresses(),
                                                         self.config.max_message_bytes)
+            sock = self._bind(zmq.ROUTER, self.config.endpoints["query"], self._query_ctx)
         else:
             sock = self._bind_again(zmq.ROUTER, self.config.endpoints["query"],
                                     self._query_ctx)

@@ -123,7 +123,9 @@ def test_a_failed_pull_thread_reports_its_cause_comes_back_and_loses_nothing_it_
     # The fault hits after the frame was read into the staging batch and
     # before it was submitted: the restarted loop submits it first.
     fail_once(monkeypatch, "_submit_drained", lambda drain: drain.fill > 0)
-    with live(restart_backoff=1.0) as gw:
+    # The back-off is long enough for the checks below to see the thread
+    # down on a loaded machine, before it comes back.
+    with live(restart_backoff=3.0) as gw:
         push = gw.sock(zmq.PUSH, "ingest")
         push.send(binary("pull-a", 10))
         st = wait_for("healthy false", lambda: (s := gw.gw.stats())["healthy"] is False and s)
@@ -153,13 +155,16 @@ def test_a_failed_pull_thread_reports_its_cause_comes_back_and_loses_nothing_it_
 
 def test_a_failed_acked_thread_answers_the_message_in_hand_and_comes_back(monkeypatch):
     fail_once(monkeypatch, "_ack")
-    with live(restart_backoff=1.0) as gw:
+    with live(restart_backoff=3.0) as gw:
         reply = gw.ask("acked", binary("acked-a", 4))
         assert reply is not None, "the message in hand when the thread failed got no reply"
         assert reply["ok"] is False and reply["reason"] == "unavailable"
         assert "injected fault" in reply["error"]
-        st = gw.gw.stats()
-        assert not gw.gw.healthy and st["threads"]["acked"]["state"] == "restarting"
+        # The reply goes out just before the thread records its failure.
+        st = wait_for("the failure recorded",
+                      lambda: (s := gw.gw.stats())["threads"]["acked"]["state"] == "restarting"
+                      and s)
+        assert not gw.gw.healthy
         assert "gateway thread acked failed" in st["cause"]
         wait_for("acked restarted", lambda: gw.gw.healthy)
         reply = wait_for("an acked reply", lambda: gw.ask("acked", binary("acked-a", 4), 2.0))
@@ -172,7 +177,7 @@ def test_a_failed_acked_thread_answers_the_message_in_hand_and_comes_back(monkey
 
 def test_a_failed_query_thread_comes_back_and_answers_again(monkeypatch):
     fail_once(monkeypatch, "_reply")
-    with live(restart_backoff=1.5) as gw:
+    with live(restart_backoff=3.0) as gw:
         with contextlib.closing(gw.sock(zmq.DEALER, "query")) as s:
             s.send(b'{"op": "ping"}')
             wait_for("healthy false", lambda: not gw.gw.healthy)
