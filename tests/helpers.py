@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 
 def free_ports(n: int = 4) -> list[int]:
@@ -17,3 +18,16 @@ def free_ports(n: int = 4) -> list[int]:
         for s in socks:
             s.close()
 
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition", every: float = 0.01):
+    """Poll ``predicate()`` until it returns something true and return that;
+    fail the test at the deadline.  The one place tests wait on a condition
+    (a bounded poll, never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} not met in {timeout}s"
+        time.sleep(every)

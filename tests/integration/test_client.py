@@ -26,6 +26,7 @@ from engine.net import protocol
 from engine.net.aio import AsyncClient
 from engine.net.client import Client
 from tests.helpers import free_ports as free_ports_list
+from tests.helpers import wait_for
 
 TS = 1_732_300_000_000_000_000
 NAMES = ("ingest", "acked", "query", "alerts")
@@ -47,16 +48,6 @@ def live(workers: int = 2, engine_settings: dict | None = None, **settings):
     with engine.Engine(workers=workers, **(engine_settings or {})) as eng:
         eng.serve(endpoints=urls(ports), **settings)
         yield eng, ports
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def events(n: int, entities: int = 10, metric="cpu") -> np.ndarray:

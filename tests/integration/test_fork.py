@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import psutil
@@ -21,7 +20,7 @@ import pytest
 import engine
 from engine.errors import ForkedProcess
 from engine.net.client import Client
-from tests.helpers import free_ports
+from tests.helpers import free_ports, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,15 +49,21 @@ def our_segments(pid: int) -> set[str]:
 def wait_child(pid: int, timeout: float) -> int:
     """Reap the forked child ``pid`` within ``timeout`` seconds and return its
     exit code; past the deadline kill it (by its pid) and fail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    statuses = []
+
+    def reaped() -> bool:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    pytest.fail(f"forked child {pid} did not exit within {timeout}s")
+            statuses.append(status)
+        return bool(done)
+
+    try:
+        wait_for(reaped, timeout, f"forked child {pid} exiting")
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    return os.waitstatus_to_exitcode(statuses[0])
 
 
 def public_methods(cls) -> set[str]:

@@ -27,6 +27,7 @@ import zmq
 import engine
 from engine.errors import GatewayDown
 from engine.net.gateway import Gateway
+from tests import helpers
 from tests.helpers import free_ports
 
 pytestmark = pytest.mark.timeout(90)
@@ -42,15 +43,8 @@ def binary(entity: str, n: int, value: float = 1.0) -> bytes:
 
 
 def wait_for(what: str, check, timeout: float = 10.0, every: float = 0.01):
-    """Poll ``check()`` until it returns something true; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout}s")
-        time.sleep(every)
+    """:func:`tests.helpers.wait_for`, the condition named first."""
+    return helpers.wait_for(check, timeout, what, every)
 
 
 def fail_once(monkeypatch, method: str, when=lambda *a: True) -> list[int]:

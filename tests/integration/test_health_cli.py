@@ -17,7 +17,7 @@ import time
 import pytest
 
 from engine.net.client import Client
-from tests.helpers import free_ports
+from tests.helpers import free_ports, wait_for
 from tests.integration.test_cli import (
     REPO,
     SMALL,
@@ -92,16 +92,6 @@ def send_fleet(srv: Server, ts: int) -> None:
         records = [{"entity": e, "metric": m, "value": v, "ts": ts}
                    for (e, m), v in FLEET.items()]
         assert c.send_json(records, ack=True) == len(records)
-
-
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not met in {timeout}s"
-        time.sleep(0.05)
 
 
 def statuses(srv: Server, min_status: str = "OK") -> dict:

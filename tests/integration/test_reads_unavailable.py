@@ -21,7 +21,7 @@ from engine import STATE_DTYPE, _table, entity_id, metric_id
 from engine.core import layout
 from engine.errors import unavailable_message
 from engine.net import protocol as P
-from tests.helpers import free_ports
+from tests.helpers import free_ports, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -165,10 +165,7 @@ def test_a_row_held_by_a_writer_that_can_still_run_is_waited_for_longer_but_not_
                 assert 0.9 * cap <= took < 10 * cap, f"gave up after {took * 1e3:.1f} ms"
 
                 os.kill(busy.pid, signal.SIGSTOP)
-                deadline = time.monotonic() + 5
-                while proc_state(busy.pid) != "T" and time.monotonic() < deadline:
-                    time.sleep(0.005)
-                assert proc_state(busy.pid) == "T"
+                wait_for(lambda: proc_state(busy.pid) == "T", 5, "the busy process stopping")
                 runs = []
                 for _ in range(3):
                     t = time.perf_counter()
