@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -31,3 +32,23 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition", every: f
             return value
         assert time.monotonic() < deadline, f"{what} not met in {timeout}s"
         time.sleep(every)
+
+
+@contextlib.contextmanager
+def served_engine(engine_settings: dict | None = None, **gateway_settings):
+    """An engine with 2 workers serving its gateway on four free 127.0.0.1
+    ports, and a ZeroMQ context for clients: yields ``(eng, urls, ctx)``;
+    everything is closed on the way out."""
+    import zmq
+
+    import engine
+
+    with engine.Engine(workers=2, **(engine_settings or {})) as eng:
+        urls = dict(zip(("ingest", "acked", "query", "alerts"),
+                        (f"tcp://127.0.0.1:{p}" for p in free_ports(4))))
+        eng.serve(endpoints=urls, **gateway_settings)
+        ctx = zmq.Context()
+        try:
+            yield eng, urls, ctx
+        finally:
+            ctx.destroy(linger=0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 import engine
 from engine.errors import ForkedProcess
 from engine.net.client import Client
-from tests.helpers import free_ports, wait_for
+from tests.helpers import free_ports
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,21 +50,18 @@ def our_segments(pid: int) -> set[str]:
 def wait_child(pid: int, timeout: float) -> int:
     """Reap the forked child ``pid`` within ``timeout`` seconds and return its
     exit code; past the deadline kill it (by its pid) and fail."""
-    statuses = []
-
-    def reaped() -> bool:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            statuses.append(status)
-        return bool(done)
-
+    # The child's pidfd becomes readable when it exits: a wait with a
+    # deadline, no polling.
+    fd = os.pidfd_open(pid)
     try:
-        wait_for(reaped, timeout, f"forked child {pid} exiting")
-    except AssertionError:
+        exited = select.select([fd], [], [], timeout)[0]
+    finally:
+        os.close(fd)
+    if not exited:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        raise
-    return os.waitstatus_to_exitcode(statuses[0])
+        pytest.fail(f"forked child {pid} did not exit within {timeout}s")
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def public_methods(cls) -> set[str]:
@@ -252,7 +250,7 @@ def test_a_new_engine_in_the_child_works():
 # (close() in the child), then atexit (the engine's finalizer) and the
 # interpreter's teardown; or, with no ``with``, the engine collected at exit.
 SCRIPT = textwrap.dedent("""
-    import json, os, sys, time
+    import json, os, select, sys
     import engine
     from engine.errors import ForkedProcess
 
@@ -266,16 +264,18 @@ SCRIPT = textwrap.dedent("""
         return sorted(n for n in engine.list_segments() if n.startswith(f"ringflow-{os.getpid()}-"))
 
     def parent_after(eng, child, before):
-        deadline = time.monotonic() + 60
-        while True:
-            done, status = os.waitpid(child, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(child, 9)
-                os.waitpid(child, 0)
-                raise SystemExit("the child did not exit")
-            time.sleep(0.01)
+        # The child's pidfd becomes readable when it exits: a wait with a
+        # deadline, no polling.
+        fd = os.pidfd_open(child)
+        try:
+            exited = select.select([fd], [], [], 60)[0]
+        finally:
+            os.close(fd)
+        if not exited:
+            os.kill(child, 9)
+            os.waitpid(child, 0)
+            raise SystemExit("the child did not exit")
+        status = os.waitpid(child, 0)[1]
         out = {"child_code": os.waitstatus_to_exitcode(status),
                "segments_kept": ours() == before,
                "alive": [w["alive"] for w in eng.stats()["workers"]]}
@@ -291,24 +291,21 @@ SCRIPT = textwrap.dedent("""
             sys.exit(0)
         sys.exit(3)
 
-    if sys.argv[1] == "with":
-        with engine.Engine(workers=2) as eng:
-            eng.submit(batch(0))
-            eng.flush(timeout=30)
-            before = ours()
-            pid = os.fork()
-            if pid == 0:
-                child(eng)
-            out = parent_after(eng, pid, before)
-    else:
-        eng = engine.Engine(workers=2)
+    def fork_and_check(eng):
         eng.submit(batch(0))
         eng.flush(timeout=30)
         before = ours()
         pid = os.fork()
         if pid == 0:
             child(eng)
-        out = parent_after(eng, pid, before)
+        return parent_after(eng, pid, before)
+
+    if sys.argv[1] == "with":
+        with engine.Engine(workers=2) as eng:
+            out = fork_and_check(eng)
+    else:
+        eng = engine.Engine(workers=2)
+        out = fork_and_check(eng)
         eng.close()
     out["segments_after_close"] = ours()
     print(json.dumps(out))

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 import engine
 from engine.net import protocol as P
-from tests.helpers import free_ports
+from tests.helpers import free_ports, served_engine
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -136,15 +136,8 @@ class Live:
 
 @contextlib.contextmanager
 def live(engine_settings: dict | None = None, **gateway_settings):
-    with engine.Engine(workers=2, **(engine_settings or {})) as eng:
-        urls = dict(zip(("ingest", "acked", "query", "alerts"),
-                        (f"tcp://127.0.0.1:{p}" for p in free_ports(4))))
-        eng.serve(endpoints=urls, **gateway_settings)
-        ctx = zmq.Context()
-        try:
-            yield Live(eng, urls, ctx)
-        finally:
-            ctx.destroy(linger=0)
+    with served_engine(engine_settings, **gateway_settings) as served:
+        yield Live(*served)
 
 
 @contextlib.contextmanager

@@ -27,8 +27,8 @@ import zmq
 import engine
 from engine.errors import GatewayDown
 from engine.net.gateway import Gateway
-from tests import helpers
-from tests.helpers import free_ports
+from tests.helpers import free_ports, served_engine
+from tests.helpers import wait_for as poll_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -44,7 +44,7 @@ def binary(entity: str, n: int, value: float = 1.0) -> bytes:
 
 def wait_for(what: str, check, timeout: float = 10.0, every: float = 0.01):
     """:func:`tests.helpers.wait_for`, the condition named first."""
-    return helpers.wait_for(check, timeout, what, every)
+    return poll_until(check, timeout, what, every)
 
 
 def fail_once(monkeypatch, method: str, when=lambda *a: True) -> list[int]:
@@ -101,15 +101,9 @@ class Live:
 
 @contextlib.contextmanager
 def live(**gateway_settings):
-    with engine.Engine(workers=2, ring_capacity=4096, table_capacity=4096) as eng:
-        urls = dict(zip(("ingest", "acked", "query", "alerts"),
-                        (f"tcp://127.0.0.1:{p}" for p in free_ports(4))))
-        eng.serve(endpoints=urls, **gateway_settings)
-        ctx = zmq.Context()
-        try:
-            yield Live(eng, urls, ctx)
-        finally:
-            ctx.destroy(linger=0)
+    with served_engine({"ring_capacity": 4096, "table_capacity": 4096},
+                       **gateway_settings) as served:
+        yield Live(*served)
 
 
 def test_a_failed_pull_thread_reports_its_cause_comes_back_and_loses_nothing_it_read(
