@@ -8,6 +8,8 @@ COUNTERS_OFFSET: int
 COUNTER_NAMES: tuple[str, ...]
 STATUS_TIMEOUT: int
 STATUS_STOPPED: int
+ROW_PUT_BACK: int
+INSERT_FINISHED: int
 
 class WorkerLoop:
     def __init__(
@@ -21,6 +23,9 @@ class WorkerLoop:
         settings: dict,
         wait_kind: int,
     ) -> None: ...
+    repaired: int
+    replayed: int
     def release_buffers(self) -> None: ...
+    def crash_requested(self) -> int: ...
     def mark_ready(self, pid: int) -> None: ...
     def run(self, idle_ns: int) -> int: ...

@@ -115,7 +115,10 @@ class FlushTimeout(EngineError, TimeoutError):
 
 
 class WorkerDied(EngineError):
-    """A worker process exited while the engine was running.
+    """A worker is gone and the engine cannot replace it: it died while the
+    engine started, or kept dying until the supervisor gave up on its shard
+    (``degraded``, docs/faults.md).  A worker that dies once is replaced
+    without an error.
 
     Attributes
     ----------
@@ -123,17 +126,28 @@ class WorkerDied(EngineError):
         Index of the worker.
     exitcode : int or None
         Its exit code (negative: killed by that signal number).
+    cause : str or None
+        The supervisor's account of why the shard was given up on.
+    accepted, handled : int
+        For :meth:`engine.Producer.submit`: events of the batch taken before
+        the error (0 when it refused the batch up front).
     """
 
-    def __init__(self, worker: int, exitcode: int | None, pid: int | None = None):
-        if exitcode is not None and exitcode < 0:
-            how = f"killed by signal {-exitcode}"
+    def __init__(self, worker: int, exitcode: int | None, pid: int | None = None,
+                 *, cause: str | None = None, accepted: int = 0, handled: int = 0):
+        if cause is not None:
+            message = f"shard {worker} is degraded: {cause}"
         else:
-            how = f"exit code {exitcode}"
-        super().__init__(f"worker {worker} (pid {pid}) died: {how}")
+            how = (f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0
+                   else f"exit code {exitcode}")
+            message = f"worker {worker} (pid {pid}) died: {how}"
+        super().__init__(message)
         self.worker = worker
         self.exitcode = exitcode
         self.pid = pid
+        self.cause = cause
+        self.accepted = accepted
+        self.handled = handled
 
 
 class SeriesUnavailable(EngineError):

@@ -12,13 +12,14 @@ from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memset, memcpy
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from atomic cimport rf_load_acquire_u64, rf_store_relaxed_u64, rf_store_release_u64, rf_mix64
-from layout cimport (Event, StateRow, IndexEntry, TableHeader, Rule, RulesHeader, Alert,
+from layout cimport (Event, StateRow, IndexEntry, TableHeader, Rule, RulesHeader, Alert, RowUndo,
                      RF_OK, TABLE_MAGIC, MAX_RULES, SKETCH_BUCKETS, STAT_TTL, NVIEWS)
 from params cimport Params, BatchCounters, params_init
 from alertsink cimport AlertSink, sink_array
 from index cimport table_rows, series_hash
-from query cimport row_read, table_find
-from apply cimport apply_batch, table_sweep, table_reload
+from query cimport row_read, table_find, status_seen
+from apply cimport apply_batch, table_sweep, table_reload, ordinals_reserve
+from undo cimport table_repair
 from outarrays cimport rows_out, alerts_out
 from engine.errors import raise_for_status
 
@@ -59,6 +60,7 @@ cdef class Settings:
     """
     cdef Params p
     cdef Rule *store
+    cdef RowUndo undo
 
     def __cinit__(self, *, int64_t ts_min, int64_t ts_max, int64_t window_ns,
                   int64_t lateness_ns=0, double half_life_ns, views=(1, 5, 15),
@@ -86,10 +88,20 @@ cdef class Settings:
         params_init(&self.p, ts_min, ts_max, window_ns, lateness_ns, half_life_ns, v, ttl_ns)
         self.p.rules = self.store
         self.p.health = health
+        memset(&self.undo, 0, sizeof(RowUndo))
+        self.undo.row = <uint64_t>-1
+        self.p.undo = &self.undo
         self.set_rules(rules, ttl_ns, lateness_ns)
 
     def __dealloc__(self):
         PyMem_Free(self.store)
+
+    def undo_slot(self):
+        """The undo slot the kernels saved the last written row in:
+        ``(row, cold, image)``, image the row's bytes before the write
+        (lines 0-2 always, line 3 when ``cold``) (docs/faults.md)."""
+        return (self.undo.row, bool(self.undo.cold),
+                bytes((<char *>self.undo.image)[:sizeof(StateRow)]))
 
     def set_rules(self, rules, int64_t ttl_ns, int64_t lateness_ns):
         """Replace the rules, the default TTL and the lateness (call
@@ -299,9 +311,14 @@ cdef class Table:
         self.check()
         return rf_load_acquire_u64(&self.th.used)
 
-    def apply(self, cnp.ndarray events, Settings settings not None, alerts):
+    def apply(self, cnp.ndarray events, Settings settings not None, alerts, base=None):
         """Run the update kernel over ``events`` (EVENT_DTYPE, contiguous),
         writing status changes into ``alerts`` (ALERT_DTYPE) from index 0.
+
+        Event ``i`` gets ordinal ``base + i`` (docs/faults.md); by default
+        fresh ordinals.  Passing the ``base`` of an earlier call replays
+        that span as a worker does after a fault: events already applied
+        are counted, not applied again.
 
         Returns ``(applied, invalid, full, stale, late, alerts_written,
         alerts_dropped)`` for the batch."""
@@ -317,9 +334,31 @@ cdef class Table:
         memset(&c, 0, sizeof(c))
         cdef const Event *ev = <const Event *>cnp.PyArray_DATA(events)
         cdef int64_t n = events.shape[0]
+        cdef uint64_t first
+        if base is None:
+            first = ordinals_reserve(self.th, <uint64_t>n)
+        else:
+            first = base
+            if first == 0:
+                raise ValueError("ordinals start at 1")
+            if first + <uint64_t>n > self.th.next_ordinal:
+                rf_store_release_u64(&self.th.next_ordinal, first + <uint64_t>n)
         with nogil:
-            apply_batch(self.th, ev, n, &settings.p, &c, &s)
+            apply_batch(self.th, ev, n, first, &settings.p, &c, &s)
         return c.applied, c.invalid, c.full, c.stale, c.late, s.written, s.dropped
+
+    def repair(self, Settings settings not None):
+        """What a worker does first after a kill (docs/faults.md): put back
+        the row ``settings``' undo slot names if it is mid-write, and finish
+        or drop a half-added row.  Returns ``(found, alert_head)``: bits of
+        ``engine._worker.ROW_PUT_BACK`` and ``INSERT_FINISHED``, and the
+        alert head to resume from (-1 unless a row was put back)."""
+        self.check()
+        cdef int64_t head = -1
+        cdef int found
+        with nogil:
+            found = table_repair(self.th, &settings.undo, &head)
+        return found, head
 
     def sweep(self, int64_t now_ns, Settings settings not None, alerts):
         """Mark STALE the series silent past their TTL at ``now_ns``.
@@ -360,7 +399,7 @@ cdef class Table:
         cdef uint64_t skipped = 0
         with nogil:
             for i in range(used):
-                if rows[i].status >= min_status:
+                if status_seen(self.th, rows[i].status) >= min_status:
                     if n < room:
                         if row_read(self.th, &rows[i], &dst[n]) != RF_OK:
                             skipped += 1

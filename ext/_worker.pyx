@@ -9,17 +9,20 @@ from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memset
 from posix.unistd cimport getpid
 from atomic cimport (rf_load_acquire_u64, rf_store_relaxed_u64, rf_store_release_u64,
-                     rf_load_acquire_i64, rf_load_relaxed_i64, rf_now_ns, rf_wall_ns)
-from layout cimport (Event, RingHeader, TableHeader, Rule, RulesHeader, TABLE_MAGIC,
-                     MAX_RULES, RF_TIMEOUT, RF_STOPPED, WB_BYTES, WB_CONTROL, WB_COUNTERS,
-                     WC_STOP, WC_READY, WC_PID, WK_APPLIED, WK_INVALID, WK_FULL, WK_STALE,
-                     WK_BATCHES, WK_MAX_BATCH, WK_LATE, WK_ALERTS, WK_ALERTS_DROPPED,
-                     WK_RULES_GENERATION, WK_SWEEPS)
+                     rf_load_acquire_i64, rf_now_ns, rf_wall_ns)
+from layout cimport (Event, RingHeader, TableHeader, Rule, RulesHeader, RowUndo, SpanIntent,
+                     TABLE_MAGIC, MAX_RULES, RF_TIMEOUT, RF_STOPPED, WB_BYTES, WB_CONTROL,
+                     WB_COUNTERS, WB_INTENT, WB_UNDO, WC_STOP, WC_READY, WC_PID,
+                     WC_ALERT_HEAD, WC_INTENT, WC_HEARTBEAT, WC_CRASH, WK_APPLIED,
+                     WK_INVALID, WK_FULL, WK_STALE, WK_BATCHES, WK_MAX_BATCH, WK_LATE,
+                     WK_ALERTS, WK_ALERTS_DROPPED, WK_RULES_GENERATION, WK_SWEEPS,
+                     WK_REPLAYED_SPANS, WK_REPLAYED_EVENTS, WK_ROWS_REPAIRED)
 from ring cimport ring_data, ring_readable, ring_release
 from wait cimport Waiter, waiter_init, waiter_reset, waiter_arm, waiter_park, waiter_disarm
 from params cimport Params, BatchCounters, params_init
 from alertsink cimport AlertSink, sink_ring, sink_publish
-from apply cimport apply_batch, table_sweep, table_reload, rules_copy
+from apply cimport apply_batch, table_sweep, table_reload, rules_copy, ordinals_reserve
+from undo cimport table_repair, REPAIRED_ROW, REPAIRED_INSERT
 
 from engine.core.layout import WORKER_COUNTERS
 
@@ -36,6 +39,9 @@ cdef enum:
 
 STATUS_TIMEOUT = RF_TIMEOUT
 STATUS_STOPPED = RF_STOPPED
+# Bits of WorkerLoop.repaired: what the loop found left by a killed worker.
+ROW_PUT_BACK = REPAIRED_ROW
+INSERT_FINISHED = REPAIRED_INSERT
 
 
 cdef class WorkerLoop:
@@ -61,6 +67,10 @@ cdef class WorkerLoop:
     cdef int64_t next_tick
     cdef Waiter waiter
     cdef BatchCounters totals
+    cdef RowUndo *undo
+    cdef SpanIntent *intents
+    cdef readonly int repaired
+    cdef readonly int64_t replayed
 
     def __cinit__(self, control_buffer, table_buffer, rules_buffer, list ring_offsets,
                   Py_ssize_t block_offset, Py_ssize_t alert_ring_offset, dict settings,
@@ -116,6 +126,15 @@ cdef class WorkerLoop:
         self.totals.late = self.counters[WK_LATE]
         self.sink.written = self.counters[WK_ALERTS]
         self.sink.dropped = self.counters[WK_ALERTS_DROPPED]
+        self.undo = <RowUndo *>(self.base + block_offset + WB_UNDO)
+        self.intents = <SpanIntent *>(self.base + block_offset + WB_INTENT)
+        self.params.undo = self.undo
+        # Repair and replay before the rules or a sweep touch a row: both
+        # take fresh ordinals, and a row stamped with one would make the
+        # replay skip events that were never applied (docs/faults.md).
+        with nogil:
+            self.recover()
+        self.sink.shared_head = <int64_t *>&self.control[WC_ALERT_HEAD]
         self.check_rules()
 
     def __dealloc__(self):
@@ -136,6 +155,45 @@ cdef class WorkerLoop:
             self.has_rul = False
         self.base = NULL
 
+    cdef void recover(self) noexcept nogil:
+        """Take over from whatever worker ran on these rings and this table
+        before, killed anywhere: repair, publish its written alerts, and
+        replay the span it was applying."""
+        cdef int64_t *head = <int64_t *>&self.control[WC_ALERT_HEAD]
+        cdef SpanIntent *it
+        cdef RingHeader *h
+        self.repaired = table_repair(self.th, self.undo, head)
+        if self.repaired & REPAIRED_ROW:
+            rf_store_relaxed_u64(&self.counters[WK_ROWS_REPAIRED],
+                                 self.counters[WK_ROWS_REPAIRED] + 1)
+        if head[0] > self.sink.head:
+            # Alerts the previous worker wrote whole but did not publish.
+            self.sink.head = head[0]
+            sink_publish(&self.sink)
+        self.replayed = 0
+        it = &self.intents[self.control[WC_INTENT] & 1]
+        if it.count <= 0 or it.ring >= <uint64_t>self.nrings:
+            return
+        h = self.rings[it.ring]
+        if rf_load_acquire_i64(&h.consumed) != it.start:
+            return
+        # The span was not committed: its events are still in the ring (a
+        # slot is reused only after the cursor passes it) and those applied
+        # read so in their rows' versions.
+        self.cursor[it.ring] = it.start
+        self.apply_ring(it.ring, it.count, it.base)
+        rf_store_relaxed_u64(&self.counters[WK_REPLAYED_SPANS],
+                             self.counters[WK_REPLAYED_SPANS] + 1)
+        rf_store_relaxed_u64(&self.counters[WK_REPLAYED_EVENTS],
+                             self.counters[WK_REPLAYED_EVENTS] + <uint64_t>it.count)
+        self.commit(it.ring)
+        self.replayed = it.count
+
+    def crash_requested(self):
+        """The engine's test hook word: 0, or what it asks of a worker at
+        start (engine.core.workermain.CRASH_EXIT, CRASH_HOLD)."""
+        return int(rf_load_acquire_u64(&self.control[WC_CRASH]))
+
     def mark_ready(self, uint64_t pid):
         rf_store_relaxed_u64(&self.control[WC_PID], pid)
         rf_store_release_u64(&self.control[WC_READY], 1)
@@ -149,28 +207,53 @@ cdef class WorkerLoop:
 
     cdef int64_t drain_once(self) noexcept nogil:
         cdef Py_ssize_t r
-        cdef int64_t avail, start, first, got = 0
-        cdef RingHeader *h
-        cdef Event *data
+        cdef int64_t avail, got = 0
+        cdef SpanIntent *it
+        cdef uint64_t next_intent
         for r in range(self.nrings):
-            h = self.rings[r]
-            avail = ring_readable(h, self.cursor[r])
+            avail = ring_readable(self.rings[r], self.cursor[r])
             if avail <= 0:
                 continue
-            data = ring_data(self.base, h)
-            start = self.cursor[r] & <int64_t>h.mask
-            first = <int64_t>h.capacity - start
-            if first > avail:
-                first = avail
-            self.apply_span(data + start, first)
-            if avail > first:
-                self.apply_span(data, avail - first)
-            self.cursor[r] += avail
+            # The intent first (docs/faults.md): which span, and the
+            # ordinals its events get, written to the spare of the two
+            # intents and then made current, so a kill at any point leaves
+            # one whole intent to recover from.
+            next_intent = (self.control[WC_INTENT] + 1) & 1
+            it = &self.intents[next_intent]
+            it.ring = <uint64_t>r
+            it.start = self.cursor[r]
+            it.count = avail
+            it.base = ordinals_reserve(self.th, <uint64_t>avail)
+            rf_store_release_u64(&self.control[WC_INTENT], next_intent)
+            self.apply_ring(r, avail, it.base)
+            self.commit(r)
             got += avail
         if not got:
             return 0
+        rf_store_relaxed_u64(&self.counters[WK_BATCHES], self.counters[WK_BATCHES] + 1)
+        if <uint64_t>got > self.counters[WK_MAX_BATCH]:
+            rf_store_relaxed_u64(&self.counters[WK_MAX_BATCH], <uint64_t>got)
+        return got
+
+    cdef void apply_ring(self, Py_ssize_t r, int64_t avail, uint64_t base) noexcept nogil:
+        """Apply ring r's next avail events (in two pieces where the ring
+        wraps), the first with ordinal base, and move its local cursor."""
+        cdef RingHeader *h = self.rings[r]
+        cdef Event *data = ring_data(self.base, h)
+        cdef int64_t start = self.cursor[r] & <int64_t>h.mask
+        cdef int64_t first = <int64_t>h.capacity - start
+        if first > avail:
+            first = avail
+        self.apply_span(data + start, first, base)
+        if avail > first:
+            self.apply_span(data, avail - first, base + <uint64_t>first)
+        self.cursor[r] += avail
+
+    cdef void commit(self, Py_ssize_t r) noexcept nogil:
+        """Publish ring r's span as applied: its alerts, the counters, then
+        its consumer cursor, which frees its slots for the producer."""
         sink_publish(&self.sink)
-        # Counters first, cursors second: whoever sees a ring released (a
+        # Counters first, cursor second: whoever sees a ring released (a
         # flush returning) also sees the counters that include its events.
         rf_store_relaxed_u64(&self.counters[WK_APPLIED], self.totals.applied)
         rf_store_relaxed_u64(&self.counters[WK_INVALID], self.totals.invalid)
@@ -178,15 +261,9 @@ cdef class WorkerLoop:
         rf_store_relaxed_u64(&self.counters[WK_STALE], self.totals.stale)
         rf_store_relaxed_u64(&self.counters[WK_LATE], self.totals.late)
         self.store_alert_counters()
-        rf_store_relaxed_u64(&self.counters[WK_BATCHES], self.counters[WK_BATCHES] + 1)
-        if <uint64_t>got > self.counters[WK_MAX_BATCH]:
-            rf_store_relaxed_u64(&self.counters[WK_MAX_BATCH], <uint64_t>got)
-        for r in range(self.nrings):
-            if self.cursor[r] != rf_load_relaxed_i64(&self.rings[r].consumed):
-                ring_release(self.base, self.rings[r], self.cursor[r])
-        return got
+        ring_release(self.base, self.rings[r], self.cursor[r])
 
-    cdef void apply_span(self, const Event *ev, int64_t n) noexcept nogil:
+    cdef void apply_span(self, const Event *ev, int64_t n, uint64_t base) noexcept nogil:
         # In slices, publishing alerts after each: an alert waits for the
         # rest of its slice, not for the rest of a 64k-event batch
         # (bench/alert_latency.py: applied -> alert thread p99 5.1 ms with
@@ -196,7 +273,8 @@ cdef class WorkerLoop:
             k = n - done
             if k > ALERT_SLICE:
                 k = ALERT_SLICE
-            apply_batch(self.th, ev + done, k, &self.params, &self.totals, &self.sink)
+            apply_batch(self.th, ev + done, k, base + <uint64_t>done, &self.params,
+                        &self.totals, &self.sink)
             sink_publish(&self.sink)
             done += k
 
@@ -233,6 +311,7 @@ cdef class WorkerLoop:
         cdef int64_t idle_deadline = rf_now_ns() + idle_ns, seen, remaining, until_tick
         cdef bint stop_seen = False
         while True:
+            rf_store_relaxed_u64(&self.control[WC_HEARTBEAT], <uint64_t>rf_now_ns())
             self.check_rules()
             self.tick()
             if self.drain_once():

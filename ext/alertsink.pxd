@@ -5,7 +5,7 @@
 
 from libc.stdint cimport int64_t, uint64_t, uint8_t
 from libc.string cimport memset
-from atomic cimport rf_load_acquire_i64
+from atomic cimport rf_load_acquire_i64, rf_store_release_i64
 from layout cimport Alert, RingHeader, StateRow
 from ring cimport ring_publish
 
@@ -21,6 +21,10 @@ ctypedef struct AlertSink:
     char *base            # the ring's mapping, for its doorbell
     uint64_t written
     uint64_t dropped
+    # The worker block's copy of head, stored after each alert is whole, so
+    # that the worker started after a kill publishes what this one wrote
+    # (docs/faults.md); NULL for an array.
+    int64_t *shared_head
 
 cdef inline void sink_array(AlertSink *s, Alert *buf, int64_t cap) noexcept nogil:
     memset(s, 0, sizeof(AlertSink))
@@ -65,3 +69,5 @@ cdef inline void sink_emit(AlertSink *s, const StateRow *r, uint8_t old,
     a.value = value
     s.head += 1
     s.written += 1
+    if s.shared_head != NULL:
+        rf_store_release_i64(s.shared_head, s.head)

@@ -9,13 +9,15 @@ from atomic cimport (rf_load_acquire_u64, rf_load_relaxed_u64, rf_store_relaxed_
                      rf_store_release_u64, rf_store_release_u32, rf_fence_acquire,
                      rf_fence_release, rf_prefetch_w)
 from layout cimport (Event, StateRow, IndexEntry, TableHeader, Rule, RulesHeader,
-                     ST_STALE, STAT_TTL, MAX_RULES)
+                     ST_STALE, STAT_TTL, MAX_RULES, VERSION_STEP, VERSION_INIT_WRITING,
+                     VERSION_INIT_DONE)
 from params cimport Params, BatchCounters, event_valid
 from alertsink cimport AlertSink
 from window cimport prev_final
 from status cimport status_commit, status_evaluate, rule_for, row_ttl
 from row cimport row_update, row_init, row_prefetch
 from index cimport table_index, table_rows, series_hash, index_find
+from undo cimport undo_take, version_writing, version_applied
 
 cdef enum:
     # Software pipeline of the update kernel: the index entry of event
@@ -25,10 +27,21 @@ cdef enum:
     ROW_AHEAD = 12
     PIPE = 64                # ring of in-flight lookups: a power of two > INDEX_AHEAD
 
+cdef inline uint64_t ordinals_reserve(TableHeader *th, uint64_t n) noexcept nogil:
+    """The first of n fresh ordinals (docs/faults.md), recorded in the table
+    before any row can carry one of them."""
+    cdef uint64_t base = th.next_ordinal
+    if base == 0:
+        base = 1
+    rf_store_release_u64(&th.next_ordinal, base + n)
+    return base
+
 cdef inline int64_t index_insert(TableHeader *th, IndexEntry *index, StateRow *rows,
-                                 uint64_t s, const Event *e, const Params *p) noexcept nogil:
+                                 uint64_t s, const Event *e, uint64_t ordinal,
+                                 const Params *p) noexcept nogil:
     """Find or create the row of e's series (writer only); -1 when the
-    table is full."""
+    table is full.  A new row is initialised under versions of e's
+    ordinal, below the ones its first update writes."""
     cdef uint64_t mask = th.mask
     cdef uint64_t used
     cdef StateRow *r
@@ -44,10 +57,10 @@ cdef inline int64_t index_insert(TableHeader *th, IndexEntry *index, StateRow *r
     if used >= th.limit:
         return -1
     r = &rows[used]
-    rf_store_relaxed_u64(&r.version, r.version + 1)
+    rf_store_relaxed_u64(&r.version, ordinal * VERSION_STEP + VERSION_INIT_WRITING)
     rf_fence_release()
     row_init(r, e.key, e.metric, p)
-    rf_store_release_u64(&r.version, r.version + 1)
+    rf_store_release_u64(&r.version, ordinal * VERSION_STEP + VERSION_INIT_DONE)
     index[s].key = e.key
     index[s].metric = e.metric
     rf_store_release_u32(&index[s].row1, <uint32_t>(used + 1))
@@ -55,10 +68,13 @@ cdef inline int64_t index_insert(TableHeader *th, IndexEntry *index, StateRow *r
     return <int64_t>used
 
 cdef inline void apply_batch(TableHeader *th, const Event *ev, int64_t n,
-                             const Params *p, BatchCounters *c,
+                             uint64_t base, const Params *p, BatchCounters *c,
                              AlertSink *s) noexcept nogil:
     """Fold n events into the table: the fused per-series update, windows,
-    sketch and rules.
+    sketch and rules.  Event i has ordinal base + i (reserved by the
+    caller, ordinals_reserve); an event whose row already reads applied for
+    its ordinal (a span replayed after a fault) is counted, not applied
+    again, and each row is saved in p.undo before it is written.
 
     A three-stage software pipeline hides the cache misses of a large
     table: event i + INDEX_AHEAD gets its index entry prefetched, event
@@ -72,7 +88,7 @@ cdef inline void apply_batch(TableHeader *th, const Event *ev, int64_t n,
     cdef uint64_t hashes[PIPE]
     cdef int64_t found[PIPE]
     cdef int64_t i, k, row
-    cdef uint64_t v
+    cdef uint64_t o
     cdef const Event *e
     cdef StateRow *r
     for k in range(n if n < INDEX_AHEAD else INDEX_AHEAD):
@@ -97,18 +113,23 @@ cdef inline void apply_batch(TableHeader *th, const Event *ev, int64_t n,
         if not event_valid(e, p):
             c.invalid += 1
             continue
+        o = base + <uint64_t>i
         row = found[i & (PIPE - 1)]
         if row < 0:
-            row = index_insert(th, index, rows, hashes[i & (PIPE - 1)], e, p)
+            row = index_insert(th, index, rows, hashes[i & (PIPE - 1)], e, o, p)
             if row < 0:
                 c.full += 1
                 continue
         r = &rows[row]
-        v = r.version
-        rf_store_relaxed_u64(&r.version, v + 1)
+        if r.version >= version_applied(o):
+            # Applied before a fault, by the worker this one replaced.
+            c.applied += 1
+            continue
+        undo_take(p.undo, r, <uint64_t>row, s.head, p.health)
+        rf_store_relaxed_u64(&r.version, version_writing(o))
         rf_fence_release()
         row_update(r, e, p, s, c)
-        rf_store_release_u64(&r.version, v + 2)
+        rf_store_release_u64(&r.version, version_applied(o))
         c.applied += 1
 
 
@@ -117,7 +138,7 @@ cdef inline void table_sweep(TableHeader *th, int64_t now, const Params *p,
     """Mark STALE every series silent for longer than its TTL at wall time
     now; the alert's event time is when the silence passed the TTL."""
     cdef StateRow *rows = table_rows(th)
-    cdef uint64_t i, used = th.used, v
+    cdef uint64_t i, used = th.used, o = 0
     cdef int64_t ttl
     cdef StateRow *r
     for i in range(used):
@@ -127,11 +148,14 @@ cdef inline void table_sweep(TableHeader *th, int64_t now, const Params *p,
         ttl = row_ttl(r, p)
         if ttl <= 0 or now - r.last_ts <= ttl:
             continue
-        v = r.version
-        rf_store_relaxed_u64(&r.version, v + 1)
+        if o == 0:
+            # One ordinal for the whole sweep, taken only when a row changes.
+            o = ordinals_reserve(th, 1)
+        undo_take(p.undo, r, i, s.head, True)
+        rf_store_relaxed_u64(&r.version, version_writing(o))
         rf_fence_release()
-        status_commit(r, ST_STALE, r.last_ts + ttl, STAT_TTL, r.last, s)
-        rf_store_release_u64(&r.version, v + 2)
+        status_commit(r, ST_STALE, r.last_ts + ttl, STAT_TTL, r.last, p, s)
+        rf_store_release_u64(&r.version, version_applied(o))
 
 
 cdef inline void table_reload(TableHeader *th, const Params *p,
@@ -139,12 +163,13 @@ cdef inline void table_reload(TableHeader *th, const Params *p,
     """After new rules: re-resolve every series' rule and re-evaluate it at
     its watermark, keeping windows, statistics and status."""
     cdef StateRow *rows = table_rows(th)
-    cdef uint64_t i, used = th.used, v
+    cdef uint64_t i, used = th.used
+    cdef uint64_t o = ordinals_reserve(th, 1)
     cdef StateRow *r
     for i in range(used):
         r = &rows[i]
-        v = r.version
-        rf_store_relaxed_u64(&r.version, v + 1)
+        undo_take(p.undo, r, i, s.head, True)
+        rf_store_relaxed_u64(&r.version, version_writing(o))
         rf_fence_release()
         r.rule = rule_for(p, r.metric)
         r.pending = 0
@@ -153,7 +178,7 @@ cdef inline void table_reload(TableHeader *th, const Params *p,
             prev_final(r, p)
         if r.count and r.status != ST_STALE:
             status_evaluate(r, r.last_ts, p, s)
-        rf_store_release_u64(&r.version, v + 2)
+        rf_store_release_u64(&r.version, version_applied(o))
 
 cdef inline bint rules_copy(const char *segment, Rule *dst, Params *p,
                             uint64_t *generation) noexcept nogil:

@@ -6,7 +6,7 @@
 
 from libc.stdint cimport int64_t, uint64_t
 from libc.math cimport isfinite, exp
-from layout cimport Event, Rule, NVIEWS
+from layout cimport Event, Rule, RowUndo, NVIEWS
 
 ctypedef struct Params:
     int64_t ts_min
@@ -19,6 +19,7 @@ ctypedef struct Params:
     const Rule *rules
     int64_t nrules
     bint health           # windows, sketch and rules; off: lifetime statistics only
+    RowUndo *undo         # where the row being written is saved (ext/undo.pxd)
 
 ctypedef struct BatchCounters:
     uint64_t applied
@@ -45,3 +46,4 @@ cdef inline void params_init(Params *p, int64_t ts_min, int64_t ts_max,
     p.rules = NULL
     p.nrules = 0
     p.health = True
+    p.undo = NULL

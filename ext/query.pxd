@@ -7,10 +7,20 @@ from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memcpy, memset
 from atomic cimport (rf_load_acquire_u64, rf_load_relaxed_u64, rf_fence_acquire,
                      rf_cpu_relax, rf_yield, rf_now_ns, rf_pid_can_run)
+from libc.stdint cimport uint8_t
 from layout cimport (TableHeader, StateRow, RF_OK, RF_UNAVAILABLE, READ_CHECK_EVERY,
-                     READ_GIVE_UP_NS, READ_RUNNABLE_GIVE_UP_NS)
+                     READ_GIVE_UP_NS, READ_RUNNABLE_GIVE_UP_NS, SHARD_OK, ST_STALE,
+                     ROW_SHARD_DOWN)
 from index cimport table_index, table_rows, series_hash, index_find
 from shard cimport shard_of
+
+cdef inline uint8_t status_seen(const TableHeader *th, uint8_t status) noexcept nogil:
+    """A row's status as readers see it: at least STALE while its shard is
+    not ok (its worker died, hangs or recovers), since the row may no
+    longer be current; never OK (docs/faults.md)."""
+    if rf_load_relaxed_u64(&th.shard) != SHARD_OK and status < ST_STALE:
+        return ST_STALE
+    return status
 
 cdef inline int row_read(const TableHeader *th, const StateRow *r,
                          StateRow *out) noexcept nogil:
@@ -29,6 +39,9 @@ cdef inline int row_read(const TableHeader *th, const StateRow *r,
             rf_fence_acquire()
             v2 = rf_load_relaxed_u64(&r.version)
             if v1 == v2:
+                if rf_load_relaxed_u64(&th.shard) != SHARD_OK:
+                    out.status = status_seen(th, out.status)
+                    out.flags |= ROW_SHARD_DOWN
                 return RF_OK
         tries += 1
         if tries & (READ_CHECK_EVERY - 1):

@@ -13,6 +13,7 @@ from params cimport Params, BatchCounters
 from alertsink cimport AlertSink
 from window cimport window_add
 from status cimport status_evaluate, rule_for
+from undo cimport undo_cold
 
 cdef inline void row_update(StateRow *r, const Event *e, const Params *p,
                             AlertSink *s, BatchCounters *c) noexcept nogil:
@@ -56,6 +57,7 @@ cdef inline void row_update(StateRow *r, const Event *e, const Params *p,
     else:
         # Older than what the series already shows: it counts in the
         # aggregates but never replaces the current value or the status.
+        undo_cold(p, r)
         r.stale += 1
         c.stale += 1
         # Only here can first_ts fall (it is never above last_ts), which

@@ -13,6 +13,7 @@ from layout cimport (StateRow, Rule, ST_OK, ST_WARN, ST_STALE, ST_CRIT, STAT_LAS
 from params cimport Params
 from alertsink cimport AlertSink, sink_emit
 from sketch cimport sketch_quantile
+from undo cimport undo_cold
 
 cdef inline double stat_value(const StateRow *r, int stat) noexcept nogil:
     if stat == STAT_LAST:
@@ -54,11 +55,12 @@ cdef inline double stat_value(const StateRow *r, int stat) noexcept nogil:
     return NAN
 
 cdef inline void status_commit(StateRow *r, uint8_t new, int64_t ts, uint8_t stat,
-                               double value, AlertSink *s) noexcept nogil:
+                               double value, const Params *p, AlertSink *s) noexcept nogil:
     cdef uint8_t old = r.status
     r.pending = 0
     if new == old:
         return
+    undo_cold(p, r)
     r.status = new
     r.status_since = ts
     sink_emit(s, r, old, new, stat, value, ts)
@@ -72,7 +74,7 @@ cdef inline void status_evaluate(StateRow *r, int64_t ts, const Params *p,
     cdef uint8_t raw, target
     if r.rule == 0:
         if r.status != ST_OK:
-            status_commit(r, ST_OK, ts, STAT_LAST, r.last, s)
+            status_commit(r, ST_OK, ts, STAT_LAST, r.last, p, s)
         return
     rule = &p.rules[r.rule - 1]
     v = stat_value(r, rule.stat)
@@ -88,23 +90,24 @@ cdef inline void status_evaluate(StateRow *r, int64_t ts, const Params *p,
     else:
         raw = ST_OK
     if r.status == ST_STALE:
-        status_commit(r, raw, ts, rule.stat, v, s)
+        status_commit(r, raw, ts, rule.stat, v, p, s)
         return
     target = raw
     if raw == ST_OK and (r.status == ST_WARN or r.status == ST_CRIT) and x >= rule.clear:
         target = ST_WARN if rule.flags & RULE_HAS_WARN else ST_CRIT
     if target > r.status:
         if r.pending == 0:
+            undo_cold(p, r)
             r.pending = target
             r.pending_since = ts
         elif target < r.pending:
             r.pending = target
         if ts - r.pending_since >= rule.for_ns:
-            status_commit(r, r.pending, ts, rule.stat, v, s)
+            status_commit(r, r.pending, ts, rule.stat, v, p, s)
     elif target == r.status:
         r.pending = 0
     else:
-        status_commit(r, target, ts, rule.stat, v, s)
+        status_commit(r, target, ts, rule.stat, v, p, s)
 
 cdef inline uint8_t rule_for(const Params *p, uint32_t metric) noexcept nogil:
     """1 + index of the rule for metric (its own, else the wildcard), or 0."""

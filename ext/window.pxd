@@ -8,6 +8,7 @@ from libc.math cimport INFINITY, pow
 from layout cimport StateRow, ROW_PREV_FINAL, NVIEWS, FOLD_NONE, FOLD_CAP
 from params cimport Params, BatchCounters
 from sketch cimport sketch_add
+from undo cimport undo_cold
 
 cdef inline void view_fold(StateRow *r, uint32_t count, double sum, int64_t t,
                            const Params *p) noexcept nogil:
@@ -18,6 +19,7 @@ cdef inline void view_fold(StateRow *r, uint32_t count, double sum, int64_t t,
     cdef int j
     if count == 0:
         return
+    undo_cold(p, r)
     m = sum / <double>count
     if r.fold_age == FOLD_NONE:
         for j in range(NVIEWS):
@@ -32,6 +34,7 @@ cdef inline void view_fold(StateRow *r, uint32_t count, double sum, int64_t t,
 cdef inline void prev_final(StateRow *r, const Params *p) noexcept nogil:
     """The previous window can no longer change: fold it, once."""
     if not (r.flags & ROW_PREV_FINAL):
+        undo_cold(p, r)
         view_fold(r, r.prev_count, r.prev_sum, 1, p)
         r.flags |= ROW_PREV_FINAL
 
@@ -40,6 +43,7 @@ cdef inline void window_roll(StateRow *r, int64_t start, int64_t ts, int64_t wm,
                              const Params *p) noexcept nogil:
     cdef int64_t k = (start - r.win_start) // p.window
     cdef int64_t age
+    undo_cold(p, r)
     prev_final(r, p)
     if k == 1:
         r.prev_count = r.win_count
@@ -78,6 +82,7 @@ cdef inline void window_add(StateRow *r, int64_t ts, double x, int64_t wm,
         start = ts - ts % p.window
     if fresh:
         r.win_start = start
+        undo_cold(p, r)
         # The window before the first one is empty: nothing to fold.
         r.flags |= ROW_PREV_FINAL if start + p.lateness <= ts else 0
     elif start > r.win_start:
@@ -86,6 +91,7 @@ cdef inline void window_add(StateRow *r, int64_t ts, double x, int64_t wm,
         check_prev = ts > wm
     elif (start == r.win_start - p.window and r.win_start + p.lateness > wm
             and not (r.flags & ROW_PREV_FINAL)):
+        undo_cold(p, r)
         r.prev_count += 1
         r.prev_sum += x
         if x < r.prev_min:
@@ -94,6 +100,7 @@ cdef inline void window_add(StateRow *r, int64_t ts, double x, int64_t wm,
             r.prev_max = x
         return
     else:
+        undo_cold(p, r)
         r.late += 1
         c.late += 1
         return

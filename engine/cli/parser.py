@@ -126,6 +126,8 @@ config file (TOML); every key is optional, flags win over the file:
   views = [1, 5, 15]          # horizons of the sliding views, in windows
   alert_capacity = 4096       # alerts each worker's alert ring holds
   tick = "250ms"              # how often workers check TTLs
+  worker_timeout = "2s"       # --worker-timeout: a worker silent this long is replaced
+  max_restarts = 5            # --max-restarts: failed starts in a row before degraded
 
   [health]
   rules = "rules.toml"        # --rules; relative to this file's directory
@@ -347,6 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "[defaults] lateness wins)")
     e.add_argument("--half-life", type=v["duration"], metavar="DURATION",
                    help="half-life of the EWMA, in event time (default: 10s)")
+    e.add_argument("--worker-timeout", type=v["duration"], metavar="DURATION",
+                   help="a worker whose loop has not turned for this long is declared hung, "
+                        "killed and replaced; must exceed the tick (default: 2s)")
+    e.add_argument("--max-restarts", type=v["int"], metavar="N",
+                   help="failed starts of a shard's worker in a row before the shard is "
+                        "left degraded (default: 5; a worker killed after serving is "
+                        "always replaced)")
     h = serve.add_argument_group("health")
     h.add_argument("--rules", type=v["rules"], metavar="FILE",
                    help="health rules (TOML, docs/health.md); SIGHUP re-reads the file "

@@ -51,6 +51,13 @@ back-off; once its restarts are exhausted (``GatewayConfig.max_restarts``
 within its window) the server stops and exits 1 with the cause on stderr:
 it never keeps running with a gateway thread down.
 
+A worker that dies, is killed or hangs past ``--worker-timeout`` is replaced
+on its shard by the engine's supervisor, and the server prints each step
+(the ENGINE alerts of docs/faults.md); it never exits for a worker.  A shard
+whose worker keeps dying at start is left degraded (reads of the others go
+on), and the stop that follows exits 1 since its events could not be
+applied.
+
 Workers start with SIGTERM and SIGHUP blocked (the signal mask survives fork
 and exec), and they ignore SIGINT themselves: a signal sent to the whole
 process group (Ctrl-C in a terminal, ``kill -- -PGID``, systemd's default
@@ -74,6 +81,7 @@ from pathlib import Path
 from ..core.config import WAIT_STRATEGIES, EngineConfig
 from ..core.durations import format_duration, parse_duration
 from ..errors import ConfigError, EngineError, GatewayDown, ServeError, SettingsError, WorkerDied
+from ..health.alerts import EngineAlert
 from ..net.protocol import DEFAULT_HOST, DEFAULT_PORTS
 
 __all__ = [
@@ -245,6 +253,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "views": (view_horizons, EngineConfig.views),
         "alert_capacity": (positive_int, EngineConfig.alert_capacity),
         "tick": (duration, EngineConfig.tick),
+        "worker_timeout": (duration, EngineConfig.worker_timeout),
+        "max_restarts": (positive_int, EngineConfig.max_restarts),
     },
     "health": {
         "rules": (rules_file, None),
@@ -279,6 +289,8 @@ class Settings:
     views: tuple = EngineConfig.views
     alert_capacity: int = EngineConfig.alert_capacity
     tick: str = EngineConfig.tick
+    worker_timeout: str = EngineConfig.worker_timeout
+    max_restarts: int = EngineConfig.max_restarts
     #: Absolute path of the rules file, or None (no rules).
     rules: str | None = None
     host: str = DEFAULT_HOST
@@ -302,6 +314,8 @@ class Settings:
                             window=self.window, lateness=self.lateness,
                             half_life=self.half_life, views=self.views,
                             alert_capacity=self.alert_capacity, tick=self.tick,
+                            worker_timeout=self.worker_timeout,
+                            max_restarts=self.max_restarts,
                             rules=None if self.rules is None else Path(self.rules))
 
 
@@ -374,6 +388,8 @@ FLAG_KEYS = {
     "views": ("engine", "views"),
     "alert_capacity": ("engine", "alert_capacity"),
     "tick": ("engine", "tick"),
+    "worker_timeout": ("engine", "worker_timeout"),
+    "max_restarts": ("engine", "max_restarts"),
     "rules": ("health", "rules"),
     "host": ("gateway", "host"),
     "ports": ("gateway", "ports"),
@@ -572,6 +588,14 @@ def run(settings: Settings, console=None) -> int:
             wake.set()
 
         gateway.fault_hook = on_fault
+
+        def on_engine_alert(alert) -> None:
+            # A worker's death, hang, replacement and return (docs/faults.md):
+            # serve goes on through all of them, and says so.
+            if isinstance(alert, EngineAlert):
+                say(str(alert))
+
+        eng.on_alert(on_engine_alert)
         cfg = eng.config
         say(f"[bold]ringflow serve[/]: {cfg.workers} workers (pids "
             f"{', '.join(map(str, eng.pids))}), wait={cfg.wait}, rings of "
@@ -603,7 +627,8 @@ def run(settings: Settings, console=None) -> int:
             if reload_wanted.is_set():
                 reload_wanted.clear()
                 reloader.on_sighup()
-            # stats() raises WorkerDied once a worker is gone.
+            # A dead or hung worker is replaced by the engine's supervisor
+            # (announced by on_engine_alert); only the gateway stops serve.
             stats = eng.stats()
             if gateway.down is not None:
                 raise gateway.down

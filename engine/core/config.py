@@ -63,6 +63,21 @@ class EngineConfig:
         rejected and counted.
     start_timeout : float
         Seconds to wait for the workers to come up.
+    worker_timeout : float or str
+        A worker whose drain loop has not turned for this long (it wakes at
+        least every ``tick``, so this must exceed it) is declared hung,
+        killed and replaced (docs/faults.md).
+    max_restarts : int
+        Failed starts of one shard's worker in a row after which the engine
+        stops replacing it and reports the shard ``degraded``.  A start
+        failed when the worker died before it served, or within
+        ``stable_after`` of starting to; one that served longer is replaced
+        at once, however often.
+    stable_after : float or str
+        How long a worker must serve for its start to count as good.
+    restart_backoff : float or str
+        Wait before the restart after the first failed start; it doubles
+        with each further one (a restart after a good start is immediate).
     """
 
     workers: int = 2
@@ -80,6 +95,10 @@ class EngineConfig:
     ts_min: int = DEFAULT_TS_MIN
     ts_max: int = DEFAULT_TS_MAX
     start_timeout: float = 60.0
+    worker_timeout: float | str = "2s"
+    max_restarts: int = 5
+    stable_after: float | str = "1s"
+    restart_backoff: float | str = "100ms"
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -116,6 +135,13 @@ class EngineConfig:
              f"lateness ({self.lateness!r}) must not exceed the window ({self.window!r})")
         need(int(self.ts_min) < int(self.ts_max), "ts_min must be below ts_max")
         need(self.start_timeout > 0, "start_timeout must be positive")
+        need(self.worker_timeout_ns > self.tick_ns,
+             f"worker_timeout ({self.worker_timeout!r}) must exceed the tick "
+             f"({self.tick!r}): an idle worker shows it is alive once a tick")
+        need(isinstance(self.max_restarts, int) and self.max_restarts >= 0,
+             f"max_restarts must be a non-negative integer, got {self.max_restarts!r}")
+        need(self.stable_after_ns >= 0, "stable_after must not be negative")
+        need(self.restart_backoff_ns >= 0, "restart_backoff must not be negative")
 
     @property
     def window_ns(self) -> int:
@@ -134,6 +160,18 @@ class EngineConfig:
     @property
     def tick_ns(self) -> int:
         return parse_duration(self.tick, "tick")
+
+    @property
+    def worker_timeout_ns(self) -> int:
+        return parse_duration(self.worker_timeout, "worker_timeout")
+
+    @property
+    def stable_after_ns(self) -> int:
+        return parse_duration(self.stable_after, "stable_after")
+
+    @property
+    def restart_backoff_ns(self) -> int:
+        return parse_duration(self.restart_backoff, "restart_backoff")
 
     @property
     def health_rules(self) -> Rules:

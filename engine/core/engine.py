@@ -3,9 +3,9 @@ the calling process."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import select
 import subprocess
 import sys
 import threading
@@ -30,6 +30,7 @@ from ..errors import (
 from ..health.alerts import AlertHub, AlertStream
 from ..health.rules import RULES_SEGMENT_BYTES, Rules
 from ..query.reader import Reader
+from ..supervise.supervisor import Supervisor
 from .config import EngineConfig
 from .layout import (
     PRODUCER_COUNTERS,
@@ -51,7 +52,19 @@ __all__ = ["Engine", "Producer"]
 _SLICE_NS = 50_000_000
 
 
-def _cleanup(owner_pid: int, procs: list, segments: list, wake_fd: list) -> None:
+def _spawn_worker(specs: list, w: int) -> subprocess.Popen:
+    """Start worker ``w`` from its spec: a fresh interpreter (fork + exec)
+    that inherits no threads, sockets or locks, and unlike
+    multiprocessing's spawn never re-runs the embedding program's
+    ``__main__``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.core.workermain", specs[w]],
+        stdin=subprocess.DEVNULL,
+        close_fds=True,
+    )
+
+
+def _cleanup(owner_pid: int, procs: list, segments: list, stoppers: list) -> None:
     """Last-resort cleanup (garbage collection, interpreter exit, failed
     start): kill what still runs and unlink what was created.
 
@@ -62,6 +75,10 @@ def _cleanup(owner_pid: int, procs: list, segments: list, wake_fd: list) -> None
     """
     if os.getpid() != owner_pid:
         return
+    # The supervisor first: it would replace the workers killed below.
+    for stop in stoppers:
+        stop()
+    stoppers.clear()
     for p in procs:
         if p.poll() is None:
             p.kill()
@@ -78,12 +95,6 @@ def _cleanup(owner_pid: int, procs: list, segments: list, wake_fd: list) -> None
             # name, and the memory goes when the mapping does.
             pass
         seg.unlink()
-    for fd in wake_fd:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    wake_fd.clear()
 
 
 class Producer:
@@ -141,12 +152,15 @@ class Producer:
             The rings stayed full past ``timeout``; its ``accepted`` events
             were taken and will be applied.
         WorkerDied
-            A worker process is gone.
+            A shard was given up on after its worker kept dying (its
+            ``accepted`` and ``handled`` say how much of the batch was
+            taken).  A worker that dies once is replaced meanwhile: its
+            events wait in its rings, and a full ring is backpressure.
         ForkedProcess
             Called in a process forked from the engine's.
         """
         eng = self._engine
-        eng._check()
+        eng._check_writable()
         ev = as_events(events)
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         done = 0
@@ -159,7 +173,7 @@ class Producer:
                 return done - invalid
             if status != STATUS_TIMEOUT:
                 raise_for_status(status, "submit")
-            eng._check()
+            eng._check_writable(done - invalid, done)
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -231,12 +245,12 @@ class Engine:
         self._reload_lock = threading.Lock()
         self._closed = False
         self._closing = False
-        self._dead: WorkerDied | None = None
+        self._supervisor: Supervisor | None = None
         self._procs: list = []
         self._segments: list[Segment] = []
-        self._wake_fd: list[int] = []
+        self._stoppers: list = []
         self._finalizer = weakref.finalize(
-            self, _cleanup, self._pid, self._procs, self._segments, self._wake_fd
+            self, _cleanup, self._pid, self._procs, self._segments, self._stoppers,
         )
         self._producers: list[Producer | None] = [None] * cfg.producers
         self._gateway = None
@@ -274,9 +288,7 @@ class Engine:
             _table.init_table(seg.buf, cfg.table_slots, cfg.table_capacity)
             self._table_segments.append(seg)
 
-        # Workers are fresh interpreters (fork + exec): they inherit no
-        # threads, sockets or locks, and unlike multiprocessing's spawn they
-        # never re-run the embedding program's __main__.
+        specs = []
         for w in range(cfg.workers):
             spec = {
                 "control": self._control_segment.name,
@@ -298,12 +310,12 @@ class Engine:
                 "wait_code": cfg.wait_code,
                 "parent_pid": os.getpid(),
             }
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "engine.core.workermain", json.dumps(spec)],
-                stdin=subprocess.DEVNULL,
-                close_fds=True,
-            )
-            self._procs.append(proc)
+            specs.append(json.dumps(spec))
+        # The supervisor starts replacements from the same specs; it must not
+        # hold the engine (an engine dropped without close() is collected).
+        spawn = functools.partial(_spawn_worker, specs)
+        for w in range(cfg.workers):
+            self._procs.append(spawn(w))
 
         deadline = time.monotonic() + cfg.start_timeout
         for w, proc in enumerate(self._procs):
@@ -329,34 +341,11 @@ class Engine:
             cfg.views,
         )
 
-        read_fd, write_fd = os.pipe()
-        self._wake_fd.extend([read_fd, write_fd])
-        pidfds = {}
-        for w, p in enumerate(self._procs):
-            fd = os.pidfd_open(p.pid)
-            self._wake_fd.append(fd)
-            pidfds[fd] = (w, p)
-        self._watcher = threading.Thread(
-            target=self._watch, args=(read_fd, pidfds), name="ringflow-watcher", daemon=True
+        self._supervisor = Supervisor(
+            self._procs, spawn, buf, [seg.buf for seg in self._table_segments], lay, cfg,
+            self._alerts.post,
         )
-        self._watcher.start()
-
-    def _watch(self, read_fd: int, pidfds: dict) -> None:
-        # Blocks on the workers' pidfds: a worker's death is seen the moment
-        # it happens, at no cost to the calls on the hot path.  poll(), not
-        # select(): a process with many sockets has descriptors past 1024.
-        poller = select.poll()
-        for fd in [*pidfds, read_fd]:
-            poller.register(fd, select.POLLIN)
-        ready = poller.poll()
-        if self._closing:
-            return
-        for fd, _event in ready:
-            if fd in pidfds:
-                w, p = pidfds[fd]
-                p.wait()
-                self._dead = WorkerDied(w, p.returncode, p.pid)
-                return
+        self._stoppers.append(self._supervisor.close)
 
     def _check_process(self) -> None:
         """Raise :class:`ForkedProcess` unless this is the engine's own process."""
@@ -368,11 +357,22 @@ class Engine:
             raise ForkedProcess("Engine", self._pid, pid)
 
     def _check(self) -> None:
+        # Not the workers: one that dies is replaced, and reads go on
+        # meanwhile (its series read at least STALE until it is back).
         self._check_process()
         if self._closed:
             raise EngineClosed("the engine is closed")
-        if self._dead is not None:
-            raise self._dead
+
+    def _check_writable(self, accepted: int = 0, handled: int = 0) -> None:
+        """Raise :class:`WorkerDied` when a shard was given up on: events
+        for it could be taken but never applied."""
+        self._check()
+        sup = self._supervisor
+        if sup is not None and sup.records_degraded:
+            exc = sup.degraded()
+            if exc is not None:
+                exc.accepted, exc.handled = accepted, handled
+                raise exc
 
     # --- producers ------------------------------------------------------
 
@@ -424,9 +424,11 @@ class Engine:
         FlushTimeout
             Not everything was applied within ``timeout`` seconds.
         WorkerDied
-            A worker process is gone.
+            A shard was given up on (degraded), so its events will not be
+            applied.  A worker replaced after a fault only delays the
+            return: its replacement applies what it left (docs/faults.md).
         """
-        self._check()
+        self._check_writable()
         kernel = self._default._kernel
         kernel.flush_begin()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -439,7 +441,7 @@ class Engine:
                 return
             if status != STATUS_TIMEOUT:
                 raise_for_status(status, "flush")
-            self._check()
+            self._check_writable()
             if deadline is not None and time.monotonic() >= deadline:
                 raise FlushTimeout(f"events still pending after {timeout:g}s")
 
@@ -523,14 +525,19 @@ class Engine:
             ``applied``, ``rejected_invalid`` (at submit and in workers),
             ``rejected_table_full``, ``stale`` (out-of-order events), ``series``,
             ``rows_unavailable`` (rows that fleet-wide reads left out because
-            they stayed mid-write, see :meth:`snapshot`);
-            ``workers``: per worker its pid, liveness, counters, table fill and
-            ring fill; ``producers``: per slot accepted, invalid and batches.
+            they stayed mid-write, see :meth:`snapshot`); ``state``: ``ok``,
+            ``recovering`` (a shard is down, hung or being replaced) or
+            ``degraded`` (a shard was given up on, docs/faults.md);
+            ``workers``: per worker its pid, liveness, ``state``,
+            ``restarts``, ``cause`` and ``state_since`` of the last change,
+            ``last_recovery_s``, counters, table fill and ring fill;
+            ``producers``: per slot accepted, invalid and batches.
         """
         self._check()
         lay, cfg, buf = self.layout, self.config, self._control_segment.buf
         workers = []
-        for w, proc in enumerate(self._procs):
+        for w, rec in enumerate(self._supervisor.records):
+            proc = rec.proc
             values = _control.load_u64(buf, lay.worker_counter(w), len(WORKER_COUNTERS))
             row = dict(zip(WORKER_COUNTERS, values))
             pending = []
@@ -543,6 +550,7 @@ class Engine:
                 worker=w,
                 pid=proc.pid,
                 alive=proc.poll() is None,
+                **rec.to_dict(),
                 series=used,
                 table_capacity=cfg.table_capacity,
                 table_fill=used / cfg.table_capacity,
@@ -556,6 +564,7 @@ class Engine:
             producers.append(dict(zip(PRODUCER_COUNTERS, values), producer=p,
                                   in_use=self._producers[p] is not None))
         return {
+            "state": self._supervisor.state,
             "workers": workers,
             "producers": producers,
             "accepted": sum(p["accepted"] for p in producers),
@@ -783,9 +792,29 @@ class Engine:
         return self._closed
 
     @property
+    def state(self) -> str:
+        """``ok``; ``recovering`` while a shard's worker is down, hung or
+        being replaced; ``degraded`` once a shard was given up on
+        (docs/faults.md)."""
+        sup = self._supervisor
+        return "ok" if sup is None else sup.state
+
+    @property
     def pids(self) -> list[int]:
-        """Process ids of the workers."""
-        return [p.pid for p in self._procs]
+        """Process ids of the workers now serving each shard (a replaced
+        worker's successor's)."""
+        return [rec.proc.pid for rec in self._supervisor.records]
+
+    def _set_crash_hook(self, worker: int, mode: str | None = "exit") -> None:
+        """Test hook: every worker started for shard ``worker`` from now on
+        exits at once (``"exit"``: a crash loop), or waits before it serves
+        (``"hold"``) until the hook is cleared (``None``)."""
+        from .workermain import CRASH_EXIT, CRASH_HOLD
+
+        self._check()
+        code = {None: 0, "exit": CRASH_EXIT, "hold": CRASH_HOLD}[mode]
+        _control.store_u64(self._control_segment.buf,
+                           self.layout.worker_control(worker, "crash"), code)
 
     def close(self, timeout: float = 30.0) -> None:
         """Drain what was accepted, stop the workers, remove every segment.
@@ -810,11 +839,13 @@ class Engine:
             if self._gateway is not None:
                 # Stop reading the network first; what was read is submitted.
                 self._gateway.close()
-            if self._dead is None:
-                try:
-                    self.flush(timeout)
-                except EngineError:
-                    pass
+            try:
+                self.flush(timeout)
+            except EngineError:
+                pass
+            if self._supervisor is not None:
+                # Before the stop words: the workers exit on purpose now.
+                self._supervisor.close()
             lay = self.layout
             for w in range(self.config.workers):
                 _control.store_u64(self._control_segment.buf, lay.worker_control(w, "stop"), 1)
@@ -828,9 +859,6 @@ class Engine:
             if self._alerts is not None:
                 # After the workers: the alerts of the drained events too.
                 self._alerts.close()
-            if self._wake_fd:
-                os.write(self._wake_fd[1], b"x")
-                self._watcher.join(5)
             for handle in self._producers:
                 if handle is not None:
                     handle._kernel.release_buffer()

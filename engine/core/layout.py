@@ -112,6 +112,29 @@ ROW_USED = 1
 #: a lateness raised by a reload never reopens it, and nothing folds it twice.
 ROW_PREV_FINAL = 2
 
+#: A row's seqlock version names the ordinal of the last event applied to it
+#: (docs/faults.md): event ``o`` writes it ``8 * o + VERSION_WRITING`` (odd)
+#: and leaves it ``8 * o + VERSION_APPLIED``; a new row is initialised under
+#: ``8 * o + VERSION_INIT_WRITING`` / ``VERSION_INIT_DONE``, and a row a
+#: killed worker left mid-write is put back as ``8 * o + VERSION_REPAIRED``.
+#: Every value a row takes is larger than the last, so a reader never sees
+#: one twice, and a worker replaying a span skips an event whose row
+#: already reads ``>= 8 * o + VERSION_APPLIED``.
+VERSION_STEP = 8
+VERSION_INIT_WRITING = 1
+VERSION_INIT_DONE = 2
+VERSION_REPAIRED = 4
+VERSION_WRITING = 5
+VERSION_APPLIED = 6
+
+#: Row flag, set only in a reader's copy: the row's shard is not
+#: :data:`SHARD_OK`, so its status reads at least STALE (docs/faults.md).
+ROW_SHARD_DOWN = 4
+
+#: A table's ``shard`` word (written by the engine's supervisor only): why
+#: the shard's rows may not be current.  Code 0 is ``ok``.
+SHARD_STATES = ("ok", "down", "recovering", "hung", "degraded")
+
 #: Buckets of a row's quantile sketch (its ``sketch`` field).
 SKETCH_BUCKETS = 22
 #: Sliding views of a row (its ``view`` field).
@@ -240,6 +263,29 @@ STRUCTS: dict[str, Struct] = {
         "kernel's speed follows (bench/kernel.py: 4 lines ran at 42% of the\n"
         "plain kernel, 3 lines at over 50%).",
     ),
+    "SpanIntent": Struct(
+        (F("ring", "u8", doc="index of the ring among the worker's rings"),
+         F("start", "i8", doc="the ring's consumer cursor when the span began"),
+         F("count", "i8", doc="events in the span"),
+         F("base", "u8", doc="ordinal of the span's first event")),
+        32,
+        "What a worker is about to apply: one span of one ring, and the ordinal\n"
+        "its first event gets (docs/faults.md).  A worker block holds two, written\n"
+        "alternately, so a kill while one is written leaves the other whole.",
+    ),
+    "RowUndo": Struct(
+        (F("row", "u8", doc="the row being written; its version is odd while it is"),
+         F("alert_head", "i8", doc="the alert sink's head before the write"),
+         F("cold", "u8", doc="1 once line 3 of the row was saved too"),
+         F("hot", "u8", doc="bytes of the row saved from its start (lines 0-1 or 0-2)"),
+         F("_pad", "u8", 4),
+         F("image", "u1", 256, "the row before the write: its first hot bytes, line 3 if cold")),
+        320,
+        "A worker's undo slot: the pre-image of the one row it is writing, so a\n"
+        "worker started after a kill puts a row left mid-write back as it was\n"
+        "(docs/faults.md).  Line 3 of a row is copied only on the rare paths that\n"
+        "write it, so an event still touches three of its lines.",
+    ),
     "IndexEntry": Struct(
         (F("key", "u8"), F("metric", "u4"),
          F("row1", "u4", doc="row number + 1; 0 marks an empty entry")),
@@ -253,7 +299,10 @@ STRUCTS: dict[str, Struct] = {
          F("limit", "u8", doc="rows: past it new series are refused and counted"),
          F("used", "u8", doc="rows in use, store-released by the worker only"),
          F("writer", "u8", doc="pid of the worker that applies to the table, 0 for none"),
-         F("_pad", "u8", 10)),
+         F("next_ordinal", "u8",
+           doc="ordinals below it may be in rows' versions; stored before use"),
+         F("shard", "u8", doc="SHARD_OK, or why its rows are not current (engine-written)"),
+         F("_pad", "u8", 8)),
         128,
         "The header of a state table: header | index | rows.",
     ),
@@ -400,17 +449,36 @@ ALERT_CONSUMER_BELL = 8
 #: producer doorbell is one nobody sleeps on.
 ALERT_PRODUCER_BELL = 16
 
-#: A worker block: doorbell line, control line, counters line(s).
-WORKER_BLOCK_BYTES = 256
+#: A worker block: doorbell line, control line, counters lines, two span
+#: intents, the undo slot (docs/faults.md).
+WORKER_BLOCK_BYTES = 640
 #: Byte offset of a worker block's control words.
 WORKER_CONTROL_OFFSET = 64
 #: Byte offset of a worker block's counters.
 WORKER_COUNTERS_OFFSET = 128
 #: A worker block's control words (u64 each), in order.
-WORKER_CONTROL = ("stop", "ready", "pid")
+WORKER_CONTROL = ("stop", "ready", "pid",
+                  # the alert sink's head, stored after each alert is written,
+                  # so the next worker publishes what its predecessor wrote
+                  "alert_head",
+                  # the supervisor's restarts of this worker, for stats
+                  "restarts",
+                  # which of the two span intents is current
+                  "intent",
+                  # monotonic ns of the drain loop's last turn (hung-worker check)
+                  "heartbeat",
+                  # the engine's test hook: a worker started with it set exits
+                  "crash")
+#: Byte offset of a worker block's two span intents.
+WORKER_INTENT_OFFSET = 256
+#: Byte offset of a worker block's undo slot.
+WORKER_UNDO_OFFSET = 320
 #: A worker's counters (u64 each, from :data:`WORKER_COUNTERS_OFFSET`), in order.
 WORKER_COUNTERS = ("applied", "invalid", "full", "stale", "batches", "max_batch",
-                   "late", "alerts", "alerts_dropped", "rules_generation", "sweeps")
+                   "late", "alerts", "alerts_dropped", "rules_generation", "sweeps",
+                   # exactly-once recovery (docs/faults.md): spans replayed
+                   # and their events, rows put back after a kill
+                   "replayed_spans", "replayed_events", "rows_repaired")
 
 #: A producer block: doorbell line, counters line.
 PRODUCER_BLOCK_BYTES = 128
@@ -558,6 +626,12 @@ ENUMS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
      "READ_RUNNABLE_GIVE_UP_NS while the table's writer can still run.",
      (("READ_CHECK_EVERY", READ_CHECK_EVERY), ("READ_GIVE_UP_NS", READ_GIVE_UP_NS),
       ("READ_RUNNABLE_GIVE_UP_NS", READ_RUNNABLE_GIVE_UP_NS))),
+    ("A table's shard word (engine-written): why its rows may not be current.",
+     tuple((f"SHARD_{_upper(n)}", i) for i, n in enumerate(SHARD_STATES))),
+    ("Row versions: ordinal * VERSION_STEP + phase (docs/faults.md).",
+     (("VERSION_STEP", VERSION_STEP), ("VERSION_INIT_WRITING", VERSION_INIT_WRITING),
+      ("VERSION_INIT_DONE", VERSION_INIT_DONE), ("VERSION_REPAIRED", VERSION_REPAIRED),
+      ("VERSION_WRITING", VERSION_WRITING), ("VERSION_APPLIED", VERSION_APPLIED))),
     ("Wait strategies (EngineConfig.wait).",
      tuple((f"WAIT_{_upper(n)}", i) for i, n in enumerate(WAIT_STRATEGIES))),
     ("Magics of initialised shared structures.",
@@ -573,11 +647,13 @@ ENUMS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
       ("MAX_RULES", MAX_RULES))),
     ("State row flags, sketch and views.",
      (("ROW_USED", ROW_USED), ("ROW_PREV_FINAL", ROW_PREV_FINAL),
+      ("ROW_SHARD_DOWN", ROW_SHARD_DOWN),
       ("SKETCH_BUCKETS", SKETCH_BUCKETS), ("NVIEWS", NVIEWS), ("FOLD_NONE", FOLD_NONE),
       ("FOLD_CAP", FOLD_CAP))),
     ("A worker block: byte offsets, control words (WC_*) and counters (WK_*).",
      (("WB_BYTES", WORKER_BLOCK_BYTES), ("WB_CONTROL", WORKER_CONTROL_OFFSET),
-      ("WB_COUNTERS", WORKER_COUNTERS_OFFSET))
+      ("WB_COUNTERS", WORKER_COUNTERS_OFFSET), ("WB_INTENT", WORKER_INTENT_OFFSET),
+      ("WB_UNDO", WORKER_UNDO_OFFSET))
      + tuple((f"WC_{_upper(n)}", i) for i, n in enumerate(WORKER_CONTROL))
      + tuple((f"WK_{_upper(n)}", i) for i, n in enumerate(WORKER_COUNTERS))),
     ("A producer block: byte offsets and counters (PC_*).",
@@ -628,6 +704,14 @@ def check_structs() -> None:
         raise LayoutError("worker counters overflow the worker block")
     if WORKER_CONTROL_OFFSET + 8 * len(WORKER_CONTROL) > WORKER_COUNTERS_OFFSET:
         raise LayoutError("worker control words overflow into the counters")
+    if WORKER_COUNTERS_OFFSET + 8 * len(WORKER_COUNTERS) > WORKER_INTENT_OFFSET:
+        raise LayoutError("worker counters overflow into the span intents")
+    if WORKER_INTENT_OFFSET + 2 * STRUCTS["SpanIntent"].size > WORKER_UNDO_OFFSET:
+        raise LayoutError("span intents overflow into the undo slot")
+    if WORKER_UNDO_OFFSET + STRUCTS["RowUndo"].size > WORKER_BLOCK_BYTES:
+        raise LayoutError("the undo slot overflows the worker block")
+    if STRUCTS["RowUndo"].fields[-1].count != STRUCTS["StateRow"].size:
+        raise LayoutError("the undo slot's image is not one state row")
     if PRODUCER_COUNTERS_OFFSET + 8 * len(PRODUCER_COUNTERS) > PRODUCER_BLOCK_BYTES:
         raise LayoutError("producer counters overflow the producer block")
 

@@ -9,9 +9,13 @@ import json
 import os
 import signal
 import sys
+import time
 
 # A worker's drain loop returns this often when idle, to notice an orphaning.
 IDLE_NS = 100_000_000
+#: Values of the crash word of a worker block (Engine._set_crash_hook).
+CRASH_EXIT = 1
+CRASH_HOLD = 2
 
 
 def main(spec: dict) -> None:
@@ -43,6 +47,13 @@ def main(spec: dict) -> None:
         spec["wait_code"],
     )
     try:
+        # The engine's test hook (Engine._set_crash_hook): a worker that dies
+        # at start every time (a crash loop), or one held before it serves,
+        # until the hook is cleared (the parent's start_timeout bounds it).
+        while (hook := loop.crash_requested()) == CRASH_HOLD:
+            time.sleep(0.005)
+        if hook == CRASH_EXIT:
+            os._exit(70)
         loop.mark_ready(os.getpid())
         while True:
             if loop.run(IDLE_NS) == STATUS_STOPPED:

@@ -8,6 +8,7 @@ Python object per alert."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
@@ -21,7 +22,12 @@ from ..core.records import ALERT_DTYPE, finite_or_none
 from ..errors import ForkedProcess
 from .rules import STATUS_NAMES, stat_name
 
-__all__ = ["Alert", "AlertHub", "AlertStream", "alerts_from_records"]
+__all__ = ["Alert", "AlertHub", "AlertStream", "EngineAlert", "alerts_from_records",
+           "ENGINE_TOPIC"]
+
+#: The alert endpoint's topic of :class:`EngineAlert` (series alerts are
+#: published under their new status).
+ENGINE_TOPIC = "ENGINE"
 
 log = logging.getLogger("ringflow.alerts")
 
@@ -78,6 +84,59 @@ class Alert:
         who = self.entity if self.entity is not None else f"{self.key:#x}"
         what = self.metric if self.metric is not None else f"{self.metric_id:#x}"
         return f"{who} {what}: {self.old} -> {self.new} ({self.stat} = {self.value:g})"
+
+    @property
+    def topic(self) -> str:
+        """Its topic on the alert endpoint: the new status."""
+        return self.new
+
+
+@dataclass(frozen=True)
+class EngineAlert:
+    """A change of one shard's state: its worker died, hung, is being
+    replaced, is back, or was given up on (docs/faults.md).
+
+    While a shard is not ``ok`` none of its series reads as OK; this alert
+    says why and when it ends.
+
+    Attributes
+    ----------
+    worker : int
+        The shard's worker.
+    old, new : str
+        Shard states (``engine.core.layout.SHARD_STATES``: ok, down,
+        recovering, hung, degraded).
+    cause : str
+        What happened, e.g. ``"worker 1 (pid 4242) was killed by signal 9"``.
+    pid : int or None
+        The worker process the change is about.
+    restarts : int
+        Restarts of this worker so far.
+    ts : int
+        Wall time of the change, ns since the epoch.
+    """
+
+    worker: int
+    old: str
+    new: str
+    cause: str
+    pid: int | None
+    restarts: int
+    ts: int
+
+    @property
+    def topic(self) -> str:
+        """Its topic on the alert endpoint: :data:`ENGINE_TOPIC`."""
+        return ENGINE_TOPIC
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (as published on the alert endpoint)."""
+        return {"topic": ENGINE_TOPIC, "worker": self.worker, "old": self.old,
+                "new": self.new, "cause": self.cause, "pid": self.pid,
+                "restarts": self.restarts, "ts": self.ts}
+
+    def __str__(self) -> str:
+        return f"ENGINE worker {self.worker}: {self.old} -> {self.new} ({self.cause})"
 
 
 def alerts_from_records(records: np.ndarray, worker: int, names: dict | None = None,
@@ -210,6 +269,9 @@ class AlertHub:
         self._streams: list[AlertStream] = []
         self._callbacks: list[Callable[[Alert], None]] = []
         self._stop = threading.Event()
+        # Engine alerts posted by the supervisor, dispatched on this thread
+        # with the rest (deque appends and pops are atomic: no lock).
+        self._posted: collections.deque = collections.deque()
         self.delivered = 0
         self.callback_errors = 0
         self._thread = threading.Thread(target=self._run, name="ringflow-alerts", daemon=True)
@@ -262,10 +324,21 @@ class AlertHub:
 
     # --- the thread -----------------------------------------------------
 
+    def post(self, alert: EngineAlert) -> None:
+        """Deliver an engine alert from another thread, on the alert thread."""
+        self._posted.append(alert)
+        self._wake()
+
     def drain(self) -> int:
-        """Read every alert now in the rings and dispatch it; returns how
-        many were read."""
+        """Read every alert now in the rings (and every posted engine alert)
+        and dispatch it; returns how many were read."""
         total = 0
+        posted = []
+        while self._posted:
+            posted.append(self._posted.popleft())
+        if posted:
+            total += len(posted)
+            self._dispatch(posted)
         for w in range(self._workers):
             buf = self._buffers[w]
             while True:
@@ -294,7 +367,7 @@ class AlertHub:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if self._rings.wait(0.2):
+            if self._rings.wait(0.2) or self._posted:
                 self.drain()
             self._check_dropped()
         self.drain()

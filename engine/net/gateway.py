@@ -114,6 +114,14 @@ class GatewayConfig:
         self.restart_backoff = float(restart_backoff)
 
 
+class _Unavailable(EngineError):
+    """Part of a message could not be taken: a shard is degraded."""
+
+    def __init__(self, accepted: int, handled: int, message: str) -> None:
+        super().__init__(message)
+        self.accepted, self.handled, self.message = accepted, handled, message
+
+
 class _Watch:
     """One gateway thread's health.  Written by that thread alone (so no
     lock), read by ``stats()`` from any thread."""
@@ -313,10 +321,13 @@ class Gateway:
     @property
     def healthy(self) -> bool:
         """False from the moment a gateway thread stops on an error until it
-        runs again (see ``stats()["cause"]``), and for good once it is down."""
+        runs again (see ``stats()["cause"]``), for good once it is down, and
+        while a shard of the engine is not ok (a worker down, hung,
+        recovering or degraded: ``stats()["engine_state"]``, docs/faults.md)."""
         return (not self._closed and self._down is None and len(self._watches) == 3
                 and all(w.state == "running" for w in self._watches.values())
-                and all(t.is_alive() for t in self._threads))
+                and all(t.is_alive() for t in self._threads)
+                and self.engine.state == "ok")
 
     @property
     def down(self) -> GatewayDown | None:
@@ -384,9 +395,10 @@ class Gateway:
         self._acked_producer.release()
 
     def _publish(self, alert) -> None:
-        # Topic frame first, so that SUB sockets filter on the new status.
+        # Topic frame first, so that SUB sockets filter on it: a series
+        # alert's new status, or ENGINE for a shard's state.
         self.alerts.send_multipart(
-            [alert.new.encode(), json.dumps(alert.to_dict()).encode()], copy=True)
+            [alert.topic.encode(), json.dumps(alert.to_dict()).encode()], copy=True)
         self.published += 1
 
     def _publish_dropped(self, new: int, total: int) -> None:
@@ -433,16 +445,23 @@ class Gateway:
             when, what, and whether it restarts; None when healthy);
             ``restarts`` (all threads); ``threads``: per thread (``pull``,
             ``acked``, ``query``) its ``state``, ``restarts`` and
-            ``last_error`` (``type``, ``message``, ``at``: Unix time).
+            ``last_error`` (``type``, ``message``, ``at``: Unix time);
+            ``engine_state`` (:attr:`engine.Engine.state`).
         """
         c = self.counters
         watches = list(self._watches.values())
         causes = [w.cause for w in watches if w.cause is not None and w.state != "running"]
+        engine_state = self.engine.state
+        if engine_state != "ok":
+            sup = self.engine._supervisor
+            causes += [f"shard {r.index} {r.state}: {r.cause}" for r in sup.records
+                       if r.state != "ok"]
         out = {**c, "rejected": dict(c["rejected"]), "healthy": self.healthy,
                "alerts_published": self.published,
                "errors": [repr(e) for e in self._errors],
                "cause": "; ".join(causes) or None,
                "restarts": sum(w.restarts for w in watches),
+               "engine_state": engine_state,
                "threads": {w.name: w.to_dict() for w in watches}}
         if self._lookups is not None:
             out["queries"] += self._lookups.answered
@@ -516,13 +535,20 @@ class Gateway:
             try:
                 accepted += producer.submit(events[handled:], timeout=0.1)
                 handled = len(events)
+            except WorkerDied as exc:
+                # A shard given up on (degraded): nothing more can be taken.
+                # A worker that merely died is replaced, and its rings fill
+                # meanwhile (Backpressure below).
+                accepted += exc.accepted
+                handled += exc.handled
+                raise _Unavailable(accepted, handled, str(exc)) from None
             except Backpressure as bp:
                 accepted += bp.accepted
                 handled += bp.handled
                 if deadline is not None and time.monotonic() >= deadline:
                     return accepted, handled, False
                 # On shutdown the workers keep draining, so finishing what
-                # was read is bounded; only a dead worker ends it early.
+                # was read is bounded; a replaced worker drains on its return.
                 self.engine._check()
         return accepted, handled, True
 
@@ -549,12 +575,21 @@ class Gateway:
         """Submit what the drain holds: the staged batch, then the frame it
         handed back to Python (JSON, or a large binary frame)."""
         if drain.fill:
-            self._count(*self._submit(self._pull_producer, drain.take_batch(), None)[:2])
+            self._submit_pull(drain.take_batch())
         frame = drain.take_pending()
         if frame is not None:
             records, _reason, _msg = self._decode(frame)
             if records is not None and len(records):
-                self._count(*self._submit(self._pull_producer, records, None)[:2])
+                self._submit_pull(records)
+
+    def _submit_pull(self, records: np.ndarray) -> None:
+        try:
+            self._count(*self._submit(self._pull_producer, records, None)[:2])
+        except _Unavailable as exc:
+            # Fire-and-forget has nobody to tell: the records a degraded
+            # shard could not take are counted, and reading goes on.
+            self._count(exc.accepted, exc.handled)
+            self._c["rejected"]["unavailable"] += len(records) - exc.handled
 
     def _serve_acked(self, sock: zmq.Socket) -> None:
         for _ in range(_COALESCE_FRAMES):
@@ -581,8 +616,15 @@ class Gateway:
         records, reason, message = self._decode(frame.buffer)
         if records is None:
             return {"ok": False, "reason": reason, "error": message}
-        accepted, handled, complete = self._submit(
-            self._acked_producer, records, self.config.ack_timeout)
+        try:
+            accepted, handled, complete = self._submit(
+                self._acked_producer, records, self.config.ack_timeout)
+        except _Unavailable as exc:
+            self._count(exc.accepted, exc.handled)
+            self._c["rejected"]["unavailable"] += 1
+            return {"ok": False, "reason": "unavailable", "accepted": exc.accepted,
+                    "handled": exc.handled,
+                    "error": f"{exc.message}; {exc.handled} of {len(records)} records taken"}
         self._count(accepted, handled)
         if not complete:
             self._c["rejected"]["backpressure"] += 1

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ..core.layout import FOLD_NONE
+from ..core.layout import FOLD_NONE, ROW_SHARD_DOWN
 from ..core.records import STATE_DTYPE, finite_or_none
 from ..health.rules import STAT_NAMES, STATUS_NAMES, stat_name
 
@@ -161,6 +161,9 @@ def series_dict(values, names: dict | None = None, *, window_ns: int = 0,
     pending = v[g["pending"]]
     out["pending"] = STATUS_NAMES[pending] if pending else None
     out["pending_since"] = v[g["pending_since"]] if pending else None
+    # Set in the read copy while the series' worker is down, hung or
+    # recovering: the row is its last known state, not its current one.
+    out["shard_down"] = bool(v[g["flags"]] & ROW_SHARD_DOWN)
     start = v[g["win_start"]]
     win = _window(v[g["win_count"]], v[g["win_sum"]], v[g["win_min"]], v[g["win_max"]])
     prev = _window(v[g["prev_count"]], v[g["prev_sum"]], v[g["prev_min"]], v[g["prev_max"]])

@@ -201,22 +201,32 @@ def test_backpressure_with_a_stalled_worker_loses_nothing():
         assert int(eng.snapshot()["count"].sum()) == len(ev)
 
 
-def test_a_dead_worker_is_named_on_the_next_call_and_close_still_cleans_up():
-    eng = engine.Engine(workers=2)
+def test_a_killed_worker_is_replaced_and_a_degraded_shard_is_named_on_the_next_call():
+    """A worker killed once is replaced and calls go on; a shard whose
+    workers keep dying is named by submit and flush, reads go on, and close
+    still cleans up (the autouse guard checks processes and segments)."""
+    eng = engine.Engine(workers=2, max_restarts=2, restart_backoff=0.01, stable_after=0)
     try:
         eng.submit(engine.make_events([1], 1, None, [1.0]))
         eng.flush()
         victim = eng.pids[1]
         os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 5
+        eng.submit(engine.make_events([1], 1, None, [2.0]))
+        eng.flush(30)
+        assert eng.get(1, 1)["count"] == 2
+        assert victim not in eng.pids
+        eng._set_crash_hook(1, "exit")
+        os.kill(eng.pids[1], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while eng.state != "degraded" and time.monotonic() < deadline:
+            time.sleep(0.01)
         with pytest.raises(WorkerDied) as info:
-            while time.monotonic() < deadline:
-                eng.get(1, 1)
-                time.sleep(0.01)
-        assert info.value.worker == 1 and info.value.exitcode == -signal.SIGKILL
-        assert "worker 1" in str(info.value)
-        with pytest.raises(WorkerDied):
             eng.submit(engine.make_events([1], 1, None, [1.0]))
+        assert info.value.worker == 1 and info.value.exitcode == 70
+        assert "shard 1 is degraded" in str(info.value) and "exited with code 70" in str(info.value)
+        with pytest.raises(WorkerDied):
+            eng.flush(1)
+        assert eng.get(1, 1)["count"] == 2
     finally:
         eng.close()
     assert eng.closed

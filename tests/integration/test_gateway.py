@@ -136,6 +136,10 @@ class Live:
 
 @contextlib.contextmanager
 def live(engine_settings: dict | None = None, **gateway_settings):
+    # These tests stall a worker (SIGSTOP) on purpose to fill its rings:
+    # the supervisor must not replace it as hung meanwhile
+    # (test_supervision.py covers that).
+    engine_settings = {"worker_timeout": "120s", **(engine_settings or {})}
     with served_engine(engine_settings, **gateway_settings) as served:
         yield Live(*served)
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Subpackages a worker process has no use for.
 NOT_IN_A_WORKER = ("engine.net", "engine.health", "engine.cli", "engine.suite",
-                   "engine.query")
+                   "engine.query", "engine.supervise")
 
 # What a worker imports: workermain at module level and inside its main(),
 # resolved from its source so that a new import there is seen here.

@@ -1,0 +1,331 @@
+"""Worker faults against real worker processes (issue 14, docs/faults.md):
+SIGKILL and SIGSTOP of workers this test started, by pid, while events
+flow; a ledger of every accepted event says what each series must hold
+afterwards, exactly.
+
+Every series' values are small integers, so a row's sum is exact whatever
+the order, and a lost or doubled event shows in both count and sum."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+import zmq
+
+import engine
+from engine import _control
+from engine.errors import WorkerDied
+from engine.health.alerts import EngineAlert
+from engine.net import protocol as P
+from tests.helpers import served_engine, wait_for
+from tests.reference import shard_ref
+
+pytestmark = pytest.mark.timeout(180)
+
+HOSTS = [f"host-{i:03d}" for i in range(64)]
+KEYS = np.array([engine.entity_id(h) for h in HOSTS], np.uint64)
+CPU = engine.metric_id("cpu")
+SHARD = shard_ref(KEYS, 2)
+# Faster than the defaults, so that a test's kills are not a crash loop: a
+# worker that served 50 ms had a good start.
+FAST = {"stable_after": "50ms", "restart_backoff": "20ms"}
+
+
+class Ledger:
+    """What was accepted, per host: count and sum."""
+
+    def __init__(self) -> None:
+        self.count = Counter()
+        self.total = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, ev: np.ndarray) -> None:
+        keys, inv = np.unique(ev["key"], return_inverse=True)
+        counts = np.bincount(inv)
+        sums = np.bincount(inv, weights=ev["value"])
+        with self._lock:
+            for k, c, s in zip(keys.tolist(), counts.tolist(), sums.tolist()):
+                self.count[k] += c
+                self.total[k] += s
+
+    def check(self, eng: engine.Engine) -> None:
+        snap = eng.snapshot()
+        got_count = dict(zip(snap["key"].tolist(), snap["count"].tolist()))
+        got_sum = dict(zip(snap["key"].tolist(), snap["sum"].tolist()))
+        assert sum(self.count.values()) == sum(got_count.values()), "events lost or doubled"
+        for k, c in self.count.items():
+            assert got_count.get(k) == c, (k, got_count.get(k), c)
+            assert got_sum.get(k) == self.total[k], (k, got_sum.get(k), self.total[k])
+
+
+def batch(rng: random.Random, n: int, ts: int) -> np.ndarray:
+    ev = np.zeros(n, engine.EVENT_DTYPE)
+    ev["key"] = KEYS[np.array([rng.randrange(len(KEYS)) for _ in range(n)])] if n < 64 \
+        else np.resize(KEYS, n)
+    ev["ts"] = ts + np.arange(n)
+    ev["metric"] = CPU
+    ev["value"] = np.arange(n) % 7
+    return ev
+
+
+def kill_worker(eng: engine.Engine, w: int, sig: int = signal.SIGKILL) -> int:
+    """Signal the worker now serving shard w (a process this test's engine
+    started) by pid; returns the pid."""
+    pid = eng.pids[w]
+    os.kill(pid, sig)
+    return pid
+
+
+def heartbeat(eng: engine.Engine, w: int) -> int:
+    return _control.load_u64(eng._control_segment.buf,
+                             eng.layout.worker_control(w, "heartbeat"))[0]
+
+
+def serving_again(eng: engine.Engine, w: int, restarts: int) -> bool:
+    row = eng.stats()["workers"][w]
+    return row["state"] == "ok" and row["restarts"] >= restarts
+
+
+def killer(eng: engine.Engine, kills: int, rng: random.Random, done: threading.Event,
+           log: list) -> None:
+    """Kill a random worker ``kills`` times, each once its shard serves
+    again and ran past stable_after, at a random moment."""
+    for _ in range(kills):
+        w = rng.randrange(eng.config.workers)
+        before = eng.stats()["workers"][w]["restarts"]
+        time.sleep(rng.uniform(0.06, 0.15))
+        log.append(kill_worker(eng, w))
+        wait_for(lambda w=w, b=before: serving_again(eng, w, b + 1), 20,
+                 f"worker {w} replaced")
+    done.set()
+
+
+def test_sigkill_during_embedded_ingest_loses_and_doubles_nothing():
+    """Ten kills of random workers while one thread submits batches of every
+    size (one of them large) and flushes: every series exact afterwards."""
+    rng = random.Random(14)
+    ledger = Ledger()
+    with engine.Engine(workers=2, ring_capacity=8192, **FAST) as eng:
+        done = threading.Event()
+        killed: list = []
+        t = threading.Thread(target=killer, args=(eng, 10, rng, done, killed))
+        t.start()
+        ts = engine.DEFAULT_TS_MIN + 10**18
+        rounds = 0
+        deadline = time.monotonic() + 120
+        while not done.is_set() and time.monotonic() < deadline:
+            n = rng.choice([1, 17, 4096, 30_000, 250_000])
+            ev = batch(rng, n, ts)
+            ts += n
+            accepted = eng.submit(ev)
+            assert accepted == n
+            ledger.add(ev)
+            if rounds % 3 == 0:
+                eng.flush(60)
+            rounds += 1
+        t.join(60)
+        assert done.is_set(), "the killer did not finish"
+        eng.flush(60)
+        ledger.check(eng)
+        stats = eng.stats()
+        assert sum(w["restarts"] for w in stats["workers"]) == 10
+        assert stats["state"] == "ok"
+        assert stats["applied"] == sum(ledger.count.values())
+        for pid in killed:
+            assert pid not in eng.pids
+
+
+def test_a_kill_in_the_middle_of_a_large_batch():
+    """A worker killed while it applies a 2M-event batch, inside a span of a
+    whole ring: its successor replays that span and finishes the batch,
+    none twice."""
+    rng = random.Random(7)
+    ledger = Ledger()
+    with engine.Engine(workers=2, worker_timeout="60s", **FAST) as eng:
+        ev = batch(rng, 2_000_000, engine.DEFAULT_TS_MIN + 10**18)
+        # Stopped while the batch fills its ring, worker 0 then takes a
+        # span of a whole ring (milliseconds of work): the kill lands in it.
+        pid = kill_worker(eng, 0, signal.SIGSTOP)
+        t = threading.Thread(target=eng.submit, args=(ev,))
+        t.start()
+        try:
+            wait_for(lambda: eng.stats()["workers"][0]["ring_fill"] > 0.8, 30, "the ring full")
+            at_kill = eng.stats()["workers"][0]["applied"]
+            beat = heartbeat(eng, 0)
+            os.kill(pid, signal.SIGCONT)
+            # Its loop turns (the heartbeat moves) right before it takes the span.
+            wait_for(lambda: heartbeat(eng, 0) != beat, 10, "worker 0 running",
+                     every=0.0001)
+            kill_worker(eng, 0)
+        finally:
+            os.kill(eng.pids[0], signal.SIGCONT)
+            t.join(60)
+        ledger.add(ev)
+        eng.flush(60)
+        ledger.check(eng)
+        share = int((SHARD[np.resize(np.arange(len(KEYS)), len(ev))] == 0).sum())
+        assert at_kill < share, "the kill came after worker 0 finished"
+        assert eng.stats()["workers"][0]["applied"] == share
+        assert eng.stats()["workers"][0]["restarts"] == 1
+        # The kill landed inside a span: its successor replayed it.
+        assert eng.stats()["workers"][0]["replayed_spans"] == 1
+
+
+def test_a_hung_worker_is_replaced_and_its_series_are_never_ok_meanwhile():
+    """SIGSTOP past worker_timeout: declared hung, killed, replaced; while
+    its shard is out, its series read STALE (shard_down) in every read and
+    the ENGINE alerts say why; afterwards the ledger is exact."""
+    ledger = Ledger()
+    rng = random.Random(3)
+    with engine.Engine(workers=2, worker_timeout="600ms", tick="100ms", **FAST) as eng:
+        seen: list = []
+        eng.on_alert(lambda a: seen.append(a) if isinstance(a, EngineAlert) else None)
+        ev = batch(rng, 6400, engine.DEFAULT_TS_MIN + 10**18)
+        eng.submit(ev)
+        ledger.add(ev)
+        eng.flush(30)
+        assert eng.status("WARN") == []
+        mine = KEYS[SHARD == 0].tolist()
+        theirs = KEYS[SHARD == 1].tolist()
+        # The replacement waits before it serves, so the outage can be read.
+        eng._set_crash_hook(0, "hold")
+        stopped = kill_worker(eng, 0, signal.SIGSTOP)
+        ev = batch(rng, 6400, engine.DEFAULT_TS_MIN + 10**18 + 10**6)
+        eng.submit(ev)           # waits in the rings
+        ledger.add(ev)
+        wait_for(lambda: eng.stats()["workers"][0]["state"] == "recovering", 10,
+                 "the hung worker replaced")
+        # Every read of shard 0's series: at least STALE, marked shard_down.
+        row = eng.get(mine[0], CPU)
+        assert row["status"] == engine.STATUS_NAMES.index("STALE")
+        assert eng.series(mine[0], CPU)["shard_down"] is True
+        listed = {e["entity_id"] for e in eng.status("STALE")}
+        assert set(mine) <= listed and not set(theirs) & listed
+        assert eng.series(theirs[0], CPU)["status"] == "OK"
+        assert eng.stats()["state"] == "recovering"
+        states = [(a.worker, a.old, a.new) for a in
+                  wait_for(lambda: len(seen) >= 3 and list(seen), 5, "ENGINE alerts")]
+        assert states[:3] == [(0, "ok", "hung"), (0, "hung", "down"), (0, "down", "recovering")]
+        assert "made no progress" in seen[0].cause
+        eng._set_crash_hook(0, None)
+        wait_for(lambda: eng.stats()["state"] == "ok", 10, "shard 0 back")
+        eng.flush(30)
+        ledger.check(eng)
+        assert eng.series(mine[0], CPU)["status"] == "OK"
+        assert eng.series(mine[0], CPU)["shard_down"] is False
+        wait_for(lambda: len(seen) >= 4, 5, "the recovery alert")
+        assert (seen[3].old, seen[3].new) == ("recovering", "ok")
+        with pytest.raises(ProcessLookupError):
+            os.kill(stopped, 0)
+
+
+def test_a_crash_loop_ends_degraded_with_readable_survivors():
+    """A worker made to die at every start: after max_restarts failed starts
+    the shard is degraded, with the cause; the other shard reads as usual;
+    submit refuses with WorkerDied naming the cause; nothing is left
+    running."""
+    with engine.Engine(workers=2, max_restarts=3, **FAST) as eng:
+        ev = batch(random.Random(1), 640, engine.DEFAULT_TS_MIN + 10**18)
+        eng.submit(ev)
+        eng.flush(30)
+        eng._set_crash_hook(1, "exit")
+        kill_worker(eng, 1)
+        wait_for(lambda: eng.state == "degraded", 20, "degraded")
+        w1 = eng.stats()["workers"][1]
+        assert w1["state"] == "degraded" and "3 failed starts in a row" in w1["cause"]
+        assert "exited with code 70" in w1["cause"]
+        survivor = int(KEYS[SHARD == 0][0])
+        lost = int(KEYS[SHARD == 1][0])
+        assert eng.series(survivor, CPU)["status"] == "OK"
+        assert eng.series(lost, CPU)["status"] == "STALE"
+        assert eng.series(lost, CPU)["count"] == 10     # its last known state stays readable
+        with pytest.raises(WorkerDied, match="degraded.*failed starts"):
+            eng.submit(ev)
+        with pytest.raises(WorkerDied):
+            eng.flush(1)
+
+
+def test_reads_never_wait_long_while_workers_are_killed():
+    """A reader of the series of a worker being killed again and again
+    gets its answer (a row, or SeriesUnavailable) within 10 ms, every time."""
+    rng = random.Random(5)
+    with engine.Engine(workers=2, **FAST) as eng:
+        stop = threading.Event()
+
+        def ingest() -> None:
+            ts = engine.DEFAULT_TS_MIN + 10**18
+            while not stop.is_set():
+                eng.submit(batch(rng, 50_000, ts))
+                ts += 50_000
+
+        t = threading.Thread(target=ingest)
+        t.start()
+        waits = []
+        try:
+            for k in range(3):
+                before = eng.stats()["workers"][0]["restarts"]
+                kill_worker(eng, 0)
+                end = time.monotonic() + 0.3
+                while time.monotonic() < end:
+                    t0 = time.perf_counter()
+                    try:
+                        eng.get(KEYS[k], CPU)
+                    except engine.errors.SeriesUnavailable:
+                        pass
+                    waits.append(time.perf_counter() - t0)
+                wait_for(lambda b=before: serving_again(eng, 0, b + 1), 20, "replaced")
+        finally:
+            stop.set()
+            t.join(30)
+        waits.sort()
+        assert waits[-1] < 0.010, f"slowest read {waits[-1] * 1e3:.1f} ms"
+
+
+def test_sigkill_twenty_times_under_acked_ingest_through_the_gateway():
+    """Twenty kills of random workers while a client sends acked messages:
+    every message is answered, ``ok`` only for what is then applied, and
+    every series' count equals the ledger of acked events exactly."""
+    rng = random.Random(20)
+    ledger = Ledger()
+    with served_engine(dict(ring_capacity=16384, **FAST), ack_timeout=2.0) as (eng, urls, ctx):
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(urls["acked"])
+        done = threading.Event()
+        t = threading.Thread(target=killer, args=(eng, 20, rng, done, []))
+        t.start()
+        ts = engine.DEFAULT_TS_MIN + 10**18
+        replies = Counter()
+        deadline = time.monotonic() + 150
+        try:
+            while not done.is_set() and time.monotonic() < deadline:
+                ev = batch(rng, rng.choice([64, 2000, 20_000]), ts)
+                ts += len(ev)
+                while len(ev):
+                    sock.send(P.pack_events(ev))
+                    assert sock.poll(10_000), "an acked message went unanswered"
+                    reply = json.loads(sock.recv())
+                    replies[reply.get("reason", "ok")] += 1
+                    if reply["ok"]:
+                        ledger.add(ev)
+                        break
+                    assert reply["reason"] == "backpressure", reply
+                    # The first `handled` records were taken: resend the rest.
+                    ledger.add(ev[:reply["handled"]])
+                    ev = ev[reply["handled"]:]
+        finally:
+            t.join(60)
+        assert done.is_set()
+        eng.flush(60)
+        ledger.check(eng)
+        assert sum(w["restarts"] for w in eng.stats()["workers"]) == 20
+        wait_for(lambda: eng.gateway.healthy, 10, "gateway healthy again")
+        assert replies["ok"] > 20
