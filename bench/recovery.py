@@ -239,9 +239,9 @@ def main(argv: list[str] | None = None) -> int:
                       pct(xs, 99) <= goal)
     con.print(t)
     ratio = during / steady_rate if steady_rate else float("nan")
-    con.print(f"throughput: steady {C.fmt_rate(steady_rate)} events/s (median of "
+    con.print(f"throughput: steady {C.fmt_rate(steady_rate)} events (median of "
               f"{len(steady)} one-second windows), in the second after a fault "
-              f"{C.fmt_rate(during)} events/s (median of {len(recovering)}): "
+              f"{C.fmt_rate(during)} events (median of {len(recovering)}): "
               f"{ratio:.2f} of steady")
     con.print(f"ledger: {ingest.events:,} events accepted; lost {lost}, doubled {doubled}, "
               f"series with a wrong sum {sums_off}; restarts "

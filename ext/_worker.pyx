@@ -9,6 +9,7 @@ from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memset
 from posix.unistd cimport getpid
 from atomic cimport (rf_load_acquire_u64, rf_store_relaxed_u64, rf_store_release_u64,
+                     rf_cpu_relax, rf_compiler_barrier,
                      rf_load_acquire_i64, rf_now_ns, rf_wall_ns)
 from layout cimport (Event, RingHeader, TableHeader, Rule, RulesHeader, RowUndo, SpanIntent,
                      TABLE_MAGIC, MAX_RULES, RF_TIMEOUT, RF_STOPPED, WB_BYTES, WB_CONTROL,
@@ -129,13 +130,24 @@ cdef class WorkerLoop:
         self.undo = <RowUndo *>(self.base + block_offset + WB_UNDO)
         self.intents = <SpanIntent *>(self.base + block_offset + WB_INTENT)
         self.params.undo = self.undo
-        # Repair and replay before the rules or a sweep touch a row: both
-        # take fresh ordinals, and a row stamped with one would make the
-        # replay skip events that were never applied (docs/faults.md).
+        self.params.heartbeat = &self.control[WC_HEARTBEAT]
         with nogil:
+            # The rules first: the replay judges events by them, as the
+            # previous worker did.
+            while not rules_copy(<const char *>self.rul.buf, self.rules, &self.params,
+                                 &self.generation):
+                rf_cpu_relax()
+            # Repair and replay before a reload or a sweep touches a row:
+            # both take fresh ordinals, and a row stamped with one would make
+            # the replay skip events never applied (docs/faults.md).
             self.recover()
-        self.sink.shared_head = <int64_t *>&self.control[WC_ALERT_HEAD]
-        self.check_rules()
+            if self.generation != self.counters[WK_RULES_GENERATION]:
+                # Rules its predecessor had not applied to the table yet (or
+                # a first start): re-evaluate every series, as check_rules.
+                table_reload(self.th, &self.params, &self.sink)
+                sink_publish(&self.sink)
+                self.store_alert_counters()
+                rf_store_release_u64(&self.counters[WK_RULES_GENERATION], self.generation)
 
     def __dealloc__(self):
         PyMem_Free(self.rings)
@@ -163,6 +175,8 @@ cdef class WorkerLoop:
         cdef SpanIntent *it
         cdef RingHeader *h
         self.repaired = table_repair(self.th, self.undo, head)
+        # From here on every alert is recorded as written, the replay's too.
+        self.sink.shared_head = head
         if self.repaired & REPAIRED_ROW:
             rf_store_relaxed_u64(&self.counters[WK_ROWS_REPAIRED],
                                  self.counters[WK_ROWS_REPAIRED] + 1)
@@ -179,8 +193,13 @@ cdef class WorkerLoop:
             return
         # The span was not committed: its events are still in the ring (a
         # slot is reused only after the cursor passes it) and those applied
-        # read so in their rows' versions.
+        # read so in their rows' versions.  The counters go back to where
+        # the span began (a kill between storing them and the commit would
+        # count it twice); the replay counts every event once.
         self.cursor[it.ring] = it.start
+        self.totals.applied = it.applied
+        self.totals.invalid = it.invalid
+        self.totals.full = it.full
         self.apply_ring(it.ring, it.count, it.base)
         rf_store_relaxed_u64(&self.counters[WK_REPLAYED_SPANS],
                              self.counters[WK_REPLAYED_SPANS] + 1)
@@ -224,7 +243,11 @@ cdef class WorkerLoop:
             it.start = self.cursor[r]
             it.count = avail
             it.base = ordinals_reserve(self.th, <uint64_t>avail)
+            it.applied = self.totals.applied
+            it.invalid = self.totals.invalid
+            it.full = self.totals.full
             rf_store_release_u64(&self.control[WC_INTENT], next_intent)
+            rf_compiler_barrier()
             self.apply_ring(r, avail, it.base)
             self.commit(r)
             got += avail
@@ -277,6 +300,8 @@ cdef class WorkerLoop:
                         &self.totals, &self.sink)
             sink_publish(&self.sink)
             done += k
+            # A whole ring of a large table is long work: it is progress.
+            rf_store_relaxed_u64(&self.control[WC_HEARTBEAT], <uint64_t>rf_now_ns())
 
     cdef void store_alert_counters(self) noexcept nogil:
         rf_store_relaxed_u64(&self.counters[WK_ALERTS], self.sink.written)

@@ -7,7 +7,7 @@ from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memcpy
 from atomic cimport (rf_load_acquire_u64, rf_load_relaxed_u64, rf_store_relaxed_u64,
                      rf_store_release_u64, rf_store_release_u32, rf_fence_acquire,
-                     rf_fence_release, rf_prefetch_w)
+                     rf_fence_release, rf_prefetch_w, rf_now_ns)
 from layout cimport (Event, StateRow, IndexEntry, TableHeader, Rule, RulesHeader,
                      ST_STALE, STAT_TTL, MAX_RULES, VERSION_STEP, VERSION_INIT_WRITING,
                      VERSION_INIT_DONE)
@@ -20,12 +20,19 @@ from index cimport table_index, table_rows, series_hash, index_find
 from undo cimport undo_take, version_writing, version_applied
 
 cdef enum:
+    # Rows a whole-table pass (sweep, reload) goes through between two
+    # heartbeats: a pass over a large table must not read as a hung worker.
+    BEAT_ROWS = 65536
     # Software pipeline of the update kernel: the index entry of event
     # i + INDEX_AHEAD and the row of event i + ROW_AHEAD are prefetched
     # while event i is applied.
     INDEX_AHEAD = 24
     ROW_AHEAD = 12
     PIPE = 64                # ring of in-flight lookups: a power of two > INDEX_AHEAD
+
+cdef inline void beat(const Params *p, uint64_t i) noexcept nogil:
+    if p.heartbeat != NULL and (i & (BEAT_ROWS - 1)) == 0:
+        rf_store_relaxed_u64(p.heartbeat, <uint64_t>rf_now_ns())
 
 cdef inline uint64_t ordinals_reserve(TableHeader *th, uint64_t n) noexcept nogil:
     """The first of n fresh ordinals (docs/faults.md), recorded in the table
@@ -142,6 +149,7 @@ cdef inline void table_sweep(TableHeader *th, int64_t now, const Params *p,
     cdef int64_t ttl
     cdef StateRow *r
     for i in range(used):
+        beat(p, i)
         r = &rows[i]
         if r.status == ST_STALE or r.count == 0:
             continue
@@ -167,6 +175,7 @@ cdef inline void table_reload(TableHeader *th, const Params *p,
     cdef uint64_t o = ordinals_reserve(th, 1)
     cdef StateRow *r
     for i in range(used):
+        beat(p, i)
         r = &rows[i]
         undo_take(p.undo, r, i, s.head, True)
         rf_store_relaxed_u64(&r.version, version_writing(o))

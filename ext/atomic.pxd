@@ -22,6 +22,7 @@ cdef extern from "rf_atomic.h" nogil:
     void rf_fence_acquire()
     void rf_fence_release()
     void rf_fence_seqcst()
+    void rf_compiler_barrier()
     void rf_cpu_relax()
     void rf_prefetch_w(const void *p)
     int64_t rf_now_ns()

@@ -20,6 +20,7 @@ ctypedef struct Params:
     int64_t nrules
     bint health           # windows, sketch and rules; off: lifetime statistics only
     RowUndo *undo         # where the row being written is saved (ext/undo.pxd)
+    uint64_t *heartbeat   # the worker's heartbeat word, beaten in long sweeps; or NULL
 
 ctypedef struct BatchCounters:
     uint64_t applied
@@ -47,3 +48,4 @@ cdef inline void params_init(Params *p, int64_t ts_min, int64_t ts_max,
     p.nrules = 0
     p.health = True
     p.undo = NULL
+    p.heartbeat = NULL

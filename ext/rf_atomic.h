@@ -63,6 +63,11 @@ static inline void rf_store_relaxed_u32(uint32_t *p, uint32_t v) {
 static inline void rf_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
 static inline void rf_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 static inline void rf_fence_seqcst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+/* No instruction: keeps the compiler from moving later stores above a commit
+   point (a release store only holds earlier ones back), which is what a
+   process killed at any instruction sees (docs/faults.md); x86 keeps stores
+   in order itself. */
+static inline void rf_compiler_barrier(void) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 
 static inline void rf_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

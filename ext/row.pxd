@@ -13,7 +13,7 @@ from params cimport Params, BatchCounters
 from alertsink cimport AlertSink
 from window cimport window_add
 from status cimport status_evaluate, rule_for
-from undo cimport undo_cold
+from undo cimport undo_cold, undo_line2
 
 cdef inline void row_update(StateRow *r, const Event *e, const Params *p,
                             AlertSink *s, BatchCounters *c) noexcept nogil:
@@ -49,6 +49,7 @@ cdef inline void row_update(StateRow *r, const Event *e, const Params *p,
             # of two finite readings near DBL_MAX overflows.
             r.ewma = a * r.ewma + (1.0 - a) * x
         if fresh:
+            undo_line2(p, r)
             r.first_ts = ts
         r.last = x
         r.last_ts = ts
@@ -63,6 +64,7 @@ cdef inline void row_update(StateRow *r, const Event *e, const Params *p,
         # Only here can first_ts fall (it is never above last_ts), which
         # keeps its cold line out of the in-order path.
         if ts < r.first_ts:
+            undo_line2(p, r)
             r.first_ts = ts
 
 

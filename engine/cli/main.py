@@ -223,7 +223,7 @@ def _cmd_status(args) -> int:
 def _cmd_alerts(args) -> int:
     from ..errors import GatewayTimeout
     from ..net.client import Client
-    from ..net.subscriptions import DROPPED
+    from ..net.subscriptions import DROPPED, ENGINE
 
     # The alert endpoint is a PUB: connecting to it tells nothing, so the
     # query endpoint answers for the gateway.
@@ -251,6 +251,9 @@ def _cmd_alerts(args) -> int:
                                       f"{msg.get('dropped')} alerts (full alert rings; "
                                       f"{msg.get('total')} in all): statuses are still "
                                       "right, `ringflow status` shows them")
+                        continue
+                    if msg.get("topic") == ENGINE and not args.json:
+                        err.print(render.engine_alert_line(msg))
                         continue
                     line = json.dumps(msg) if args.json else render.alert_line(msg)
                     sys.stdout.write(line + "\n")

@@ -210,8 +210,11 @@ With --json, the JSON the gateway publishes, plus "topic" (the new status):
    "value": 0.97, "ts": 1795345471123000000, "worker": 1}
 When workers dropped alerts (full alert rings) a DROPPED notice comes
 instead (on stderr; with --json a {"topic": "DROPPED", ...} line): the
-statuses are still right, `ringflow status` shows them.  Only alerts that
-happen while following are shown.
+statuses are still right, `ringflow status` shows them.  When a worker
+dies, hangs or is replaced, an ENGINE line says so on stderr (with --json a
+{"topic": "ENGINE", "worker": 1, "old": "ok", "new": "down", "cause": ...}
+line); its series read at least STALE until "recovering -> ok".  Only
+alerts that happen while following are shown.
 
 examples:
   ringflow alerts                            # follow until Ctrl-C

@@ -26,7 +26,8 @@ from collections.abc import Callable, Sequence
 
 __all__ = [
     "DEMO_WORKER_COLUMNS", "STATS_WORKER_COLUMNS", "ago", "alert_line", "count",
-    "counters_line", "err_console", "final_line", "local_time", "num", "out_console",
+    "counters_line", "engine_alert_line", "err_console", "final_line", "local_time", "num",
+    "out_console",
     "print_json", "scenario_alert_line", "scenario_status_table", "serve_counters",
     "serve_status_line", "show_bench", "show_series", "show_stats", "show_status", "since",
     "status_text", "workers_table",
@@ -305,6 +306,8 @@ STATS_WORKER_COLUMNS: tuple[WorkerColumn, ...] = (
     ("worker", _counter("worker", str)),
     ("pid", _counter("pid", str)),
     ("alive", lambda w: "yes" if w.get("alive") else "NO"),
+    ("state", lambda w: str(w.get("state", "ok"))),
+    ("restarts", _counter("restarts")),
     ("applied", _counter("applied")),
     ("late", _counter("stale")),
     ("invalid", _counter("invalid")),
@@ -443,8 +446,8 @@ def final_line(counters: dict) -> str:
 
 
 #: The engine's totals under ``ringflow stats``' tables.
-STATS_TOTALS = ("accepted", "applied", "rejected_invalid", "rejected_table_full", "stale",
-                "series")
+STATS_TOTALS = ("state", "accepted", "applied", "rejected_invalid", "rejected_table_full",
+                "stale", "series")
 
 
 def _thread_health(t: dict) -> str:
@@ -471,6 +474,12 @@ def show_stats(out, stats: dict) -> None:
         The gateway's ``stats`` op.
     """
     out.print(workers_table(stats, columns=STATS_WORKER_COLUMNS, compact=False))
+    # Why a shard is not ok, or how its last fault ended (docs/faults.md).
+    for w in stats.get("workers", []):
+        if w.get("cause"):
+            when = local_time(w["state_since"]) if w.get("state_since") else "?"
+            out.print(f"worker {w['worker']} ({w.get('state')} since {when}): {w['cause']}",
+                      soft_wrap=True)
     gw = stats.get("gateway") or {}
     if gw:
         gt = _table("gateway")
@@ -660,6 +669,14 @@ def alert_line(alert: dict) -> str:
     shown = f"{value:g}" if isinstance(value, (int, float)) else "-"
     return (f"{local_time(alert.get('ts'))} {who} {what} {alert.get('old')} -> "
             f"{alert.get('new')} ({alert.get('stat')} = {shown})")
+
+
+def engine_alert_line(alert: dict) -> str:
+    """A change of a shard's state (the ENGINE topic), as ``ringflow
+    alerts`` prints it: ``2026-12-03 21:04:31.123 ENGINE worker 1: ok ->
+    down (worker 1 (pid 4242) was killed by signal 9 (SIGKILL); restarting)``."""
+    return (f"{local_time(alert.get('ts'))} ENGINE worker {alert.get('worker')}: "
+            f"{alert.get('old')} -> {alert.get('new')} ({alert.get('cause')})")
 
 
 def scenario_alert_line(alert, start: int) -> str:

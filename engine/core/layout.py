@@ -267,10 +267,15 @@ STRUCTS: dict[str, Struct] = {
         (F("ring", "u8", doc="index of the ring among the worker's rings"),
          F("start", "i8", doc="the ring's consumer cursor when the span began"),
          F("count", "i8", doc="events in the span"),
-         F("base", "u8", doc="ordinal of the span's first event")),
-        32,
+         F("base", "u8", doc="ordinal of the span's first event"),
+         F("applied", "u8", doc="the worker's applied counter before the span"),
+         F("invalid", "u8", doc="its invalid counter before the span"),
+         F("full", "u8", doc="its full counter before the span"),
+         F("_pad", "u8")),
+        64,
         "What a worker is about to apply: one span of one ring, and the ordinal\n"
-        "its first event gets (docs/faults.md).  A worker block holds two, written\n"
+        "its first event gets, and the exact counters before it, which a replay\n"
+        "starts again from (docs/faults.md).  A worker block holds two, written\n"
         "alternately, so a kill while one is written leaves the other whole.",
     ),
     "RowUndo": Struct(
@@ -451,7 +456,7 @@ ALERT_PRODUCER_BELL = 16
 
 #: A worker block: doorbell line, control line, counters lines, two span
 #: intents, the undo slot (docs/faults.md).
-WORKER_BLOCK_BYTES = 640
+WORKER_BLOCK_BYTES = 704
 #: Byte offset of a worker block's control words.
 WORKER_CONTROL_OFFSET = 64
 #: Byte offset of a worker block's counters.
@@ -472,7 +477,7 @@ WORKER_CONTROL = ("stop", "ready", "pid",
 #: Byte offset of a worker block's two span intents.
 WORKER_INTENT_OFFSET = 256
 #: Byte offset of a worker block's undo slot.
-WORKER_UNDO_OFFSET = 320
+WORKER_UNDO_OFFSET = 384
 #: A worker's counters (u64 each, from :data:`WORKER_COUNTERS_OFFSET`), in order.
 WORKER_COUNTERS = ("applied", "invalid", "full", "stale", "batches", "max_batch",
                    "late", "alerts", "alerts_dropped", "rules_generation", "sweeps",

@@ -16,16 +16,20 @@ from ..errors import ConfigError, EngineError
 if TYPE_CHECKING:
     from .plans import _ClientBase
 
-__all__ = ["ALERT_STATUSES", "DROPPED", "AlertSubscription", "AsyncAlertSubscription"]
+__all__ = ["ALERT_STATUSES", "DROPPED", "ENGINE", "AlertSubscription",
+           "AsyncAlertSubscription"]
 
-#: Topics of the alert endpoint: the new status of an alert, and DROPPED.
+#: Topics of the alert endpoint: the new status of an alert, DROPPED, and
+#: ENGINE (a shard's state changed: docs/faults.md).
 ALERT_STATUSES = ("OK", "WARN", "STALE", "CRIT")
 DROPPED = "DROPPED"
+ENGINE = "ENGINE"
 
 
 def _alert_topics(statuses) -> list[bytes]:
     """SUB subscriptions for a status filter: every topic for ``None``,
-    else the statuses and ``DROPPED`` (missed alerts concern every filter)."""
+    else the statuses, ``DROPPED`` and ``ENGINE`` (missed alerts, and a
+    shard whose series cannot be current, concern every filter)."""
     if statuses is None:
         return [b""]
     if isinstance(statuses, str):
@@ -38,7 +42,7 @@ def _alert_topics(statuses) -> list[bytes]:
         wanted.append(name.encode())
     if not wanted:
         raise ValueError("statuses must name at least one status, or be None for all")
-    return [*dict.fromkeys(wanted), DROPPED.encode()]
+    return [*dict.fromkeys(wanted), DROPPED.encode(), ENGINE.encode()]
 
 
 def _alert_message(parts: list, endpoint: str) -> dict:

@@ -72,6 +72,8 @@ class WorkerRecord:
     restart_at: float | None = None
     spawned_at: float = field(default_factory=time.monotonic)
     ready_at: float | None = field(default_factory=time.monotonic)
+    #: Why the supervisor killed it, until its exit is seen (sent once).
+    killed_for: str | None = None
 
     def to_dict(self) -> dict:
         return {"state": self.state, "restarts": self.restarts, "cause": self.cause,
@@ -177,11 +179,32 @@ class Supervisor:
             rec.pidfd = -1
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            # Here, not in close(): close() may run on this very thread (the
+            # engine's finalizer, when a collection happens here).
+            for rec in self.records:
+                if rec.pidfd >= 0:
+                    os.close(rec.pidfd)
+                    rec.pidfd = -1
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _loop(self) -> None:
+        last_turn = time.monotonic()
         while True:
             # Soon while a shard waits for its replacement: the time from a
             # fault to serving again is what a restart costs.
-            busy = any(rec.state in ("down", "recovering") for rec in self.records)
-            ready = self._poller.poll(2 if busy else self._interval_ms)
+            interval_ms = self._interval_ms
+            now = time.monotonic()
+            for rec in self.records:
+                if rec.state == "recovering":
+                    interval_ms = 2
+                elif rec.restart_at is not None:
+                    # Not every 2 ms through a back-off: when it ends.
+                    interval_ms = min(interval_ms, max(1, int((rec.restart_at - now) * 1000)))
+            ready = self._poller.poll(interval_ms)
             if self._stopping:
                 return
             for fd, _event in ready:
@@ -189,12 +212,17 @@ class Supervisor:
                 if rec is not None:
                     self._exited(rec)
             now = time.monotonic()
+            # Stopped or starved along with the workers (Ctrl-Z of the whole
+            # process group, a frozen cgroup): their silence says nothing
+            # this turn, and killing them all would be the outage.
+            judge = now - last_turn < interval_ms / 1000 + self._timeout_ns / 2e9
+            last_turn = now
             for rec in self.records:
                 if rec.restart_at is not None and now >= rec.restart_at:
                     self._restart(rec)
                 elif rec.state == "recovering":
                     self._check_started(rec, now)
-                elif rec.state == "ok":
+                elif rec.state == "ok" and judge:
                     self._check_heartbeat(rec)
 
     def _exited(self, rec: WorkerRecord) -> None:
@@ -203,10 +231,11 @@ class Supervisor:
         if self._stopping:
             return
         what = f"worker {rec.index} (pid {rec.proc.pid}) {describe_exit(rec.proc.returncode)}"
-        if rec.state == "hung":
-            what = f"{rec.cause}; killed"
+        if rec.killed_for is not None:
+            what = f"{rec.killed_for}; killed"
         elif rec.state == "recovering":
             what += " while starting"
+        rec.killed_for = None
         now = time.monotonic()
         rec.died_at = rec.died_at or now
         if rec.ready_at is None or now - rec.ready_at < self._stable:
@@ -273,13 +302,15 @@ class Supervisor:
         if age > self._timeout_ns:
             # The fault began with the last turn of its loop.
             rec.died_at = time.monotonic() - age / 1e9
-            self._set(rec, "hung", f"worker {rec.index} (pid {rec.proc.pid}) made no progress "
-                      f"for {age / 1e9:.2f} s (worker_timeout {self._timeout_ns / 1e9:g} s)")
-            self._kill(rec, None)
+            cause = (f"worker {rec.index} (pid {rec.proc.pid}) made no progress "
+                     f"for {age / 1e9:.2f} s (worker_timeout {self._timeout_ns / 1e9:g} s)")
+            self._set(rec, "hung", cause)
+            self._kill(rec, cause)
 
-    def _kill(self, rec: WorkerRecord, cause: str | None) -> None:
-        if cause is not None:
-            rec.cause = cause
+    def _kill(self, rec: WorkerRecord, cause: str) -> None:
+        if rec.killed_for is not None:
+            return
+        rec.killed_for = cause
         if rec.pidfd >= 0:
             # By pidfd: never another process that reused the pid.
             try:
@@ -293,12 +324,9 @@ class Supervisor:
         """Stop supervising (before the engine stops its workers)."""
         if self._stopping:
             return
-        self._stopping = True
+        # The wake before the flag: the thread closes the pipe only once it
+        # has seen the flag, so the write never meets a closed descriptor.
         os.write(self._wake_w, b"x")
-        self._thread.join(5)
-        for rec in self.records:
-            if rec.pidfd >= 0:
-                os.close(rec.pidfd)
-                rec.pidfd = -1
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._stopping = True
+        if threading.current_thread() is not self._thread:
+            self._thread.join(5)

@@ -305,7 +305,7 @@ def test_alerts_follow_filter_and_close():
             c.alerts(["CRIT", "PANIC"])
         everything = c.alerts(timeout=5)
         crit = c.alerts(["crit"], timeout=0.5)
-        assert crit.topics == [b"CRIT", b"DROPPED"] and everything.topics == [b""]
+        assert crit.topics == [b"CRIT", b"DROPPED", b"ENGINE"] and everything.topics == [b""]
         assert everything.wait_connected(5) and crit.wait_connected(5)
         time.sleep(0.2)   # the gateway takes subscriptions with its next publish
         assert c.send_json(fleet(TS), ack=True) == 5
