@@ -372,6 +372,9 @@ def run_with_rules(kills: int, seed: int) -> tuple[np.ndarray, list]:
         kill_at = set(rng.sample(range(40), kills))
         for i in range(40):
             ev = batch(random.Random(i), 20_000, ts)
+            # A quarter of each batch opens new series: kills land in
+            # index_insert too.
+            ev["key"][::4] = 10**6 + i * 5000 + np.arange(len(ev[::4]))
             ev["value"] = (np.arange(len(ev)) * 7 + i) % 7      # 0..6, crossing the rule
             ts += len(ev)
             eng.submit(ev)
@@ -390,10 +393,12 @@ def run_with_rules(kills: int, seed: int) -> tuple[np.ndarray, list]:
 
 
 def test_kills_under_rules_leave_the_same_rows_and_alerts_as_no_kill():
-    """With rules (a hold time, hysteresis): every row, status and pending
-    hold, and every alert exactly once, as in a run without faults."""
+    """With rules (a hold time, hysteresis) and new series arriving: every
+    row, status and pending hold, and every alert exactly once, as in a run
+    without faults."""
     want_rows, want_alerts = run_with_rules(0, 9)
-    got_rows, got_alerts = run_with_rules(6, 9)
+    got_rows, got_alerts = run_with_rules(8, 9)
+    assert len(got_rows) > 40 * 5000
     assert len(want_alerts) > 100
     assert (got_rows == want_rows).all()
     assert got_alerts == want_alerts
