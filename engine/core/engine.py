@@ -819,8 +819,10 @@ class Engine:
     def close(self, timeout: float = 30.0) -> None:
         """Drain what was accepted, stop the workers, remove every segment.
 
-        Safe to call twice, and after a worker died (its pending events are
-        then lost; the others are drained).
+        Safe to call twice.  A worker being replaced when it is called
+        drains its shard once its replacement serves (within ``timeout``);
+        the pending events of a degraded shard are not applied
+        (docs/faults.md).
 
         In a process forked from the engine's it only marks this copy
         closed (as pyzmq's ``close`` and ``term`` do in a child): the

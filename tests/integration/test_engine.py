@@ -17,6 +17,7 @@ import pytest
 
 import engine
 from engine.errors import Backpressure, EngineClosed, InvalidEvents, WorkerDied
+from tests.helpers import wait_for
 from tests.reference import aggregate_ref, valid_mask
 
 pytestmark = pytest.mark.timeout(180)
@@ -217,9 +218,7 @@ def test_a_killed_worker_is_replaced_and_a_degraded_shard_is_named_on_the_next_c
         assert victim not in eng.pids
         eng._set_crash_hook(1, "exit")
         os.kill(eng.pids[1], signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while eng.state != "degraded" and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: eng.state == "degraded", 20, "shard 1 degraded")
         with pytest.raises(WorkerDied) as info:
             eng.submit(engine.make_events([1], 1, None, [1.0]))
         assert info.value.worker == 1 and info.value.exitcode == 70
