@@ -342,9 +342,46 @@ def _cmd_bench(args) -> int:
     return EXIT_OK
 
 
+def _cmd_repair(args) -> int:
+    from pathlib import Path
+
+    from ..journal.wal import JournalCorrupt, repair, scan
+
+    root = Path(args.data_dir)
+    if not root.is_dir():
+        render.err_console().print(f"ringflow repair: error: no directory {root}")
+        return EXIT_FAILED
+    shards = sorted(p for p in root.glob("shard-*") if p.is_dir()) or [root]
+    out = render.out_console()
+    damaged = False
+    for d in shards:
+        if args.check:
+            try:
+                s = scan(d)
+            except JournalCorrupt as exc:
+                out.print(f"{d}: {exc}", soft_wrap=True)
+                damaged = True
+                continue
+            torn = f"; torn tail of {s.torn[2]} bytes at {s.torn[0]}:{s.torn[1]}" \
+                if s.torn else ""
+            damaged |= s.torn is not None
+            out.print(f"{d}: {s.frames:,} batches, {s.events:,} events, "
+                      f"{len(s.segments)} segments{torn}")
+            continue
+        r = repair(d)
+        if r["cut"] is None:
+            out.print(f"{d}: whole: {r['frames']:,} batches, {r['events']:,} events")
+        else:
+            c = r["cut"]
+            out.print(f"{d}: cut {c['path']} at byte {c['offset']} ({c['bytes']:,} bytes "
+                      f"dropped), {len(r['removed'])} later segments removed; kept "
+                      f"{r['frames']:,} batches, {r['events']:,} events", soft_wrap=True)
+    return EXIT_FAILED if args.check and damaged else EXIT_OK
+
+
 _COMMANDS = {"serve": _cmd_serve, "send": _cmd_send, "query": _cmd_query,
              "status": _cmd_status, "alerts": _cmd_alerts, "reload": _cmd_reload,
-             "stats": _cmd_stats, "bench": _cmd_bench}
+             "stats": _cmd_stats, "bench": _cmd_bench, "repair": _cmd_repair}
 
 
 def main(argv: list[str] | None = None) -> int:

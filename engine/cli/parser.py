@@ -480,6 +480,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_client_options(stats, v, json="tables")
 
+    # --- repair ---
+    repair = _command(
+        sub, "repair",
+        help="check a journal and cut it after its last valid batch",
+        description="Check every frame of a ringflow journal (a data directory holding "
+                    "shard-NNN/ directories, or one shard's directory) and, where one is "
+                    "damaged, cut the journal there as redis-check-aof --fix does: the "
+                    "damaged segment is truncated at the bad frame and every later segment "
+                    "removed. What follows the cut is lost; it says how much. Without "
+                    "damage it changes nothing. Exit 0 when the journal is (now) whole, 1 "
+                    "on an error.",
+    )
+    repair.add_argument("data_dir", metavar="DATA_DIR",
+                        help="the data directory (or one shard's directory)")
+    repair.add_argument("--check", action="store_true",
+                        help="only check and report; cut nothing (exit 1 if damaged)")
+
     # --- bench ---
     bench = _command(
         sub, "bench", epilog=BENCH_EPILOG,
