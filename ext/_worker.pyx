@@ -9,7 +9,7 @@ from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memset
 from posix.unistd cimport getpid
 from atomic cimport (rf_load_acquire_u64, rf_store_relaxed_u64, rf_store_release_u64,
-                     rf_cpu_relax, rf_compiler_barrier,
+                     rf_cpu_relax, rf_compiler_barrier, rf_sleep_ns,
                      rf_load_acquire_i64, rf_now_ns, rf_wall_ns)
 from layout cimport (Event, RingHeader, TableHeader, Rule, RulesHeader, RowUndo, SpanIntent,
                      TABLE_MAGIC, MAX_RULES, RF_TIMEOUT, RF_STOPPED, WB_BYTES, WB_CONTROL,
@@ -17,13 +17,15 @@ from layout cimport (Event, RingHeader, TableHeader, Rule, RulesHeader, RowUndo,
                      WC_ALERT_HEAD, WC_INTENT, WC_HEARTBEAT, WC_CRASH, WK_APPLIED,
                      WK_INVALID, WK_FULL, WK_STALE, WK_BATCHES, WK_MAX_BATCH, WK_LATE,
                      WK_ALERTS, WK_ALERTS_DROPPED, WK_RULES_GENERATION, WK_SWEEPS,
-                     WK_REPLAYED_SPANS, WK_REPLAYED_EVENTS, WK_ROWS_REPAIRED)
+                     WK_REPLAYED_SPANS, WK_REPLAYED_EVENTS, WK_ROWS_REPAIRED,
+                     WK_JOURNAL_ERRORS, WK_JOURNAL_ERRNO, WK_JOURNAL_BYTES)
 from ring cimport ring_data, ring_readable, ring_release
 from wait cimport Waiter, waiter_init, waiter_reset, waiter_arm, waiter_park, waiter_disarm
 from params cimport Params, BatchCounters, params_init
 from alertsink cimport AlertSink, sink_ring, sink_publish
 from apply cimport apply_batch, table_sweep, table_reload, rules_copy, ordinals_reserve
 from undo cimport table_repair, REPAIRED_ROW, REPAIRED_INSERT
+from journal cimport Journal, journal_open, journal_append, journal_sync, journal_close
 
 from engine.core.layout import WORKER_COUNTERS
 
@@ -37,6 +39,11 @@ COUNTER_NAMES = WORKER_COUNTERS
 cdef enum:
     # Events applied between two alert publications.
     ALERT_SLICE = 4096
+
+# fsync=interval syncs the journal this often; a failed journal write is
+# tried again after this long.
+cdef int64_t JOURNAL_SYNC_NS = 1_000_000_000
+cdef int64_t JOURNAL_RETRY_NS = 10_000_000
 
 STATUS_TIMEOUT = RF_TIMEOUT
 STATUS_STOPPED = RF_STOPPED
@@ -72,6 +79,11 @@ cdef class WorkerLoop:
     cdef SpanIntent *intents
     cdef readonly int repaired
     cdef readonly int64_t replayed
+    cdef Journal journal
+    cdef bint journaling
+    cdef bint sync_interval
+    cdef bint journal_failing
+    cdef int64_t next_sync
 
     def __cinit__(self, control_buffer, table_buffer, rules_buffer, list ring_offsets,
                   Py_ssize_t block_offset, Py_ssize_t alert_ring_offset, dict settings,
@@ -131,6 +143,18 @@ cdef class WorkerLoop:
         self.intents = <SpanIntent *>(self.base + block_offset + WB_INTENT)
         self.params.undo = self.undo
         self.params.heartbeat = &self.control[WC_HEARTBEAT]
+        self.journaling = False
+        self.journal.fd = self.journal.dirfd = -1
+        spec = settings.get("journal")
+        if spec is not None:
+            err = journal_open(&self.journal, spec["dir"].encode(), spec["shard"],
+                               spec["segment_bytes"], spec["fsync"] == "always")
+            if err:
+                raise OSError(err, f"opening the journal directory {spec['dir']}")
+            self.journaling = True
+            self.sync_interval = spec["fsync"] == "interval"
+            self.journal.bytes = self.counters[WK_JOURNAL_BYTES]
+            self.next_sync = rf_now_ns() + JOURNAL_SYNC_NS
         with nogil:
             # The rules first: the replay judges events by them, as the
             # previous worker did.
@@ -150,12 +174,15 @@ cdef class WorkerLoop:
                 rf_store_release_u64(&self.counters[WK_RULES_GENERATION], self.generation)
 
     def __dealloc__(self):
+        journal_close(&self.journal)
         PyMem_Free(self.rings)
         PyMem_Free(self.cursor)
         PyMem_Free(self.rules)
         self.release_buffers()
 
     def release_buffers(self):
+        # The journal first: its last frames reach the disk on a clean stop.
+        journal_close(&self.journal)
         if self.has_ctrl:
             PyBuffer_Release(&self.ctrl)
             self.has_ctrl = False
@@ -197,6 +224,12 @@ cdef class WorkerLoop:
         # the span began (a kill between storing them and the commit would
         # count it twice); the replay counts every event once.
         self.cursor[it.ring] = it.start
+        if self.journaling and not it.journaled:
+            # Killed before the span was in the journal: it goes there
+            # first, under the same ordinals, or it is not applied at all.
+            while self.journal_span(it.ring, it.count, it.base):
+                rf_sleep_ns(JOURNAL_RETRY_NS)
+            rf_store_release_u64(&it.journaled, 1)
         self.totals.applied = it.applied
         self.totals.invalid = it.invalid
         self.totals.full = it.full
@@ -246,8 +279,18 @@ cdef class WorkerLoop:
             it.applied = self.totals.applied
             it.invalid = self.totals.invalid
             it.full = self.totals.full
+            it.journaled = 0
             rf_store_release_u64(&self.control[WC_INTENT], next_intent)
             rf_compiler_barrier()
+            if self.journaling:
+                # Journal before apply (the LMAX journaller): a span that
+                # cannot be written is not applied, and stays in its ring.
+                if self.journal_span(r, avail, it.base):
+                    self.journal_failing = True
+                    break
+                self.journal_failing = False
+                rf_store_release_u64(&it.journaled, 1)
+                rf_compiler_barrier()
             self.apply_ring(r, avail, it.base)
             self.commit(r)
             got += avail
@@ -257,6 +300,29 @@ cdef class WorkerLoop:
         if <uint64_t>got > self.counters[WK_MAX_BATCH]:
             rf_store_relaxed_u64(&self.counters[WK_MAX_BATCH], <uint64_t>got)
         return got
+
+    cdef int journal_span(self, Py_ssize_t r, int64_t avail, uint64_t base) noexcept nogil:
+        """Append ring r's next avail events (from the local cursor) to the
+        journal as one frame: 0, or the errno of the failed write (counted;
+        the caller applies nothing)."""
+        cdef RingHeader *h = self.rings[r]
+        cdef Event *data = ring_data(self.base, h)
+        cdef int64_t start = self.cursor[r] & <int64_t>h.mask
+        cdef int64_t first = <int64_t>h.capacity - start
+        cdef int err
+        if first > avail:
+            first = avail
+        err = journal_append(&self.journal, base, data + start, <uint32_t>first, data,
+                             <uint32_t>(avail - first))
+        if err:
+            rf_store_relaxed_u64(&self.counters[WK_JOURNAL_ERRORS],
+                                 self.counters[WK_JOURNAL_ERRORS] + 1)
+            rf_store_relaxed_u64(&self.counters[WK_JOURNAL_ERRNO], <uint64_t>err)
+            return err
+        rf_store_relaxed_u64(&self.counters[WK_JOURNAL_BYTES], self.journal.bytes)
+        if self.counters[WK_JOURNAL_ERRNO]:
+            rf_store_relaxed_u64(&self.counters[WK_JOURNAL_ERRNO], 0)
+        return 0
 
     cdef void apply_ring(self, Py_ssize_t r, int64_t avail, uint64_t base) noexcept nogil:
         """Apply ring r's next avail events (in two pieces where the ring
@@ -324,6 +390,11 @@ cdef class WorkerLoop:
 
     cdef void tick(self) noexcept nogil:
         cdef int64_t now = rf_now_ns()
+        if self.sync_interval and now >= self.next_sync:
+            # fsync=interval (Redis' everysec): at most a second of journal
+            # is only in the page cache.
+            self.next_sync = now + JOURNAL_SYNC_NS
+            journal_sync(&self.journal)
         if now < self.next_tick:
             return
         self.next_tick = now + self.tick_ns
@@ -353,6 +424,11 @@ cdef class WorkerLoop:
             remaining = idle_deadline - rf_now_ns()
             if remaining <= 0:
                 return RF_TIMEOUT
+            if self.journal_failing:
+                # The disk refused the last span (full, or failing): it is
+                # tried again shortly, not in a spin.
+                rf_sleep_ns(JOURNAL_RETRY_NS if remaining > JOURNAL_RETRY_NS else remaining)
+                continue
             seen = waiter_arm(&self.waiter, self.bell)
             if seen >= 0:
                 if self.any_readable() or rf_load_acquire_u64(&self.control[WC_STOP]):
@@ -374,3 +450,42 @@ cdef class WorkerLoop:
         with nogil:
             status = self.loop(idle_ns)
         return status
+
+
+def journal_write(str directory, uint32_t shard, int64_t segment_bytes, bint always,
+                  frames):
+    """Write ``frames`` (``(base, events, split)``: a frame of ``events``
+    with first ordinal ``base``, passed as two pieces cut at ``split``, as
+    a span that wraps its ring) with the worker's journal writer, into
+    ``directory``.  Returns the bytes written.  For the tests, which check
+    its bytes against engine.journal.wal's writer."""
+    cdef Journal j
+    cdef bytes path = directory.encode()
+    cdef const Event *ev
+    cdef uint32_t n, k
+    cdef int err = journal_open(&j, path, shard, segment_bytes, always)
+    if err:
+        raise OSError(err, f"opening journal directory {directory}")
+    try:
+        for base, events, split in frames:
+            buf = memoryview(events).cast("B")
+            if buf.nbytes % sizeof(Event):
+                raise ValueError("events must be EVENT_DTYPE records")
+            n = <uint32_t>(buf.nbytes // sizeof(Event))
+            k = <uint32_t>split
+            if k > n:
+                raise ValueError("split past the end of the events")
+            ev = <const Event *><const char *>buf_address(buf)
+            err = journal_append(&j, <uint64_t>base, ev, k, ev + k, n - k)
+            if err:
+                raise OSError(err, "writing the journal")
+        return j.bytes
+    finally:
+        journal_close(&j)
+
+
+cdef const char *buf_address(memoryview buf) except NULL:
+    cdef const unsigned char[::1] view = buf
+    if view.shape[0] == 0:
+        return <const char *>""
+    return <const char *>&view[0]

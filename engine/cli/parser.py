@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.config import WAIT_STRATEGIES
+from ..core.config import FSYNC_POLICIES, WAIT_STRATEGIES
 from ..net.protocol import DEFAULT_HOST, DEFAULT_PORTS
 
 __all__ = ["build_parser"]
@@ -71,6 +71,7 @@ def _validators():
         "port": _checked(S.port, "port"),
         "ports": _checked(S.parse_ports, "ports"),
         "host": _checked(S.normalize_host, "host"),
+        "data_dir": _checked(S.data_dir, "data dir"),
     }
 
 
@@ -128,6 +129,8 @@ config file (TOML); every key is optional, flags win over the file:
   tick = "250ms"              # how often workers check TTLs
   worker_timeout = "2s"       # --worker-timeout: a worker silent this long is replaced
   max_restarts = 5            # --max-restarts: failed starts in a row before degraded
+  data_dir = "ringflow-data"  # --data-dir: the journal; "none" keeps everything in memory
+  fsync = "interval"          # --fsync: interval | always | never
 
   [health]
   rules = "rules.toml"        # --rules; relative to this file's directory
@@ -359,6 +362,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="failed starts of a shard's worker in a row before the shard is "
                         "left degraded (default: 5; a worker killed after serving is "
                         "always replaced)")
+    d = serve.add_argument_group("durability (docs/journal.md)")
+    d.add_argument("--data-dir", type=v["data_dir"], metavar="DIR",
+                   help="where the journal lives: every batch is journaled before it is "
+                        "applied or acknowledged, and a restart on the same dir recovers "
+                        "the state; 'none' keeps everything in memory "
+                        "(default: ./ringflow-data)")
+    d.add_argument("--fsync", choices=FSYNC_POLICIES, default=None,
+                   help="when the journal reaches the disk, as Redis' appendfsync: "
+                        "'always' before each batch is applied, 'interval' once a second "
+                        "(up to 1 s lost if the machine crashes), 'never' when the OS "
+                        "decides; under every policy a crash of ringflow itself loses "
+                        "nothing acknowledged (default: interval)")
     h = serve.add_argument_group("health")
     h.add_argument("--rules", type=v["rules"], metavar="FILE",
                    help="health rules (TOML, docs/health.md); SIGHUP re-reads the file "

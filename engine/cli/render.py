@@ -498,6 +498,29 @@ def show_stats(out, stats: dict) -> None:
         out.print(gt)
     out.print(counters_line((k, stats.get(k)) for k in STATS_TOTALS if k in stats),
               soft_wrap=True)
+    out.print(journal_line(stats.get("journal")), soft_wrap=True, markup=False)
+
+
+def journal_line(journal: dict | None) -> str:
+    """One line on the journal (``stats()["journal"]``): where, policy,
+    bytes, failures, and what the start recovered and when."""
+    if journal is None:
+        return "journal: none (the state lives in memory only; serve --data-dir DIR keeps it)"
+    text = (f"journal: {journal['dir']}, fsync={journal['fsync']}, "
+            f"{num(journal['bytes'])} bytes written since the start")
+    if journal.get("failing"):
+        text += f"; FAILING on {journal['failing']} shard(s): {journal['error']}"
+    if journal.get("errors"):
+        text += f"; {num(journal['errors'])} failed writes"
+    rec = journal.get("recovered")
+    if rec and rec.get("frames"):
+        text += (f"; recovered {num(rec['events'])} events at "
+                 f"{local_time(rec['at_ns'], ms=False)} in {rec['seconds']:.2f}s")
+    elif rec:
+        text += "; started on an empty journal"
+    if rec and rec.get("torn_tails"):
+        text += f", {rec['torn_tails']} torn tail(s) cut"
+    return text
 
 
 # --- health -------------------------------------------------------------------------
@@ -576,9 +599,23 @@ def show_status(out, reply: dict, everything: bool, now: int) -> None:
         Now, ns since the epoch.
     """
     entities, total = reply["entities"], reply["total"]
+    series, rec = reply.get("series"), reply.get("recovered")
+    if rec is not None:
+        out.print(f"state recovered from the journal at {local_time(rec['at_ns'], ms=False)}: "
+                  f"{rec['events']:,} events replayed in {rec['seconds']:.2f}s; a series "
+                  f"shows its last status until it reports again or its TTL passes",
+                  soft_wrap=True, markup=False)
     if not entities:
-        out.print("no entity at all yet" if everything else
-                  "no entity at WARN or worse: every series is OK", soft_wrap=True)
+        if series == 0 or (everything and series is None):
+            out.print("no series known yet: nothing has been sent"
+                      + (" since the start" if rec is None else ""), soft_wrap=True)
+        elif everything:
+            out.print("no entity at all yet", soft_wrap=True)
+        elif series is None:
+            out.print("no entity at WARN or worse", soft_wrap=True)
+        else:
+            out.print(f"no entity at WARN or worse: {series:,} series, each OK as of its "
+                      f"last reading", soft_wrap=True)
         return
     from rich.markup import escape
 

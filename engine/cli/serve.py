@@ -78,7 +78,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.config import WAIT_STRATEGIES, EngineConfig
+from ..core.config import FSYNC_POLICIES, WAIT_STRATEGIES, EngineConfig
 from ..core.durations import format_duration, parse_duration
 from ..errors import ConfigError, EngineError, GatewayDown, ServeError, SettingsError, WorkerDied
 from ..health.alerts import EngineAlert
@@ -196,6 +196,26 @@ def wait_strategy(value) -> str:
     return value
 
 
+#: ``ringflow serve``'s data dir when none is given (as Prometheus' ./data).
+DEFAULT_DATA_DIR = "ringflow-data"
+
+
+def data_dir(value) -> str:
+    """A data dir: an absolute path, or ``"none"`` (in memory, nothing
+    journaled; a string, since a flag's None means "not given")."""
+    if not isinstance(value, str) or not value.strip():
+        raise SettingsError(f"must be a directory or 'none', got {value!r}")
+    if value.strip().lower() == "none":
+        return "none"
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def fsync_policy(value) -> str:
+    if value not in FSYNC_POLICIES:
+        raise SettingsError(f"must be one of {', '.join(FSYNC_POLICIES)}, got {value!r}")
+    return value
+
+
 def boolean(value) -> bool:
     if not isinstance(value, bool):
         raise SettingsError(f"must be true or false, got {value!r}")
@@ -255,6 +275,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "tick": (duration, EngineConfig.tick),
         "worker_timeout": (duration, EngineConfig.worker_timeout),
         "max_restarts": (positive_int, EngineConfig.max_restarts),
+        "data_dir": (data_dir, DEFAULT_DATA_DIR),
+        "fsync": (fsync_policy, EngineConfig.fsync),
     },
     "health": {
         "rules": (rules_file, None),
@@ -291,6 +313,9 @@ class Settings:
     tick: str = EngineConfig.tick
     worker_timeout: str = EngineConfig.worker_timeout
     max_restarts: int = EngineConfig.max_restarts
+    #: Absolute path of the data dir, or "none" (in memory).
+    data_dir: str = os.path.abspath(DEFAULT_DATA_DIR)
+    fsync: str = EngineConfig.fsync
     #: Absolute path of the rules file, or None (no rules).
     rules: str | None = None
     host: str = DEFAULT_HOST
@@ -316,6 +341,8 @@ class Settings:
                             alert_capacity=self.alert_capacity, tick=self.tick,
                             worker_timeout=self.worker_timeout,
                             max_restarts=self.max_restarts,
+                            data_dir=None if self.data_dir == "none" else self.data_dir,
+                            fsync=self.fsync,
                             rules=None if self.rules is None else Path(self.rules))
 
 
@@ -390,6 +417,8 @@ FLAG_KEYS = {
     "tick": ("engine", "tick"),
     "worker_timeout": ("engine", "worker_timeout"),
     "max_restarts": ("engine", "max_restarts"),
+    "data_dir": ("engine", "data_dir"),
+    "fsync": ("engine", "fsync"),
     "rules": ("health", "rules"),
     "host": ("gateway", "host"),
     "ports": ("gateway", "ports"),
@@ -449,6 +478,23 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _RELOAD_SIGNAL = signal.SIGHUP
 #: Blocked in the workers for their whole life (they ignore SIGINT already).
 _BLOCKED_IN_WORKERS = {signal.SIGTERM, signal.SIGHUP}
+
+
+def journal_summary(eng) -> str:
+    """One line on the data dir and what the start recovered from it."""
+    cfg, rec = eng.config, eng.recovery
+    if rec is None:
+        return "none: the state lives in memory only (serve --data-dir DIR keeps it)"
+    text = f"{cfg.data_dir}, fsync={cfg.fsync}: "
+    if not rec.frames:
+        text += "nothing to recover"
+    else:
+        text += (f"recovered {rec.events:,} journaled events ({rec.frames:,} batches) "
+                 f"in {rec.seconds:.2f}s")
+    if rec.torn_tails:
+        cut = sum(s.torn["bytes"] for s in rec.shards if s.torn)
+        text += f"; cut {rec.torn_tails} torn tail(s), {cut:,} bytes"
+    return text
 
 
 def _rules_summary(rules) -> str:
@@ -608,6 +654,7 @@ def run(settings: Settings, console=None) -> int:
             say("  rules   none: every series stays OK or STALE (serve --rules FILE)")
         else:
             say(f"  rules   {settings.rules}: {_rules_summary(eng.rules)}; SIGHUP re-reads it")
+        say("  journal " + journal_summary(eng))
         for name, url in gateway.endpoints.items():
             say(f"  {name:<7} {_SOCKETS[name]:<7} {url}")
         ready = " ".join(f"{name}={url}" for name, url in gateway.endpoints.items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ..errors import ConfigError
@@ -10,7 +11,10 @@ from .durations import parse_duration
 from .layout import INDEX_ENTRY_BYTES, ROW_BYTES, TABLE_HEADER_BYTES, WAIT_STRATEGIES
 from .records import DEFAULT_TS_MAX, DEFAULT_TS_MIN
 
-__all__ = ["EngineConfig", "WAIT_STRATEGIES"]
+__all__ = ["EngineConfig", "FSYNC_POLICIES", "WAIT_STRATEGIES"]
+
+#: When the journal is synced to the disk (Redis' appendfsync).
+FSYNC_POLICIES = ("interval", "always", "never")
 
 _WAIT_CODES = {name: code for code, name in enumerate(WAIT_STRATEGIES)}
 
@@ -78,6 +82,22 @@ class EngineConfig:
     restart_backoff : float or str
         Wait before the restart after the first failed start; it doubles
         with each further one (a restart after a good start is immediate).
+    data_dir : str or Path, optional
+        Where the journal lives (docs/journal.md).  ``None`` (the default
+        for an embedded engine) keeps everything in memory.  Given, every
+        batch a worker applies is first appended to its shard's journal
+        there, and a start on an existing data dir replays it: the state
+        comes back as it was for every journaled event.
+    fsync : {"interval", "always", "never"}
+        When the journal reaches the disk, as Redis' ``appendfsync``.  Under
+        every policy an applied (hence acknowledged or flushed) event has
+        been written to the OS, so a crash of the engine's processes loses
+        nothing; against a crash of the machine, ``always`` syncs every
+        batch before applying it, ``interval`` once a second (up to a second
+        lost), ``never`` when the OS decides.
+    segment_bytes : int
+        A journal segment file is closed, and the next one started, once it
+        holds this many bytes.
     """
 
     workers: int = 2
@@ -99,6 +119,9 @@ class EngineConfig:
     max_restarts: int = 5
     stable_after: float | str = "1s"
     restart_backoff: float | str = "100ms"
+    data_dir: object = None
+    fsync: str = "interval"
+    segment_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -142,6 +165,12 @@ class EngineConfig:
              f"max_restarts must be a non-negative integer, got {self.max_restarts!r}")
         need(self.stable_after_ns >= 0, "stable_after must not be negative")
         need(self.restart_backoff_ns >= 0, "restart_backoff must not be negative")
+        need(self.fsync in FSYNC_POLICIES,
+             f"fsync must be one of {', '.join(FSYNC_POLICIES)}; got {self.fsync!r}")
+        need(isinstance(self.segment_bytes, int) and 1 << 16 <= self.segment_bytes <= 1 << 40,
+             f"segment_bytes must be in 2**16..2**40, got {self.segment_bytes!r}")
+        need(self.data_dir is None or isinstance(self.data_dir, (str, os.PathLike)),
+             f"data_dir must be a path or None, got {self.data_dir!r}")
 
     @property
     def window_ns(self) -> int:

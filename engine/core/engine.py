@@ -29,6 +29,7 @@ from ..errors import (
 )
 from ..health.alerts import AlertHub, AlertStream
 from ..health.rules import RULES_SEGMENT_BYTES, Rules
+from ..journal.recovery import DataDir, Recovery, recover_shard
 from ..query.reader import Reader
 from ..supervise.supervisor import Supervisor
 from .config import EngineConfig
@@ -39,7 +40,7 @@ from .layout import (
     WORKER_COUNTERS,
     Layout,
 )
-from .records import as_events, entity_id, metric_id
+from .records import ALERT_DTYPE, as_events, entity_id, metric_id
 from .shm import Segment
 
 if TYPE_CHECKING:
@@ -52,15 +53,18 @@ __all__ = ["Engine", "Producer"]
 _SLICE_NS = 50_000_000
 
 
-def _spawn_worker(specs: list, w: int) -> subprocess.Popen:
+def _spawn_worker(specs: list, pass_fds: tuple, w: int) -> subprocess.Popen:
     """Start worker ``w`` from its spec: a fresh interpreter (fork + exec)
     that inherits no threads, sockets or locks, and unlike
     multiprocessing's spawn never re-runs the embedding program's
-    ``__main__``."""
+    ``__main__``.  ``pass_fds``: the data dir's lock, which a worker holds
+    with the engine, so no new engine opens the journal while a worker of
+    this one (orphaned by a SIGKILL of the engine) still appends to it."""
     return subprocess.Popen(
         [sys.executable, "-m", "engine.core.workermain", specs[w]],
         stdin=subprocess.DEVNULL,
         close_fds=True,
+        pass_fds=pass_fds,
     )
 
 
@@ -254,6 +258,8 @@ class Engine:
         )
         self._producers: list[Producer | None] = [None] * cfg.producers
         self._gateway = None
+        self._data_dir: DataDir | None = None
+        self._recovery: Recovery | None = None
         try:
             self._start(cfg, lay)
         except BaseException:
@@ -287,6 +293,10 @@ class Engine:
             self._segments.append(seg)
             _table.init_table(seg.buf, cfg.table_slots, cfg.table_capacity)
             self._table_segments.append(seg)
+        if cfg.data_dir is not None:
+            self._data_dir = DataDir(cfg.data_dir, cfg.workers, cfg.start_timeout)
+            self._stoppers.append(self._data_dir.close)
+            self._recovery = self._recover(cfg)
 
         specs = []
         for w in range(cfg.workers):
@@ -310,10 +320,16 @@ class Engine:
                 "wait_code": cfg.wait_code,
                 "parent_pid": os.getpid(),
             }
+            if self._data_dir is not None:
+                spec["settings"]["journal"] = {
+                    "dir": str(self._data_dir.shard(w)), "shard": w,
+                    "segment_bytes": cfg.segment_bytes, "fsync": cfg.fsync,
+                }
             specs.append(json.dumps(spec))
         # The supervisor starts replacements from the same specs; it must not
         # hold the engine (an engine dropped without close() is collected).
-        spawn = functools.partial(_spawn_worker, specs)
+        fds = () if self._data_dir is None else (self._data_dir.lock_fd,)
+        spawn = functools.partial(_spawn_worker, specs, fds)
         for w in range(cfg.workers):
             self._procs.append(spawn(w))
 
@@ -329,6 +345,8 @@ class Engine:
 
         self._reader = Reader([seg.buf for seg in self._table_segments], self.names,
                               window_ns=cfg.window_ns, views=cfg.views, check=self._check)
+        if self._recovery is not None:
+            self._reader.recovered = self._recovery.to_dict()
         self._default = self.producer()
         # The alert thread must not hold the engine itself: an engine
         # dropped without close() is then still collected and cleaned up.
@@ -346,6 +364,38 @@ class Engine:
             self._alerts.post,
         )
         self._stoppers.append(self._supervisor.close)
+
+    def _recover(self, cfg: EngineConfig) -> Recovery:
+        """Replay each shard's journal into its fresh table, before its
+        worker starts, with the settings and rules the workers use: the
+        state comes back as it was for every journaled event (the alerts
+        the replay raises are not sent again)."""
+        rules = self._rules
+        settings = _table.Settings(
+            ts_min=int(cfg.ts_min), ts_max=int(cfg.ts_max), window_ns=cfg.window_ns,
+            lateness_ns=cfg.effective_lateness_ns, half_life_ns=float(cfg.half_life_ns),
+            views=tuple(float(v) for v in cfg.views), ttl_ns=rules.ttl_ns,
+            rules=rules.compile(cfg.views),
+        )
+        t0 = time.perf_counter()
+        out = Recovery()
+        scratch = np.zeros(1 << 12, ALERT_DTYPE)
+        for w, seg in enumerate(self._table_segments):
+            table = _table.Table(seg.buf)
+            try:
+                out.shards.append(recover_shard(self._data_dir.shard(w), w, table, settings,
+                                                scratch))
+            finally:
+                table.release_buffer()
+            # The table was replayed under the rules in force: its worker
+            # starts without a reload pass over every series (which would
+            # reset pending escalations and restamp every row).
+            _control.store_u64(self._control_segment.buf,
+                               self.layout.worker_counter(w, "rules_generation"),
+                               self._rules_generation)
+        out.seconds = time.perf_counter() - t0
+        out.at_ns = time.time_ns()
+        return out
 
     def _check_process(self) -> None:
         """Raise :class:`ForkedProcess` unless this is the engine's own process."""
@@ -531,7 +581,11 @@ class Engine:
             ``workers``: per worker its pid, liveness, ``state``,
             ``restarts``, ``cause`` and ``state_since`` of the last change,
             ``last_recovery_s``, counters, table fill and ring fill;
-            ``producers``: per slot accepted, invalid and batches.
+            ``producers``: per slot accepted, invalid and batches;
+            ``journal``: ``None`` without a ``data_dir``, else its ``dir``,
+            ``fsync`` policy, ``bytes`` written since the start, write
+            ``errors``, shards ``failing`` to write now and the ``error``,
+            and what the start ``recovered`` (:attr:`recovery`).
         """
         self._check()
         lay, cfg, buf = self.layout, self.config, self._control_segment.buf
@@ -580,7 +634,42 @@ class Engine:
             "alerts_dropped": sum(w["alerts_dropped"] for w in workers),
             "alerts_delivered": self._alerts.delivered if self._alerts else 0,
             "alert_callback_errors": self._alerts.callback_errors if self._alerts else 0,
+            "journal": self._journal_stats(workers),
         }
+
+    def _journal_stats(self, workers: list) -> dict | None:
+        if self._data_dir is None:
+            return None
+        errnos = [w["journal_errno"] for w in workers if w["journal_errno"]]
+        return {
+            "dir": str(self._data_dir.root),
+            "fsync": self.config.fsync,
+            "bytes": sum(w["journal_bytes"] for w in workers),
+            "errors": sum(w["journal_errors"] for w in workers),
+            # A shard whose last journal write failed holds its events in
+            # its rings (nothing is applied unjournaled) and retries.
+            "failing": len(errnos),
+            "error": os.strerror(errnos[0]) if errnos else None,
+            "recovered": self._recovery.to_dict() if self._recovery else None,
+        }
+
+    def _journal_failure(self) -> str | None:
+        """Why a shard cannot write its journal now (its last write failed),
+        or None: a few loads, for the gateway's acked rounds."""
+        if self._data_dir is None:
+            return None
+        buf, lay = self._control_segment.buf, self.layout
+        for w in range(self.config.workers):
+            err = _control.load_u64(buf, lay.worker_counter(w, "journal_errno"))[0]
+            if err:
+                return f"shard {w}: {os.strerror(err)}"
+        return None
+
+    @property
+    def recovery(self) -> Recovery | None:
+        """What the start recovered from ``data_dir`` (``None`` without one):
+        events and frames replayed per shard, torn tails cut, seconds."""
+        return self._recovery
 
     # --- health: rules, status, alerts ------------------------------------
 

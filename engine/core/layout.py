@@ -149,6 +149,13 @@ TABLE_MAGIC = 0x52465441424C4533
 #: Magic of an initialised ring header ("RFLRING1").
 RING_MAGIC = 0x52464C52494E4731
 
+#: Magic of a journal segment file ("RFJ1" read as a little-endian u32).
+JOURNAL_MAGIC = 0x314A4652
+#: Version of the journal's format (docs/journal.md).
+JOURNAL_VERSION = 1
+#: Kind of a journal frame: a batch of Event records.
+JOURNAL_EVENTS = 1
+
 #: The wire protocol (PROTOCOL.md): the first two bytes of every frame.
 FRAME_MAGIC = b"RF"
 #: The protocol version every frame carries.
@@ -271,7 +278,7 @@ STRUCTS: dict[str, Struct] = {
          F("applied", "u8", doc="the worker's applied counter before the span"),
          F("invalid", "u8", doc="its invalid counter before the span"),
          F("full", "u8", doc="its full counter before the span"),
-         F("_pad", "u8")),
+         F("journaled", "u8", doc="1 once the span is in the journal (docs/journal.md)")),
         64,
         "What a worker is about to apply: one span of one ring, and the ordinal\n"
         "its first event gets, and the exact counters before it, which a replay\n"
@@ -290,6 +297,20 @@ STRUCTS: dict[str, Struct] = {
         "worker started after a kill puts a row left mid-write back as it was\n"
         "(docs/faults.md).  Line 3 of a row is copied only on the rare paths that\n"
         "write it, so an event still touches three of its lines.",
+    ),
+    "JournalSegment": Struct(
+        (F("magic", "u4", doc="JOURNAL_MAGIC"), F("version", "u4"),
+         F("shard", "u4", doc="checked on replay"), F("_pad", "u4")),
+        16,
+        "The header of a journal segment file (docs/journal.md); frames follow.",
+    ),
+    "JournalFrame": Struct(
+        (F("length", "u4", doc="payload bytes: count * 32"),
+         F("crc", "u4", doc="CRC32C of the frame from `base` to the payload's end"),
+         F("base", "u8", doc="ordinal of the first event"),
+         F("count", "u4"), F("kind", "u4", doc="JOURNAL_EVENTS")),
+        24,
+        "The header of one journal frame: one span of a worker, its events follow.",
     ),
     "IndexEntry": Struct(
         (F("key", "u8"), F("metric", "u4"),
@@ -456,7 +477,7 @@ ALERT_PRODUCER_BELL = 16
 
 #: A worker block: doorbell line, control line, counters lines, two span
 #: intents, the undo slot (docs/faults.md).
-WORKER_BLOCK_BYTES = 704
+WORKER_BLOCK_BYTES = 768
 #: Byte offset of a worker block's control words.
 WORKER_CONTROL_OFFSET = 64
 #: Byte offset of a worker block's counters.
@@ -475,15 +496,18 @@ WORKER_CONTROL = ("stop", "ready", "pid",
                   # the engine's test hook: a worker started with it set exits
                   "crash")
 #: Byte offset of a worker block's two span intents.
-WORKER_INTENT_OFFSET = 256
+WORKER_INTENT_OFFSET = 320
 #: Byte offset of a worker block's undo slot.
-WORKER_UNDO_OFFSET = 384
+WORKER_UNDO_OFFSET = 448
 #: A worker's counters (u64 each, from :data:`WORKER_COUNTERS_OFFSET`), in order.
 WORKER_COUNTERS = ("applied", "invalid", "full", "stale", "batches", "max_batch",
                    "late", "alerts", "alerts_dropped", "rules_generation", "sweeps",
                    # exactly-once recovery (docs/faults.md): spans replayed
                    # and their events, rows put back after a kill
-                   "replayed_spans", "replayed_events", "rows_repaired")
+                   "replayed_spans", "replayed_events", "rows_repaired",
+                   # the journal (docs/journal.md): failed writes, the errno of
+                   # the last one, and bytes written
+                   "journal_errors", "journal_errno", "journal_bytes")
 
 #: A producer block: doorbell line, counters line.
 PRODUCER_BLOCK_BYTES = 128
@@ -641,6 +665,9 @@ ENUMS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
      tuple((f"WAIT_{_upper(n)}", i) for i, n in enumerate(WAIT_STRATEGIES))),
     ("Magics of initialised shared structures.",
      (("RING_MAGIC", RING_MAGIC), ("TABLE_MAGIC", TABLE_MAGIC))),
+    ("The journal's format (docs/journal.md).",
+     (("JOURNAL_MAGIC", JOURNAL_MAGIC), ("JOURNAL_VERSION", JOURNAL_VERSION),
+      ("JOURNAL_EVENTS", JOURNAL_EVENTS))),
     ("Series statuses; code order is severity order.",
      tuple((f"ST_{n}", i) for i, n in enumerate(STATUS_NAMES))),
     ("Stat codes of rules and alerts; STAT_COUNT_ALL is how many there are.",

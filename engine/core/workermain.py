@@ -29,9 +29,25 @@ def main(spec: dict) -> None:
     # The engine coordinates shutdown; a Ctrl-C aimed at the terminal's
     # process group must not kill workers halfway through a batch.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A file size limit reached by the journal must fail the write (EFBIG,
+    # counted, retried: docs/journal.md), not kill the worker.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     from .._worker import STATUS_STOPPED, WorkerLoop
     from .shm import Segment
+
+    journal = spec["settings"].get("journal")
+    if journal is not None:
+        # A worker this one replaces may have been killed inside a journal
+        # write; the torn frame it left is cut off before anything is
+        # appended after it (a torn frame is only valid at the very end).
+        from ..journal.wal import repair_tail
+
+        cut = repair_tail(journal["dir"], journal["shard"])
+        if cut is not None:
+            print(f"ringflow worker {journal['shard']}: cut a torn journal frame of "
+                  f"{cut['bytes']} bytes off {cut['path']} at byte {cut['offset']}",
+                  file=sys.stderr)
 
     control = Segment.attach(spec["control"])
     table = Segment.attach(spec["table"])

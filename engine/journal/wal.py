@@ -25,24 +25,30 @@ from pathlib import Path
 import crc32c as _crc
 import numpy as np
 
+from ..core.layout import (
+    JOURNAL_EVENTS,
+    JOURNAL_MAGIC,
+    JOURNAL_VERSION,
+    field_offset,
+    struct_format,
+)
 from ..core.records import EVENT_DTYPE
 from ..errors import EngineError
 
 __all__ = [
     "FRAME", "FRAME_EVENTS", "SEGMENT_HEADER", "JournalCorrupt", "JournalError", "Scan",
-    "SegmentWriter", "frame_bytes", "repair", "replay", "scan", "segment_name",
+    "SegmentWriter", "frame_bytes", "repair", "repair_tail", "replay", "scan", "segment_name",
 ]
 
-#: A segment file starts with: magic, format version, shard, reserved.
-SEGMENT_HEADER = struct.Struct("<4sIII")
-SEGMENT_MAGIC = b"RFJ1"
-SEGMENT_VERSION = 1
-#: A frame: payload bytes, CRC32C (of everything after it: the rest of the
-#: header and the payload), ordinal of the first event, events, kind.
-FRAME = struct.Struct("<IIQII")
+#: A segment file starts with: magic, format version, shard, reserved
+#: (engine/core/layout.py ``JournalSegment``, which ext/journal.pxd writes).
+SEGMENT_HEADER = struct.Struct(struct_format("JournalSegment"))
+#: A frame: payload bytes, CRC32C (of the rest of the header and the
+#: payload), ordinal of the first event, events, kind (``JournalFrame``).
+FRAME = struct.Struct(struct_format("JournalFrame"))
 #: Frame kind: a batch of EVENT_DTYPE records.
-FRAME_EVENTS = 1
-_CRC_FROM = 8          # the CRC covers the frame from this byte on
+FRAME_EVENTS = JOURNAL_EVENTS
+_CRC_FROM = field_offset("JournalFrame", "base")   # the CRC covers the frame from here
 _EVENT = EVENT_DTYPE.itemsize
 #: Largest frame payload a reader accepts: a length past it is damage, not
 #: a request to read gigabytes.
@@ -83,9 +89,10 @@ def frame_bytes(base: int, events: np.ndarray) -> tuple[bytes, memoryview]:
     """The header of the frame of ``events`` (first ordinal ``base``) and
     the events' bytes, for one vectored write."""
     body = memoryview(np.ascontiguousarray(events, EVENT_DTYPE)).cast("B")
-    rest = struct.pack("<QII", base, len(events), FRAME_EVENTS)
-    crc = _crc.crc32c(body, _crc.crc32c(rest))
-    return struct.pack("<II", len(body), crc) + rest, body
+    header = bytearray(FRAME.pack(len(body), 0, base, len(events), FRAME_EVENTS))
+    crc = _crc.crc32c(body, _crc.crc32c(bytes(header[_CRC_FROM:])))
+    FRAME.pack_into(header, 0, len(body), crc, base, len(events), FRAME_EVENTS)
+    return bytes(header), body
 
 
 class SegmentWriter:
@@ -122,7 +129,7 @@ class SegmentWriter:
     def _open(self, first_ordinal: int) -> None:
         path = self.dir / segment_name(first_ordinal)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        header = SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, self.shard, 0)
+        header = SEGMENT_HEADER.pack(JOURNAL_MAGIC, JOURNAL_VERSION, self.shard, 0)
         os.write(self._fd, header)
         self._size = len(header)
         self.bytes_written += len(header)
@@ -188,6 +195,8 @@ class Scan:
     end_ordinal: int = 0
     #: A torn last frame: (path, offset, bytes after it), or None.
     torn: tuple | None = None
+    #: Frames repeating the one before them (a span journaled twice).
+    duplicates: int = 0
 
 
 def _segments(directory: Path) -> list[Path]:
@@ -200,8 +209,8 @@ def _frames(path: Path, data: memoryview, shard: int | None):
     if len(data) < SEGMENT_HEADER.size:
         raise _Bad(0, "segment header cut short", tail=True)
     magic, version, seg_shard, _ = SEGMENT_HEADER.unpack_from(data, 0)
-    if magic != SEGMENT_MAGIC or version != SEGMENT_VERSION:
-        raise _Bad(0, f"not a ringflow journal segment (magic {magic!r}, version {version})")
+    if magic != JOURNAL_MAGIC or version != JOURNAL_VERSION:
+        raise _Bad(0, f"not a ringflow journal segment (magic {magic:#x}, version {version})")
     if shard is not None and seg_shard != shard:
         raise _Bad(0, f"segment of shard {seg_shard}, not {shard}")
     off = SEGMENT_HEADER.size
@@ -226,11 +235,12 @@ def _frames(path: Path, data: memoryview, shard: int | None):
         off = stop
 
 
-class _Bad(Exception):
+class _Bad(JournalError):
     """A frame that is not valid; ``tail``: as a crash inside the last
     write leaves it (nothing whole after it)."""
 
     def __init__(self, offset: int, why: str, tail: bool = False) -> None:
+        super().__init__(why)
         self.offset, self.why, self.tail = offset, why, tail
 
 
@@ -249,14 +259,22 @@ def _walk(directory, shard, on_frame) -> Scan:
     out = Scan()
     paths = _segments(directory)
     last_ordinal = None
+    last_frame = None
     for i, path in enumerate(paths):
         out.segments.append((str(path), int(path.stem)))
         data = _map(path)
         try:
             for off, base, count, payload in _frames(path, data, shard):
                 if last_ordinal is not None and base < last_ordinal:
+                    if (base, count) == last_frame:
+                        # The same span journaled again by a worker that
+                        # replaced one killed after writing it and before
+                        # recording so (docs/journal.md): skipped.
+                        out.duplicates += 1
+                        continue
                     raise _Bad(off, f"ordinal {base} after {last_ordinal}: out of order")
                 last_ordinal = base + count
+                last_frame = (base, count)
                 out.frames += 1
                 out.events += count
                 out.end_ordinal = base + count
@@ -300,6 +318,36 @@ def replay(directory, from_ordinal: int = 0, shard: int | None = None
 
     _walk(directory, shard, keep)
     yield from frames
+
+
+def repair_tail(directory, shard: int | None = None) -> dict | None:
+    """Cut a torn tail off the last segment of one shard's journal, reading
+    that segment only: what a worker killed inside a write leaves for its
+    replacement, which appends after it.
+
+    Returns ``{"path", "offset", "bytes"}`` of the cut, or ``None``.  Damage
+    that is not a torn tail raises :class:`JournalCorrupt`.
+    """
+    paths = _segments(Path(directory))
+    if not paths:
+        return None
+    path = paths[-1]
+    data = _map(path)
+    try:
+        for _ in _frames(path, data, shard):
+            pass
+    except _Bad as bad:
+        if not bad.tail:
+            raise JournalCorrupt(str(path), bad.offset, bad.why) from None
+        cut = {"path": str(path), "offset": bad.offset, "bytes": len(data) - bad.offset}
+        data.release()
+        if bad.offset < SEGMENT_HEADER.size:
+            path.unlink()
+        else:
+            os.truncate(path, bad.offset)
+        _fsync_dir(Path(directory))
+        return cut
+    return None
 
 
 def repair(directory, shard: int | None = None) -> dict:

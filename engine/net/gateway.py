@@ -40,7 +40,16 @@ import zmq
 
 from .. import _wire
 from ..core.records import EVENT_DTYPE
-from ..errors import Backpressure, EngineClosed, EngineError, GatewayDown, WorkerDied
+from ..errors import (
+    STATUS_OK as _STATUS_OK,
+)
+from ..errors import (
+    Backpressure,
+    EngineClosed,
+    EngineError,
+    GatewayDown,
+    WorkerDied,
+)
 from ..query import ops
 from . import protocol as P
 
@@ -49,6 +58,8 @@ __all__ = ["Gateway", "GatewayConfig", "endpoint_urls"]
 _POLL_MS = 100
 # Frames read without blocking before the batch is submitted.
 _COALESCE_FRAMES = 1024
+# An acked round waits for its journal write in slices this long.
+_JOURNAL_WAIT_NS = 50_000_000
 _COALESCE_ROUNDS = 64
 _COALESCE_RECORDS = 65536
 # Frames at least this large skip the staging copy.
@@ -592,30 +603,75 @@ class Gateway:
             self._c["rejected"]["unavailable"] += len(records) - exc.handled
 
     def _serve_acked(self, sock: zmq.Socket) -> None:
-        for _ in range(_COALESCE_FRAMES):
-            try:
-                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            self._c["messages"] += 1
-            envelope, frame = parts[:-1], parts[-1]
-            try:
-                reply = self._ack(frame)
-            except Exception as exc:
-                # A dead worker, or a fault of this thread: answer this
-                # sender, then stop (healthy turns false, stats() says why,
-                # and the thread restarts unless the engine is gone).
-                self._c["rejected"]["unavailable"] += 1
-                reply = {"ok": False, "reason": "unavailable", "error": str(exc)}
+        # With a journal, a round's replies wait until its events are
+        # journaled (applied, which the workers do only after the journal
+        # write): one wait for up to _COALESCE_FRAMES messages, so the
+        # journal's group commit serves the acked endpoint as well.
+        durable = self.engine.config.data_dir is not None
+        # Read once a round: while the journal cannot be written nothing is
+        # taken (the sender resends, and nothing it resends is applied twice).
+        failing = self.engine._journal_failure() if durable else None
+        replies = []
+        try:
+            for _ in range(_COALESCE_FRAMES):
+                try:
+                    parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self._c["messages"] += 1
+                envelope, frame = parts[:-1], parts[-1]
+                try:
+                    reply = self._ack(frame, failing)
+                except Exception as exc:
+                    # A dead worker, or a fault of this thread: answer this
+                    # sender, then stop (healthy turns false, stats() says
+                    # why, and the thread restarts unless the engine is gone).
+                    self._c["rejected"]["unavailable"] += 1
+                    replies.append((envelope, {"ok": False, "reason": "unavailable",
+                                               "error": str(exc)}))
+                    raise
+                replies.append((envelope, reply))
+            if durable and any(r["ok"] for _, r in replies):
+                self._await_journal(replies)
+        finally:
+            for envelope, reply in replies:
                 sock.send_multipart([*envelope, json.dumps(reply).encode()])
-                raise
-            sock.send_multipart([*envelope, json.dumps(reply).encode()])
 
-    def _ack(self, frame) -> dict:
+    def _await_journal(self, replies: list) -> None:
+        """Hold the ``ok`` replies of a round until every event taken so
+        far is journaled and applied; past ``ack_timeout`` (a failing disk,
+        a worker being replaced) they become ``unavailable``: taken, to be
+        applied once the shard can journal again, but not acknowledged."""
+        kernel = self._acked_producer._kernel
+        kernel.flush_begin()
+        deadline = time.monotonic() + self.config.ack_timeout
+        while True:
+            status = kernel.flush_wait(_JOURNAL_WAIT_NS)
+            if status == _STATUS_OK:
+                return
+            if self._stop.is_set() and self.engine._closing:
+                break
+            if time.monotonic() >= deadline:
+                break
+        why = self.engine._journal_failure() or f"not journaled within {self.config.ack_timeout:g}s"
+        for i, (envelope, reply) in enumerate(replies):
+            if reply["ok"]:
+                self._c["rejected"]["unavailable"] += 1
+                replies[i] = (envelope, {
+                    "ok": False, "reason": "unavailable", "accepted": reply["accepted"],
+                    "handled": reply["accepted"] + reply["rejected"],
+                    "error": f"journal: {why}; the records were taken and will be applied "
+                             f"once they are journaled, but are not acknowledged"})
+
+    def _ack(self, frame, failing: str | None = None) -> dict:
         """Decode and submit one acked message; returns its reply."""
         records, reason, message = self._decode(frame.buffer)
         if records is None:
             return {"ok": False, "reason": reason, "error": message}
+        if failing is not None:
+            self._c["rejected"]["unavailable"] += 1
+            return {"ok": False, "reason": "unavailable", "accepted": 0, "handled": 0,
+                    "error": f"journal: {failing}; nothing taken, resend later"}
         try:
             accepted, handled, complete = self._submit(
                 self._acked_producer, records, self.config.ack_timeout)

@@ -169,7 +169,13 @@ def op_status(reader: Reader, request: dict) -> dict:
     if min_status not in STATUS_NAMES:
         raise ValueError(f"min_status must be one of {', '.join(STATUS_NAMES)}")
     entities = reader.status(min_status)
-    return {"total": len(entities), "entities": entities[:limit]}
+    rec = reader.recovered
+    return {"total": len(entities), "entities": entities[:limit],
+            # How many series the answer covers, and where the state came
+            # from: an empty answer of a restarted server is not "all OK".
+            "series": sum(t.used for t in reader.tables),
+            "recovered": None if rec is None else
+            {k: rec[k] for k in ("events", "frames", "seconds", "at_ns")}}
 
 
 def op_top(reader: Reader, request: dict) -> dict:

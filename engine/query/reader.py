@@ -92,6 +92,11 @@ class Reader:
                  check: Callable[[], None] | None = None) -> None:
         #: The workers' tables (``Table.used`` is each one's series count).
         self.tables = [Table(buf) for buf in buffers]
+        #: What the engine's start recovered from its journal
+        #: (``Recovery.to_dict()``), or None: set by the engine, shown by
+        #: the ``status`` op so that a restarted server says where its
+        #: state came from.
+        self.recovered: dict | None = None
         self._tableset = TableSet(self.tables)
         self.names = names
         self.window_ns = window_ns

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.timeout(60)
 
 REPO = Path(__file__).resolve().parents[2]
 READY = "ringflow serving on "
-SMALL = ["--workers", "2", "--ring-capacity", "4096", "--table-capacity", "4096", "--quiet"]
+SMALL = ["--workers", "2", "--ring-capacity", "4096", "--table-capacity", "4096", "--quiet",
+         "--data-dir", "none"]
 
 
 def ports_arg(ports: list[int]) -> str:
@@ -60,6 +61,10 @@ class Server:
     def __init__(self, args: list[str], ports: list[int] | None, new_session: bool = False):
         self.ports = ports
         argv = [sys.executable, "-m", "engine", "serve", *args]
+        if "--data-dir" not in args:
+            # In memory unless a test asks for a journal: two servers of
+            # one test must not share ./ringflow-data.
+            argv += ["--data-dir", "none"]
         if ports is not None:
             argv += ["--ports", ports_arg(ports)]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

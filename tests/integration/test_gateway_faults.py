@@ -257,7 +257,7 @@ class FaultyServer:
                              (f"tcp://127.0.0.1:{p}" for p in self.ports)))
         argv = [sys.executable, "-m", "tests.faulty_serve", method, str(times),
                 "--workers", "2", "--ring-capacity", "4096", "--table-capacity", "4096",
-                "--quiet", "--ports", ",".join(map(str, self.ports))]
+                "--quiet", "--data-dir", "none", "--ports", ",".join(map(str, self.ports))]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=_env(), cwd=REPO)
         self.out: list[str] = []

@@ -172,3 +172,40 @@ def test_ringflow_repair_reports_and_cuts(tmp_path):
     again = subprocess.run([*run, "--check", str(tmp_path)], capture_output=True, text=True,
                            cwd=ROOT, env=env, timeout=60)
     assert again.returncode == 0, again.stdout
+
+
+@FEW
+@given(st.lists(st.tuples(st.integers(0, 300), st.integers(0, 300)), min_size=1, max_size=12),
+       st.sampled_from([4096, 1 << 20]))
+def test_the_workers_writer_writes_the_same_bytes(tmp_path_factory, sizes, segment_bytes):
+    """The worker's C writer (ext/journal.pxd), with spans in one piece or
+    two (a ring that wraps), writes exactly what engine.journal.wal writes."""
+    from engine import _worker
+
+    c_dir, py_dir = tmp_path_factory.mktemp("c"), tmp_path_factory.mktemp("py")
+    frames, base = [], 1
+    for i, (n, split) in enumerate(sizes):
+        ev = events(n, seed=i)
+        frames.append((base, ev, min(split, n)))
+        base += n + 3                      # ordinals may skip (sweeps take some)
+    written = _worker.journal_write(str(c_dir), 2, segment_bytes, False, frames)
+    with wal.SegmentWriter(py_dir, 2, segment_bytes=segment_bytes, fsync="never") as w:
+        for b, ev, _ in frames:
+            w.append(b, ev)
+    c_files = sorted(p.name for p in c_dir.glob("*.wal"))
+    assert c_files == sorted(p.name for p in py_dir.glob("*.wal"))
+    for name in c_files:
+        assert (c_dir / name).read_bytes() == (py_dir / name).read_bytes(), name
+    assert written == w.bytes_written
+    got = list(wal.replay(c_dir, shard=2))
+    assert [(b, len(e)) for b, e in got] == [(b, len(ev)) for b, ev, _ in frames]
+
+
+def test_a_span_journaled_twice_is_skipped_not_damage(tmp_path):
+    from engine import _worker
+
+    ev = events(10)
+    _worker.journal_write(str(tmp_path), 0, 1 << 20, False,
+                          [(1, ev, 10), (1, ev, 4), (11, ev, 0)])
+    s = wal.scan(tmp_path)
+    assert s.torn is None and s.duplicates == 1 and s.frames == 2 and s.events == 20

@@ -1,0 +1,315 @@
+"""The journal against real engines and real processes (issue 15,
+docs/journal.md): a new engine on the data dir of one that closed, or whose
+process was SIGKILLed, starts with exactly its state; a torn tail is cut and
+counted; damage stops the start with the file and offset; a failing disk
+holds events back instead of applying them unjournaled.
+
+Signals go only to processes these tests started, by pid."""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import engine
+from engine.errors import ConfigError, EngineError, FlushTimeout
+from engine.journal import wal
+from engine.journal.recovery import shard_dir
+from tests.helpers import wait_for
+from tests.integration.test_supervision import FAST, Ledger, batch, kill_worker, serving_again
+
+pytestmark = pytest.mark.timeout(180)
+
+RULES = {"rule": [{"metric": "cpu", "warn": 50, "crit": 90}]}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def random_batches(seed: int, batches: int, now: int) -> list[np.ndarray]:
+    """Batches of every size over 5,000 series: out-of-order event times
+    across two minutes (late and stale events), readings crossing the WARN
+    and CRIT thresholds, and 1% invalid events (time 0)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(batches):
+        n = int(rng.integers(1, 20_000))
+        ev = np.zeros(n, engine.EVENT_DTYPE)
+        ev["key"] = rng.integers(1, 5_000, n).astype(np.uint64)
+        ev["metric"] = engine.metric_id("cpu")
+        ev["ts"] = now - rng.integers(0, 120_000_000_000, n)
+        ev["value"] = rng.integers(0, 100, n)
+        ev["ts"][rng.random(n) < 0.01] = 0
+        out.append(ev)
+    return out
+
+
+def rows(eng: engine.Engine) -> np.ndarray:
+    return np.sort(eng.snapshot(), order=["key", "metric"])
+
+
+def assert_same_rows(before: np.ndarray, after: np.ndarray) -> None:
+    assert len(before) == len(after)
+    for name in before.dtype.names:
+        assert np.array_equal(before[name], after[name], equal_nan=True), name
+
+
+def test_reopen_after_close_restores_every_row_exactly(tmp_path):
+    cfg = dict(workers=2, data_dir=tmp_path, rules=RULES, ring_capacity=4096)
+    with engine.Engine(**cfg) as eng:
+        for ev in random_batches(15, 30, time.time_ns()):
+            eng.submit(ev)
+        eng.flush()
+        before, stats = rows(eng), eng.stats()
+        assert stats["journal"]["bytes"] > 32 * stats["applied"]
+    with engine.Engine(**cfg) as eng:
+        rec = eng.stats()["journal"]["recovered"]
+        # Every event the workers took (invalid ones too: they were in the
+        # spans) replayed; the rows bit for bit, versions included.
+        assert rec["events"] == stats["applied"] + stats["workers"][0]["invalid"] \
+            + stats["workers"][1]["invalid"] + stats["rejected_table_full"]
+        assert rec["torn_tails"] == 0
+        assert_same_rows(before, rows(eng))
+        assert eng.get(int(before["key"][0]), "cpu") is not None
+        # And the journal goes on: a third start sees both runs' events.
+        ev = random_batches(16, 1, time.time_ns())[0]
+        eng.submit(ev)
+        eng.flush()
+        before = rows(eng)
+    with engine.Engine(**cfg) as eng:
+        assert_same_rows(before, rows(eng))
+
+
+def test_always_and_never_journal_as_interval_does(tmp_path):
+    now = time.time_ns()
+    for policy in ("always", "never"):
+        cfg = dict(workers=2, data_dir=tmp_path / policy, fsync=policy)
+        with engine.Engine(**cfg) as eng:
+            for ev in random_batches(3, 5, now):
+                eng.submit(ev)
+            eng.flush()
+            before = rows(eng)
+        with engine.Engine(**cfg) as eng:
+            assert_same_rows(before, rows(eng))
+
+
+def test_without_data_dir_nothing_is_journaled():
+    with engine.Engine(workers=1) as eng:
+        assert eng.stats()["journal"] is None and eng.recovery is None
+
+
+# --- a SIGKILL of the embedding process --------------------------------
+
+CHILD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import engine
+
+    keys = np.arange(1, 65, dtype=np.uint64) + int(sys.argv[2])
+    with engine.Engine(workers=2, data_dir=sys.argv[1], ring_capacity=1024) as eng:
+        for i in range(1, 1_000_000):
+            ev = np.zeros(64, engine.EVENT_DTYPE)
+            ev["key"] = keys
+            ev["metric"] = 7
+            ev["ts"] = 1_700_000_000_000_000_000 + i
+            ev["value"] = i % 5 + 1
+            eng.submit(ev)
+            eng.flush()
+            print(i, flush=True)
+""")
+
+
+def _sum_of_first(c: int) -> float:
+    """The sum of a series' values after batches 1..c of CHILD."""
+    return float((np.arange(1, c + 1) % 5 + 1).sum())
+
+
+def _remove_segments_of(pid: int) -> None:
+    """The /dev/shm segments of a SIGKILLed engine (process pid, which
+    this test started): nobody else will unlink them."""
+    for name in engine.list_segments():
+        if name.startswith(f"ringflow-{pid}-"):
+            try:
+                os.unlink(f"/dev/shm/{name}")
+            except FileNotFoundError:
+                pass
+
+
+def test_sigkill_of_the_embedding_process_loses_no_flushed_event(tmp_path):
+    """Four rounds: an engine in a child process submits and flushes one
+    batch at a time (an event for each of 64 series of its own) and reports
+    each flush; it is SIGKILLed after a random number of them.  A new engine
+    on the data dir holds every flushed batch exactly once and of the one in
+    flight, per series, the event or nothing; and every earlier round's
+    series exactly as the round after it found them."""
+    rng = random.Random(15)
+    known: dict[int, tuple[int, float]] = {}
+    for round_ in range(4):
+        key_base = 1000 * (round_ + 1)
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), str(key_base)],
+                                stdout=subprocess.PIPE, text=True, cwd=REPO)
+        try:
+            target = rng.randrange(20, 1500)
+            flushed = 0
+            while flushed < target:
+                line = proc.stdout.readline()
+                assert line, f"the child exited early (rc {proc.poll()})"
+                flushed = int(line)
+            os.kill(proc.pid, signal.SIGKILL)
+            # What it printed before it died was flushed too.
+            for line in proc.stdout:
+                flushed = int(line)
+        finally:
+            proc.kill()
+            proc.wait(10)
+            proc.stdout.close()
+            _remove_segments_of(proc.pid)
+        # The new engine waits for the orphaned workers to drain and exit:
+        # they hold the data dir's lock with it.
+        with engine.Engine(workers=2, data_dir=tmp_path, start_timeout=20) as eng:
+            snap = eng.snapshot()
+            got = {int(k): (int(c), float(s))
+                   for k, c, s in zip(snap["key"], snap["count"], snap["sum"])}
+        mine = {k: v for k, v in got.items() if key_base < k <= key_base + 64}
+        assert len(mine) == 64
+        for key, (count, total) in mine.items():
+            assert count in (flushed, flushed + 1), (key, count, flushed)
+            assert total == _sum_of_first(count), (key, count, total)
+        for key, was in known.items():
+            assert got[key] == was, key
+        known.update(mine)
+
+
+# --- what a crash or a bad disk leaves in the journal -------------------
+
+def _journal_of(tmp_path, events_per_batch=(3000, 2000, 1000)) -> tuple[dict, np.ndarray]:
+    """A closed engine's data dir with a few batches on one worker; returns
+    its config and the rows it had."""
+    cfg = dict(workers=1, data_dir=tmp_path)
+    with engine.Engine(**cfg) as eng:
+        now = time.time_ns()
+        for seed, n in enumerate(events_per_batch):
+            ev = batch(random.Random(seed), n, now + 10_000 * seed)
+            eng.submit(ev)
+            eng.flush()
+        return cfg, rows(eng)
+
+
+def _last_segment(tmp_path) -> Path:
+    return sorted(shard_dir(tmp_path, 0).glob("*.wal"))[-1]
+
+
+def test_a_torn_tail_is_cut_counted_and_the_rest_recovered(tmp_path):
+    cfg, _ = _journal_of(tmp_path)
+    seg = _last_segment(tmp_path)
+    # A crash inside the last write: its frame cut short.
+    os.truncate(seg, seg.stat().st_size - 100)
+    with engine.Engine(**cfg) as eng:
+        rec = eng.stats()["journal"]["recovered"]
+        assert rec["torn_tails"] == 1 and rec["events"] == 5000
+        torn = rec["shards"][0]["torn"]
+        assert torn["path"] == str(seg) and torn["bytes"] == 1000 * 32 + 24 - 100
+        assert eng.stats()["applied"] == 0 and sum(rows(eng)["count"]) == 5000
+    # Cut for good: the next start finds a whole journal.
+    with engine.Engine(**cfg) as eng:
+        assert eng.recovery.torn_tails == 0 and sum(rows(eng)["count"]) == 5000
+
+
+def test_damage_in_the_middle_stops_the_start_until_repaired(tmp_path):
+    cfg, _ = _journal_of(tmp_path)
+    seg = _last_segment(tmp_path)
+    first_frame = wal.SEGMENT_HEADER.size
+    data = bytearray(seg.read_bytes())
+    data[first_frame + wal.FRAME.size + 100] ^= 0x10     # a bit flip in the first batch
+    seg.write_bytes(bytes(data))
+    with pytest.raises(wal.JournalCorrupt) as info:
+        engine.Engine(**cfg)
+    assert str(seg) in str(info.value) and f"byte {first_frame}" in str(info.value)
+    assert info.value.offset == first_frame
+    out = subprocess.run([sys.executable, "-m", "engine", "repair", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    with engine.Engine(**cfg) as eng:
+        assert sum(rows(eng)["count"]) == 0 and eng.recovery.events == 0
+
+
+def test_a_data_dir_serves_one_engine_with_its_worker_count(tmp_path):
+    with engine.Engine(workers=1, data_dir=tmp_path):
+        with pytest.raises(EngineError, match="in use by another engine"):
+            engine.Engine(workers=1, data_dir=tmp_path, start_timeout=1)
+    with pytest.raises(ConfigError, match="written by an engine of 1 workers"):
+        engine.Engine(workers=2, data_dir=tmp_path)
+    with pytest.raises(ConfigError, match="fsync must be one of"):
+        engine.Engine(workers=1, data_dir=tmp_path, fsync="sometimes")
+
+
+def test_worker_kills_under_a_journal_leave_it_exactly_once(tmp_path):
+    """Workers SIGKILLed while they journal and apply: a replacement
+    journals again a span its predecessor died before recording as
+    journaled, the duplicate frame is skipped on replay, and a new engine
+    on the data dir holds every accepted event once."""
+    rng = random.Random(1515)
+    ledger = Ledger()
+    cfg = dict(workers=2, data_dir=tmp_path, ring_capacity=8192, **FAST)
+    with engine.Engine(**cfg) as eng:
+        now = time.time_ns()
+        for k in range(6):
+            restarts = eng.stats()["workers"][k % 2]["restarts"]
+            for _ in range(rng.randrange(5, 40)):
+                ev = batch(rng, rng.choice([1, 7, 500, 4096, 20_000]), now)
+                now += len(ev)
+                eng.submit(ev)
+                ledger.add(ev)
+            kill_worker(eng, k % 2)
+            wait_for(lambda w=k % 2, b=restarts: serving_again(eng, w, b + 1), 20,
+                     "worker replaced")
+        eng.flush()
+        ledger.check(eng)
+    with engine.Engine(**cfg) as eng:
+        ledger.check(eng)
+
+
+def test_a_failing_disk_holds_events_back_and_ingest_resumes(tmp_path):
+    """A journal write that fails (injected: RLIMIT_FSIZE on the worker,
+    so its next write gets EFBIG) is counted and shown; the events wait in
+    their rings, unapplied (flush times out); once writes succeed again
+    they are journaled and applied, and a restart holds them all."""
+    ledger = Ledger()
+    cfg = dict(workers=1, data_dir=tmp_path)
+    with engine.Engine(**cfg) as eng:
+        now = time.time_ns()
+        ev = batch(random.Random(0), 1000, now)
+        eng.submit(ev)
+        ledger.add(ev)
+        eng.flush()
+        pid = eng.pids[0]
+        size = _last_segment(tmp_path).stat().st_size
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+        try:
+            ev = batch(random.Random(1), 1000, now + 1000)
+            eng.submit(ev)
+            ledger.add(ev)
+            with pytest.raises(FlushTimeout):
+                eng.flush(timeout=0.3)
+            journal = wait_for(lambda: (j := eng.stats()["journal"])["failing"] and j, 10,
+                               "the journal failing")
+            assert journal["errors"] >= 1 and journal["error"] == os.strerror(27)   # EFBIG
+            assert eng.stats()["applied"] == 1000
+            # Reads go on meanwhile.
+            assert eng.get(int(ev["key"][0]), int(ev["metric"][0])) is not None
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_FSIZE,
+                             (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        eng.flush(timeout=10)
+        assert eng.stats()["journal"]["failing"] == 0
+        ledger.check(eng)
+    with engine.Engine(**cfg) as eng:
+        ledger.check(eng)
