@@ -1,16 +1,19 @@
-"""The journal's format against this machine's disk (issue 15, first part):
-the disk's own sequential write bandwidth with ``fdatasync``, the journal
-writer under each fsync policy, and replay with every CRC checked.
-
-The engine does not journal yet (docs/journal.md): this measures the
-format and the disk it will be bound by, in one run.
+"""The journal against this machine's disk (issue 15): the disk's own
+sequential write bandwidth with ``fdatasync``, the journal writer under
+each fsync policy, replay with every CRC checked, and the engine itself
+with the journal off, ``never``, ``interval`` and ``always``, all in one
+run, so that every ratio compares figures measured side by side.
 
 * disk: ``--mib`` MiB written in 4 MiB ``write`` calls to a fresh file,
   then one ``fdatasync``, against the clock;
 * writer: frames of ``--batch`` events (a worker's span) through
   ``SegmentWriter`` with ``fsync`` ``never``, ``interval`` (``fdatasync``
   once a second, as the engine will) and ``always`` (every frame);
-* replay: every frame read back from the mapped segments, CRC32C checked.
+* replay: every frame read back from the mapped segments, CRC32C checked;
+* engine: an embedded engine (``--workers``) submitting batches of
+  ``--batch`` events over ``--series`` series for ``--seconds`` per policy,
+  sustained (the journal grows by the disk's rate meanwhile); then a new
+  engine started on the data dir, whose recovery rate is reported.
 
 Bytes on disk per event are reported (32 bytes of record plus the frame
 header's share).  Files go into a temporary directory under ``--dir``
@@ -18,7 +21,7 @@ header's share).  Files go into a temporary directory under ``--dir``
 removed.
 
     python bench/journal.py
-    python bench/journal.py --mib 512 --batch 65536 --json journal.json
+    python bench/journal.py --seconds 60 --json journal.json
 """
 
 from __future__ import annotations
@@ -76,6 +79,38 @@ def write_rate(d: Path, policy: str, frames: int, ev: np.ndarray) -> tuple[float
     return frames * len(ev) / took, w.bytes_written
 
 
+def engine_rate(d: Path, policy: str, args, ev: np.ndarray) -> dict:
+    """Sustained embedded ingest under one policy ("off": no data dir),
+    then the recovery of a new engine on its data dir."""
+    data = None if policy == "off" else d / f"engine-{policy}"
+    cfg = dict(workers=args.workers, data_dir=data, fsync="interval" if data is None else policy)
+    ev = ev.copy()
+    with engine.Engine(**cfg) as eng:
+        eng.submit(ev)
+        eng.flush()
+        start = eng.stats()["applied"]
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < args.seconds:
+            C.advance_time(ev)
+            eng.submit(ev)
+        eng.flush()
+        took = time.perf_counter() - t0
+        stats = eng.stats()
+    applied = stats["applied"] - start
+    out = {"events_per_s": applied / took, "events": stats["applied"]}
+    if data is not None:
+        on_disk = sum(f.stat().st_size for f in data.rglob("*.wal"))
+        out["bytes_per_event"] = on_disk / stats["applied"]
+        t0 = time.perf_counter()
+        with engine.Engine(**cfg) as eng:
+            rec = eng.recovery
+            start_s = time.perf_counter() - t0
+        out["replay_events_per_s"] = rec.events / rec.seconds
+        out["start_s"] = start_s
+        shutil.rmtree(data, ignore_errors=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -86,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="events per frame, as a worker's span (default 65536)")
     p.add_argument("--always-frames", type=int, default=200,
                    help="frames written with fsync=always (default 200: one fdatasync each)")
+    p.add_argument("--seconds", type=float, default=60.0,
+                   help="sustained engine ingest per policy, seconds (default 60)")
+    p.add_argument("--workers", type=int, default=2, help="engine workers (default 2)")
+    p.add_argument("--series", type=int, default=100_000,
+                   help="series the engine's events go to (default 100000)")
     p.add_argument("--dir", default=".", help="where the temporary files go (default .)")
     p.add_argument("--json", help="also write the figures as JSON here")
     args = p.parse_args(argv)
@@ -109,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         replayed = sum(len(e) for _, e in wal.replay(d / "shard-never"))
         replay_rate = replayed / (time.perf_counter() - t0)
+        for policy in ("never", "interval", "always"):
+            shutil.rmtree(d / f"shard-{policy}", ignore_errors=True)
+        stream = C.gen_events(args.batch, args.series)
+        engine_rows = {}
+        for policy in ("off", "never", "interval", "always"):
+            con.print(f"engine, journal {policy}: {args.seconds:g} s ...")
+            engine_rows[policy] = engine_rate(d, policy, args, stream)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -126,6 +173,31 @@ def main(argv: list[str] | None = None) -> int:
     con.print(t)
     con.print(f"replay (mapped segments, every CRC32C checked): "
               f"{C.fmt_rate(replay_rate)} events")
+    off = engine_rows["off"]["events_per_s"]
+    t = Table(title=f"embedded engine, {args.workers} workers, batches of {args.batch:,}, "
+                    f"{args.seconds:g} s sustained per policy")
+    for col in ("journal", "events/s", "vs off", "bytes/event", "MB/s to disk",
+                "replay events/s", "start s"):
+        t.add_column(col, justify="right")
+    for policy, row in engine_rows.items():
+        rate, per_event = row["events_per_s"], row.get("bytes_per_event")
+        t.add_row(policy, C.fmt_rate(rate), f"{rate / off:.2f}",
+                  "-" if per_event is None else f"{per_event:.2f}",
+                  "-" if per_event is None else f"{rate * per_event / 1e6:.0f}",
+                  C.fmt_rate(row["replay_events_per_s"]) if per_event else "-",
+                  f"{row['start_s']:.2f}" if per_event else "-")
+        report.rows.append(C.Result("engine", {"journal": policy}, row))
+    con.print(t)
+    interval = engine_rows["interval"]
+    bound = disk / interval["bytes_per_event"]
+    goal = min(0.8 * bound, 0.6 * off)
+    report.target("engine, fsync=interval",
+                  f">= min(80% of disk/bytes per event = {C.fmt_rate(0.8 * bound)}, "
+                  f"60% of off = {C.fmt_rate(0.6 * off)})",
+                  C.fmt_rate(interval["events_per_s"]), interval["events_per_s"] >= goal)
+    report.target("engine replay", ">= 20 M events/s",
+                  C.fmt_rate(interval["replay_events_per_s"]),
+                  interval["replay_events_per_s"] >= 20e6)
     report.rows.append(C.Result("disk", {"mib": args.mib}, {"bytes_per_s": disk}))
     report.rows.append(C.Result("replay", {}, {"events_per_s": replay_rate}))
     report.target("replay", ">= 20 M events/s", C.fmt_rate(replay_rate), replay_rate >= 20e6)

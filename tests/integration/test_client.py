@@ -135,7 +135,9 @@ def test_queries():
         assert c.get("nobody", "cpu") is None
         assert c.entity("nobody") == []
         # No rules: nothing at WARN or worse; every entity is OK.
-        assert c.status() == {"total": 0, "entities": []}
+        # The answer names how many series it covers, and that no journal
+        # recovered them.
+        assert c.status() == {"total": 0, "entities": [], "series": 4, "recovered": None}
         status = c.status("OK", limit=2)
         assert status["total"] == 4 and len(status["entities"]) == 2
         assert set(status) == {"total", "entities"}

@@ -106,8 +106,8 @@ def run_rounds(tmp_path, fsync: str, rounds: int, seed: int) -> None:
             thread = threading.Thread(target=sender, daemon=True)
             thread.start()
             target = rng.randrange(20, 600)
-            wait_for(lambda: state["acked"] >= target or not thread.is_alive(), 60,
-                     "acked messages")
+            wait_for(lambda s=state, t=target, th=thread: s["acked"] >= t or not th.is_alive(),
+                     60, "acked messages")
             assert thread.is_alive(), state
             # Odd rounds kill the workers too: then nothing but the journal
             # holds what was acked.
