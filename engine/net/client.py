@@ -277,7 +277,10 @@ class Client(_ClientBase):
             most ``limit`` of them, worst first (ties: the longest-standing
             first), each with ``entity``, ``entity_id``, ``status``,
             ``since`` and ``series`` (its series at ``min_status`` or worse,
-            as returned by :meth:`get`).
+            as returned by :meth:`get`); ``series``: how many series the
+            engine knows; ``recovered``: ``None``, or what its start
+            replayed from its journal (``events``, ``frames``, ``seconds``,
+            ``at_ns``).
 
         Raises
         ------

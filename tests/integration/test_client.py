@@ -140,7 +140,7 @@ def test_queries():
         assert c.status() == {"total": 0, "entities": [], "series": 4, "recovered": None}
         status = c.status("OK", limit=2)
         assert status["total"] == 4 and len(status["entities"]) == 2
-        assert set(status) == {"total", "entities"}
+        assert set(status) == {"total", "entities", "series", "recovered"}
         assert all(e["status"] == "OK" and len(e["series"]) == 1 for e in status["entities"])
         top = c.top("last", k=2)
         assert [s["last"] for s in top] == [99.0, 98.0]
