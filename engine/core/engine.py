@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,7 +30,7 @@ from ..errors import (
 )
 from ..health.alerts import AlertHub, AlertStream
 from ..health.rules import RULES_SEGMENT_BYTES, Rules
-from ..journal.recovery import DataDir, Recovery, recover_shard
+from ..journal.recovery import DataDir, Recovery, ShardRecovery, recover_shard
 from ..query.reader import Reader
 from ..supervise.supervisor import Supervisor
 from .config import EngineConfig
@@ -371,22 +372,31 @@ class Engine:
         state comes back as it was for every journaled event (the alerts
         the replay raises are not sent again)."""
         rules = self._rules
-        settings = _table.Settings(
-            ts_min=int(cfg.ts_min), ts_max=int(cfg.ts_max), window_ns=cfg.window_ns,
-            lateness_ns=cfg.effective_lateness_ns, half_life_ns=float(cfg.half_life_ns),
-            views=tuple(float(v) for v in cfg.views), ttl_ns=rules.ttl_ns,
-            rules=rules.compile(cfg.views),
-        )
+        compiled = rules.compile(cfg.views)
         t0 = time.perf_counter()
         out = Recovery()
-        scratch = np.zeros(1 << 12, ALERT_DTYPE)
-        for w, seg in enumerate(self._table_segments):
-            table = _table.Table(seg.buf)
+
+        def one(w: int) -> ShardRecovery:
+            # A Settings per shard: it holds the kernel's undo slot, which
+            # every apply writes.
+            settings = _table.Settings(
+                ts_min=int(cfg.ts_min), ts_max=int(cfg.ts_max), window_ns=cfg.window_ns,
+                lateness_ns=cfg.effective_lateness_ns, half_life_ns=float(cfg.half_life_ns),
+                views=tuple(float(v) for v in cfg.views), ttl_ns=rules.ttl_ns, rules=compiled,
+            )
+            table = _table.Table(self._table_segments[w].buf)
             try:
-                out.shards.append(recover_shard(self._data_dir.shard(w), w, table, settings,
-                                                scratch))
+                # Alerts the replay raises land here and are dropped.
+                scratch = np.zeros(1 << 12, ALERT_DTYPE)
+                return recover_shard(self._data_dir.shard(w), w, table, settings, scratch)
             finally:
                 table.release_buffer()
+
+        # The shards replay side by side: Table.apply and the CRC32C checks
+        # run without the GIL.
+        with ThreadPoolExecutor(max_workers=min(cfg.workers, os.cpu_count() or 1)) as pool:
+            out.shards = list(pool.map(one, range(cfg.workers)))
+        for w in range(cfg.workers):
             # The table was replayed under the rules in force: its worker
             # starts without a reload pass over every series (which would
             # reset pending escalations and restamp every row).
