@@ -22,6 +22,11 @@ STATUS_BUSY = 3
 #: A row stayed mid-write (odd seqlock version) past the readers' bound: its
 #: writer died or stalled inside the write, so no consistent copy exists.
 STATUS_UNAVAILABLE = 4
+#: A table has no room for what it was asked to take.
+STATUS_FULL = 5
+#: Data handed to a kernel contradicts itself (a snapshot naming one series
+#: twice, a row left mid-write).
+STATUS_CORRUPT = 6
 
 __all__ = [
     "EngineError",
@@ -42,6 +47,8 @@ __all__ = [
     "SettingsError",
     "ServeError",
     "GatewayDown",
+    "TableFull",
+    "CorruptState",
 ]
 
 
@@ -209,7 +216,21 @@ def raise_for_status(status: int, what: str, *, key: int | None = None,
             f"{what}: this producer is in use by another thread; "
             "give each thread its own producer (Engine.producer())"
         )
+    if status == STATUS_FULL:
+        raise TableFull(f"{what}: the table is full")
+    if status == STATUS_CORRUPT:
+        raise CorruptState(f"{what}: the data contradicts itself")
     raise EngineError(f"{what}: kernel status {status}")
+
+
+class TableFull(EngineError):
+    """A state table cannot take what it was given (a snapshot of more
+    series than ``table_capacity``)."""
+
+
+class CorruptState(EngineError):
+    """Saved state that contradicts itself (a snapshot naming a series
+    twice, or holding a row caught mid-write)."""
 
 
 class GatewayTimeout(EngineError, TimeoutError):

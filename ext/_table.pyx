@@ -16,7 +16,7 @@ from layout cimport (Event, StateRow, IndexEntry, TableHeader, Rule, RulesHeader
                      RF_OK, TABLE_MAGIC, MAX_RULES, SKETCH_BUCKETS, STAT_TTL, NVIEWS)
 from params cimport Params, BatchCounters, params_init
 from alertsink cimport AlertSink, sink_array
-from index cimport table_rows, series_hash
+from index cimport table_rows, series_hash, table_load
 from query cimport row_read, table_find, status_seen
 from apply cimport apply_batch, table_sweep, table_reload, ordinals_reserve
 from undo cimport table_repair
@@ -346,6 +346,26 @@ cdef class Table:
         with nogil:
             apply_batch(self.th, ev, n, first, &settings.p, &c, &s)
         return c.applied, c.invalid, c.full, c.stale, c.late, s.written, s.dropped
+
+    def load_rows(self, cnp.ndarray rows):
+        """Fill this empty table with ``rows`` (STATE_DTYPE, as
+        :meth:`snapshot_into` copies them: a snapshot), rebuilding its
+        index; before any worker or reader uses it.  Returns a status code:
+        ``STATUS_OK``, ``STATUS_FULL`` (more rows than the table's limit)
+        or ``STATUS_CORRUPT`` (a row mid-write, or a series twice)."""
+        self.check()
+        if rows.itemsize != sizeof(StateRow) or rows.ndim != 1 or rows.dtype.names is None \
+                or not cnp.PyArray_IS_C_CONTIGUOUS(rows):
+            raise ValueError("rows must be a 1-d C-contiguous STATE_DTYPE array")
+        # Read only: a snapshot's rows may be a read-only buffer.
+        cdef const StateRow *src = <const StateRow *>cnp.PyArray_DATA(rows)
+        cdef uint64_t n = <uint64_t>rows.shape[0]
+        cdef int status
+        if n == 0:
+            return RF_OK
+        with nogil:
+            status = table_load(self.th, src, n)
+        return status
 
     def repair(self, Settings settings not None):
         """What a worker does first after a kill (docs/faults.md): put back

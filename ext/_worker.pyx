@@ -18,7 +18,8 @@ from layout cimport (Event, RingHeader, TableHeader, Rule, RulesHeader, RowUndo,
                      WK_INVALID, WK_FULL, WK_STALE, WK_BATCHES, WK_MAX_BATCH, WK_LATE,
                      WK_ALERTS, WK_ALERTS_DROPPED, WK_RULES_GENERATION, WK_SWEEPS,
                      WK_REPLAYED_SPANS, WK_REPLAYED_EVENTS, WK_ROWS_REPAIRED,
-                     WK_JOURNAL_ERRORS, WK_JOURNAL_ERRNO, WK_JOURNAL_BYTES)
+                     WK_JOURNAL_ERRORS, WK_JOURNAL_ERRNO, WK_JOURNAL_BYTES,
+                     WK_APPLIED_ORDINAL)
 from ring cimport ring_data, ring_readable, ring_release
 from wait cimport Waiter, waiter_init, waiter_reset, waiter_arm, waiter_park, waiter_disarm
 from params cimport Params, BatchCounters, params_init
@@ -165,6 +166,10 @@ cdef class WorkerLoop:
             # both take fresh ordinals, and a row stamped with one would make
             # the replay skip events never applied (docs/faults.md).
             self.recover()
+            # Every ordinal handed out so far is applied now: a snapshot
+            # taken from here on may start its replay at the table's next.
+            rf_store_release_u64(&self.counters[WK_APPLIED_ORDINAL],
+                                 rf_load_acquire_u64(&self.th.next_ordinal))
             if self.generation != self.counters[WK_RULES_GENERATION]:
                 # Rules its predecessor had not applied to the table yet (or
                 # a first start): re-evaluate every series, as check_rules.
@@ -293,6 +298,10 @@ cdef class WorkerLoop:
                 rf_compiler_barrier()
             self.apply_ring(r, avail, it.base)
             self.commit(r)
+            # Spans are applied one after another, so every ordinal below
+            # this span's end is applied (sweeps between spans take theirs
+            # from the same counter, and need no replay).
+            rf_store_release_u64(&self.counters[WK_APPLIED_ORDINAL], it.base + <uint64_t>avail)
             got += avail
         if not got:
             return 0

@@ -9,8 +9,10 @@
 # also sees the row.
 
 from libc.stdint cimport int64_t, uint64_t, uint32_t
-from atomic cimport rf_mix64, rf_load_acquire_u32
-from layout cimport TableHeader, IndexEntry, StateRow
+from libc.string cimport memcpy
+from atomic cimport rf_mix64, rf_load_acquire_u32, rf_store_release_u32, rf_store_release_u64
+from layout cimport (TableHeader, IndexEntry, StateRow, RF_OK, RF_FULL, RF_CORRUPT,
+                     ROW_SHARD_DOWN, VERSION_STEP)
 
 cdef inline IndexEntry *table_index(TableHeader *th) noexcept nogil:
     return <IndexEntry *>((<char *>th) + sizeof(TableHeader))
@@ -37,3 +39,40 @@ cdef inline int64_t index_find(TableHeader *th, IndexEntry *index, uint64_t s,
         if index[s].key == key and index[s].metric == metric:
             return <int64_t>row1 - 1
         s = (s + 1) & mask
+
+cdef inline int table_load(TableHeader *th, const StateRow *src, uint64_t n) noexcept nogil:
+    """Fill an empty table with n rows saved from another (a snapshot,
+    docs/journal.md), rebuilding the index, before any reader or writer
+    uses it.  RF_OK; RF_FULL when they do not fit; RF_CORRUPT when a row
+    is mid-write or names a series twice.  The table's next ordinal goes
+    past every ordinal the rows carry, so that nothing applied later can
+    look already applied."""
+    cdef IndexEntry *index = table_index(th)
+    cdef StateRow *rows = table_rows(th)
+    cdef uint64_t i, s, top = 0, mask = th.mask
+    cdef StateRow *r
+    if th.used != 0:
+        return RF_CORRUPT
+    if n > th.limit:
+        return RF_FULL
+    for i in range(n):
+        if src[i].version & 1:
+            return RF_CORRUPT
+        s = series_hash(src[i].key, src[i].metric) & mask
+        while index[s].row1 != 0:
+            if index[s].key == src[i].key and index[s].metric == src[i].metric:
+                return RF_CORRUPT
+            s = (s + 1) & mask
+        r = &rows[i]
+        memcpy(r, &src[i], sizeof(StateRow))
+        # A flag of the reader that saved it, never of the row.
+        r.flags &= ~(<uint32_t>ROW_SHARD_DOWN)
+        if r.version // VERSION_STEP > top:
+            top = r.version // VERSION_STEP
+        index[s].key = r.key
+        index[s].metric = r.metric
+        rf_store_release_u32(&index[s].row1, <uint32_t>(i + 1))
+        rf_store_release_u64(&th.used, i + 1)
+    if top + 1 > th.next_ordinal:
+        rf_store_release_u64(&th.next_ordinal, top + 1)
+    return RF_OK

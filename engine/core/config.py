@@ -98,6 +98,11 @@ class EngineConfig:
     segment_bytes : int
         A journal segment file is closed, and the next one started, once it
         holds this many bytes.
+    snapshot_interval : float, str or None
+        With a ``data_dir``: how often the state is snapshotted (and once
+        more on a clean close), so that a start replays only the journal
+        after the snapshot and the journal's older segments are deleted.
+        ``None`` snapshots on close only.
     """
 
     workers: int = 2
@@ -122,6 +127,7 @@ class EngineConfig:
     data_dir: object = None
     fsync: str = "interval"
     segment_bytes: int = 64 << 20
+    snapshot_interval: float | str | None = "1m"
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -169,6 +175,9 @@ class EngineConfig:
              f"fsync must be one of {', '.join(FSYNC_POLICIES)}; got {self.fsync!r}")
         need(isinstance(self.segment_bytes, int) and 1 << 16 <= self.segment_bytes <= 1 << 40,
              f"segment_bytes must be in 2**16..2**40, got {self.segment_bytes!r}")
+        need(self.snapshot_interval is None or self.snapshot_interval_ns >= 100_000_000,
+             f"snapshot_interval must be at least 100ms (or None), "
+             f"got {self.snapshot_interval!r}")
         need(self.data_dir is None or isinstance(self.data_dir, (str, os.PathLike)),
              f"data_dir must be a path or None, got {self.data_dir!r}")
 
@@ -193,6 +202,12 @@ class EngineConfig:
     @property
     def worker_timeout_ns(self) -> int:
         return parse_duration(self.worker_timeout, "worker_timeout")
+
+    @property
+    def snapshot_interval_ns(self) -> int | None:
+        if self.snapshot_interval is None:
+            return None
+        return parse_duration(self.snapshot_interval, "snapshot_interval")
 
     @property
     def stable_after_ns(self) -> int:

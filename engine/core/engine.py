@@ -21,6 +21,7 @@ from ..errors import (
     STATUS_OK,
     STATUS_TIMEOUT,
     Backpressure,
+    CorruptState,
     EngineClosed,
     EngineError,
     FlushTimeout,
@@ -31,6 +32,14 @@ from ..errors import (
 from ..health.alerts import AlertHub, AlertStream
 from ..health.rules import RULES_SEGMENT_BYTES, Rules
 from ..journal.recovery import DataDir, Recovery, ShardRecovery, recover_shard
+from ..journal.snapshot import (
+    Snapshot,
+    list_snapshots,
+    load_newest,
+    read_from_ordinals,
+    write_snapshot,
+)
+from ..journal.wal import prune
 from ..query.reader import Reader
 from ..supervise.supervisor import Supervisor
 from .config import EngineConfig
@@ -41,7 +50,7 @@ from .layout import (
     WORKER_COUNTERS,
     Layout,
 )
-from .records import ALERT_DTYPE, as_events, entity_id, metric_id
+from .records import ALERT_DTYPE, STATE_DTYPE, as_events, entity_id, metric_id
 from .shm import Segment
 
 if TYPE_CHECKING:
@@ -67,6 +76,23 @@ def _spawn_worker(specs: list, pass_fds: tuple, w: int) -> subprocess.Popen:
         close_fds=True,
         pass_fds=pass_fds,
     )
+
+
+def _snapshot_loop(ref, stop: threading.Event, interval: float) -> None:
+    """Snapshot the engine every ``interval`` seconds until ``stop``."""
+    while not stop.wait(interval):
+        eng = ref()
+        if eng is None or eng._closing:
+            return
+        try:
+            with eng._snapshot_lock:
+                if not stop.is_set():
+                    eng._snapshot()
+                    eng._snapshot_error = None
+        except (EngineError, OSError) as exc:
+            # Tried again at the next interval; stats() shows why.
+            eng._snapshot_error = str(exc)
+        del eng
 
 
 def _cleanup(owner_pid: int, procs: list, segments: list, stoppers: list) -> None:
@@ -261,6 +287,11 @@ class Engine:
         self._gateway = None
         self._data_dir: DataDir | None = None
         self._recovery: Recovery | None = None
+        # Snapshots (periodic thread, snapshot_now, close) one at a time.
+        self._snapshot_lock = threading.Lock()
+        self._snapshot_info: dict | None = None
+        self._snapshot_error: str | None = None
+        self._snapshot_stop = threading.Event()
         try:
             self._start(cfg, lay)
         except BaseException:
@@ -365,16 +396,34 @@ class Engine:
             self._alerts.post,
         )
         self._stoppers.append(self._supervisor.close)
+        if self._data_dir is not None and cfg.snapshot_interval_ns:
+            stop = self._snapshot_stop
+            # The thread holds the engine weakly: an engine dropped without
+            # close() is still collected.
+            threading.Thread(target=_snapshot_loop, args=(weakref.ref(self), stop,
+                             cfg.snapshot_interval_ns / 1e9),
+                             name="ringflow-snapshots", daemon=True).start()
+            self._stoppers.insert(0, stop.set)
 
     def _recover(self, cfg: EngineConfig) -> Recovery:
-        """Replay each shard's journal into its fresh table, before its
-        worker starts, with the settings and rules the workers use: the
-        state comes back as it was for every journaled event (the alerts
-        the replay raises are not sent again)."""
+        """Load the newest good snapshot into the fresh tables and replay
+        each shard's journal after it, before the workers start, with the
+        settings and rules the workers use: the state comes back as it was
+        for every journaled event (the alerts the replay raises are not
+        sent again)."""
         rules = self._rules
         compiled = rules.compile(cfg.views)
         t0 = time.perf_counter()
         out = Recovery()
+        snap, out.snapshots_skipped = load_newest(self._data_dir.root)
+        if snap is not None:
+            if len(snap.rows) != cfg.workers:
+                raise CorruptState(f"{snap.path} holds {len(snap.rows)} shards, the engine "
+                                   f"{cfg.workers}")
+            out.snapshot = {"path": snap.path, "created_ns": snap.created_ns,
+                            "series": snap.series}
+            for kind, table in snap.names.items():
+                self.names.setdefault(kind, {}).update(table)
 
         def one(w: int) -> ShardRecovery:
             # A Settings per shard: it holds the kernel's undo slot, which
@@ -388,7 +437,10 @@ class Engine:
             try:
                 # Alerts the replay raises land here and are dropped.
                 scratch = np.zeros(1 << 12, ALERT_DTYPE)
-                return recover_shard(self._data_dir.shard(w), w, table, settings, scratch)
+                return recover_shard(
+                    self._data_dir.shard(w), w, table, settings, scratch,
+                    rows=None if snap is None else snap.rows[w],
+                    from_ordinal=0 if snap is None else snap.from_ordinals[w])
             finally:
                 table.release_buffer()
 
@@ -396,16 +448,82 @@ class Engine:
         # run without the GIL.
         with ThreadPoolExecutor(max_workers=min(cfg.workers, os.cpu_count() or 1)) as pool:
             out.shards = list(pool.map(one, range(cfg.workers)))
-        for w in range(cfg.workers):
-            # The table was replayed under the rules in force: its worker
-            # starts without a reload pass over every series (which would
-            # reset pending escalations and restamp every row).
-            _control.store_u64(self._control_segment.buf,
-                               self.layout.worker_counter(w, "rules_generation"),
-                               self._rules_generation)
+        # Rows a snapshot saved under other rules are re-evaluated by a
+        # reload pass when their worker starts; otherwise the tables stand
+        # as replayed under the rules in force, and the workers start
+        # without one (it would reset pending escalations, restamp rows).
+        if snap is None or snap.rules == json.loads(json.dumps(rules.to_dict())):
+            for w in range(cfg.workers):
+                _control.store_u64(self._control_segment.buf,
+                                   self.layout.worker_counter(w, "rules_generation"),
+                                   self._rules_generation)
         out.seconds = time.perf_counter() - t0
         out.at_ns = time.time_ns()
         return out
+
+    def snapshot_now(self) -> dict:
+        """Snapshot the state into the data dir now, without stopping
+        ingest (docs/journal.md, Snapshots), and delete the journal
+        segments the older of the two kept snapshots covers.
+
+        Returns
+        -------
+        dict
+            ``path``, ``series``, ``seconds``, ``bytes``, ``pruned``
+            (journal segments deleted).
+
+        Raises
+        ------
+        EngineError
+            No ``data_dir``; or a shard is not serving (a snapshot is
+            taken only of shards whose worker is up); or a row stayed
+            mid-write.
+        """
+        self._check()
+        if self._data_dir is None:
+            raise EngineError("this engine has no data_dir to snapshot into")
+        with self._snapshot_lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> dict:
+        t0 = time.perf_counter()
+        sup, lay, buf = self._supervisor, self.layout, self._control_segment.buf
+        if sup is not None and sup.state != "ok":
+            raise EngineError(f"not snapshotting while the engine is {sup.state}")
+        from_ordinals, rows = [], []
+        for w, table in enumerate(self._reader.tables):
+            # First the ordinal below which everything is applied, then the
+            # rows: each may hold more, which the replay skips.
+            from_ordinals.append(_control.load_u64(
+                buf, lay.worker_counter(w, "applied_ordinal"))[0])
+            used = table.used
+            out = np.empty(used + 1024, STATE_DTYPE)
+            lost = table.unavailable
+            n = table.snapshot_into(out)
+            while n < 0:
+                out = np.empty(-n + 1024, STATE_DTYPE)
+                n = table.snapshot_into(out)
+            if table.unavailable != lost:
+                raise EngineError(f"not snapshotting: a row of shard {w} stayed mid-write")
+            rows.append(out[:n])
+        if sup is not None and sup.state != "ok":
+            # A shard went down during the copy: its rows may carry the
+            # readers' down flag and status; the next snapshot is taken.
+            raise EngineError(f"not snapshotting while the engine is {sup.state}")
+        snap = Snapshot(from_ordinals, rows, names=self.names, rules=self._rules.to_dict())
+        path = write_snapshot(self._data_dir.root, snap)
+        pruned = []
+        kept = list_snapshots(self._data_dir.root)
+        if len(kept) >= 2:
+            # Up to the older kept snapshot: the newest may still turn out
+            # damaged, and the start then needs the journal from the older.
+            for w, below in enumerate(read_from_ordinals(kept[-2])):
+                pruned += prune(self._data_dir.shard(w), below)
+        info = {"path": str(path), "series": snap.series, "at_ns": time.time_ns(),
+                "seconds": time.perf_counter() - t0, "bytes": path.stat().st_size,
+                "pruned": len(pruned)}
+        self._snapshot_info = info
+        return info
 
     def _check_process(self) -> None:
         """Raise :class:`ForkedProcess` unless this is the engine's own process."""
@@ -661,6 +779,8 @@ class Engine:
             "failing": len(errnos),
             "error": os.strerror(errnos[0]) if errnos else None,
             "recovered": self._recovery.to_dict() if self._recovery else None,
+            "snapshot": self._snapshot_info,
+            "snapshot_error": self._snapshot_error,
         }
 
     def _journal_failure(self) -> str | None:
@@ -960,6 +1080,15 @@ class Engine:
             if self._alerts is not None:
                 # After the workers: the alerts of the drained events too.
                 self._alerts.close()
+            if self._data_dir is not None:
+                # The last snapshot, of the drained tables: the next start
+                # loads it and replays nothing.
+                self._snapshot_stop.set()
+                try:
+                    with self._snapshot_lock:
+                        self._snapshot()
+                except (EngineError, OSError) as exc:
+                    self._snapshot_error = f"at close: {exc}"
             for handle in self._producers:
                 if handle is not None:
                     handle._kernel.release_buffer()

@@ -29,6 +29,8 @@ from typing import NamedTuple
 # The kernels' status codes are defined with their exceptions (RF_* below).
 from ..errors import (
     STATUS_BUSY,
+    STATUS_CORRUPT,
+    STATUS_FULL,
     STATUS_OK,
     STATUS_STOPPED,
     STATUS_TIMEOUT,
@@ -507,7 +509,10 @@ WORKER_COUNTERS = ("applied", "invalid", "full", "stale", "batches", "max_batch"
                    "replayed_spans", "replayed_events", "rows_repaired",
                    # the journal (docs/journal.md): failed writes, the errno of
                    # the last one, and bytes written
-                   "journal_errors", "journal_errno", "journal_bytes")
+                   "journal_errors", "journal_errno", "journal_bytes",
+                   # every event with an ordinal below this one is applied:
+                   # where a snapshot taken now may start its replay
+                   "applied_ordinal")
 
 #: A producer block: doorbell line, counters line.
 PRODUCER_BLOCK_BYTES = 128
@@ -649,7 +654,8 @@ def _upper(name: str) -> str:
 ENUMS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
     ("Status codes of every kernel (engine.errors maps them to exceptions).",
      (("RF_OK", STATUS_OK), ("RF_TIMEOUT", STATUS_TIMEOUT), ("RF_STOPPED", STATUS_STOPPED),
-      ("RF_BUSY", STATUS_BUSY), ("RF_UNAVAILABLE", STATUS_UNAVAILABLE))),
+      ("RF_BUSY", STATUS_BUSY), ("RF_UNAVAILABLE", STATUS_UNAVAILABLE),
+      ("RF_FULL", STATUS_FULL), ("RF_CORRUPT", STATUS_CORRUPT))),
     ("Seqlock reads: a retry looks at the clock every READ_CHECK_EVERY tries (a\n"
      "power of two) and gives up READ_GIVE_UP_NS after its first look, or\n"
      "READ_RUNNABLE_GIVE_UP_NS while the table's writer can still run.",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, EngineError
+from ..errors import ConfigError, EngineError, raise_for_status
 from .wal import repair, replay, scan
 
 __all__ = ["DataDir", "Recovery", "ShardRecovery", "recover_shard", "shard_dir"]
@@ -53,6 +53,8 @@ class ShardRecovery:
     torn: dict | None = None
     #: Frames journaled twice by a worker replaced mid-span, skipped.
     duplicates: int = 0
+    #: Series loaded from the snapshot, before the replay.
+    series_loaded: int = 0
     seconds: float = 0.0
 
 
@@ -62,6 +64,10 @@ class Recovery:
 
     shards: list = field(default_factory=list)
     seconds: float = 0.0
+    #: The snapshot loaded: ``{"path", "created_ns", "series"}``, or None.
+    snapshot: dict | None = None
+    #: Newer snapshots that were damaged and skipped: "path: why".
+    snapshots_skipped: list = field(default_factory=list)
     #: Wall time (ns since the epoch) the recovery finished.
     at_ns: int = 0
 
@@ -81,6 +87,7 @@ class Recovery:
         return {
             "events": self.events, "frames": self.frames, "seconds": self.seconds,
             "at_ns": self.at_ns, "torn_tails": self.torn_tails,
+            "snapshot": self.snapshot, "snapshots_skipped": list(self.snapshots_skipped),
             "shards": [asdict(s) for s in self.shards],
         }
 
@@ -200,10 +207,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def recover_shard(directory, shard: int, table, settings, alert_scratch: np.ndarray
-                  ) -> ShardRecovery:
-    """Replay one shard's journal into its table (a fresh one, before its
-    worker starts).
+def recover_shard(directory, shard: int, table, settings, alert_scratch: np.ndarray,
+                  rows: np.ndarray | None = None, from_ordinal: int = 0) -> ShardRecovery:
+    """Load one shard's table (a fresh one, before its worker starts) from
+    a snapshot's ``rows``, if any, and replay its journal from
+    ``from_ordinal``, the snapshot's position.
 
     A torn tail (a crash inside the last write) is cut off first and
     reported; damage anywhere else raises
@@ -213,6 +221,9 @@ def recover_shard(directory, shard: int, table, settings, alert_scratch: np.ndar
     """
     t0 = time.perf_counter()
     out = ShardRecovery(shard)
+    if rows is not None and len(rows):
+        raise_for_status(table.load_rows(rows), f"loading the snapshot of shard {shard}")
+        out.series_loaded = len(rows)
     found = scan(directory, shard)
     if found.torn is not None:
         path, offset, nbytes = found.torn
@@ -220,7 +231,7 @@ def recover_shard(directory, shard: int, table, settings, alert_scratch: np.ndar
         out.torn = {"path": path, "offset": offset, "bytes": nbytes}
     out.segments = len(found.segments)
     out.duplicates = found.duplicates
-    for base, events in replay(directory, 0, shard):
+    for base, events in replay(directory, from_ordinal, shard):
         table.apply(events, settings, alert_scratch, base=base)
         out.frames += 1
         out.events += len(events)

@@ -37,7 +37,8 @@ from ..errors import EngineError
 
 __all__ = [
     "FRAME", "FRAME_EVENTS", "SEGMENT_HEADER", "JournalCorrupt", "JournalError", "Scan",
-    "SegmentWriter", "frame_bytes", "repair", "repair_tail", "replay", "scan", "segment_name",
+    "SegmentWriter", "frame_bytes", "prune", "repair", "repair_tail", "replay", "scan",
+    "segment_name",
 ]
 
 #: A segment file starts with: magic, format version, shard, reserved
@@ -318,6 +319,23 @@ def replay(directory, from_ordinal: int = 0, shard: int | None = None
 
     _walk(directory, shard, keep)
     yield from frames
+
+
+def prune(directory, below: int) -> list[str]:
+    """Delete the segments of one shard's journal that hold only ordinals
+    below ``below`` (a snapshot covers them): every segment whose successor
+    starts at or below it.  The last segment always stays.  Returns the
+    deleted paths."""
+    directory = Path(directory)
+    paths = _segments(directory)
+    gone = []
+    for path, successor in zip(paths, paths[1:]):
+        if int(successor.stem) <= below:
+            path.unlink(missing_ok=True)
+            gone.append(str(path))
+    if gone:
+        _fsync_dir(directory)
+    return gone
 
 
 def repair_tail(directory, shard: int | None = None) -> dict | None:

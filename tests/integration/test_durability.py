@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import engine
 from engine.errors import ConfigError, EngineError, FlushTimeout
 from engine.journal import wal
 from engine.journal.recovery import shard_dir
+from engine.journal.snapshot import list_snapshots
 from tests.helpers import wait_for
 from tests.integration.test_supervision import FAST, Ledger, batch, kill_worker, serving_again
 
@@ -62,6 +64,15 @@ def assert_same_rows(before: np.ndarray, after: np.ndarray) -> None:
         assert np.array_equal(before[name], after[name], equal_nan=True), name
 
 
+def drop_snapshots(data_dir) -> int:
+    """Delete a data dir's snapshots: the next start replays the whole
+    journal, as after a crash before the first snapshot."""
+    found = list_snapshots(data_dir)
+    for path in found:
+        path.unlink()
+    return len(found)
+
+
 def test_reopen_after_close_restores_every_row_exactly(tmp_path):
     cfg = dict(workers=2, data_dir=tmp_path, rules=RULES, ring_capacity=4096)
     with engine.Engine(**cfg) as eng:
@@ -70,16 +81,24 @@ def test_reopen_after_close_restores_every_row_exactly(tmp_path):
         eng.flush()
         before, stats = rows(eng), eng.stats()
         assert stats["journal"]["bytes"] > 32 * stats["applied"]
+    # The journal alone (as if the engine had died before any snapshot).
+    assert drop_snapshots(tmp_path) == 1
     with engine.Engine(**cfg) as eng:
         rec = eng.stats()["journal"]["recovered"]
         # Every event the workers took (invalid ones too: they were in the
         # spans) replayed; the rows bit for bit, versions included.
+        assert rec["snapshot"] is None
         assert rec["events"] == stats["applied"] + stats["workers"][0]["invalid"] \
             + stats["workers"][1]["invalid"] + stats["rejected_table_full"]
         assert rec["torn_tails"] == 0
         assert_same_rows(before, rows(eng))
         assert eng.get(int(before["key"][0]), "cpu") is not None
-        # And the journal goes on: a third start sees both runs' events.
+    # The snapshot close() took: loaded, nothing left to replay.
+    with engine.Engine(**cfg) as eng:
+        rec = eng.stats()["journal"]["recovered"]
+        assert rec["snapshot"]["series"] == len(before) and rec["events"] == 0
+        assert_same_rows(before, rows(eng))
+        # And the journal goes on: a further start sees both runs' events.
         ev = random_batches(16, 1, time.time_ns())[0]
         eng.submit(ev)
         eng.flush()
@@ -209,6 +228,7 @@ def _last_segment(tmp_path) -> Path:
 
 def test_a_torn_tail_is_cut_counted_and_the_rest_recovered(tmp_path):
     cfg, _ = _journal_of(tmp_path)
+    drop_snapshots(tmp_path)
     seg = _last_segment(tmp_path)
     # A crash inside the last write: its frame cut short.
     os.truncate(seg, seg.stat().st_size - 100)
@@ -225,6 +245,7 @@ def test_a_torn_tail_is_cut_counted_and_the_rest_recovered(tmp_path):
 
 def test_damage_in_the_middle_stops_the_start_until_repaired(tmp_path):
     cfg, _ = _journal_of(tmp_path)
+    drop_snapshots(tmp_path)
     seg = _last_segment(tmp_path)
     first_frame = wal.SEGMENT_HEADER.size
     data = bytearray(seg.read_bytes())
@@ -313,3 +334,161 @@ def test_a_failing_disk_holds_events_back_and_ingest_resumes(tmp_path):
         ledger.check(eng)
     with engine.Engine(**cfg) as eng:
         ledger.check(eng)
+
+
+# --- snapshots ------------------------------------------------------------
+
+def test_periodic_snapshots_bound_the_journal_and_restore_exactly(tmp_path):
+    """Snapshots every 100 ms while small segments roll: older segments are
+    deleted (the data dir stays bounded), two snapshots are kept, and a new
+    engine holds exactly the state."""
+    ledger = Ledger()
+    cfg = dict(workers=2, data_dir=tmp_path, segment_bytes=1 << 16,
+               snapshot_interval="100ms")
+    rng = random.Random(7)
+    with engine.Engine(**cfg) as eng:
+        now = time.time_ns()
+        for _ in range(3):
+            for _ in range(40):
+                ev = batch(rng, 4096, now)
+                now += len(ev)
+                eng.submit(ev)
+                ledger.add(ev)
+            eng.flush()
+            taken = eng.stats()["journal"]["snapshot"]
+            wait_for(lambda t=taken: eng.stats()["journal"]["snapshot"] not in (None, t),
+                     10, "a snapshot")
+        journal = eng.stats()["journal"]
+        assert journal["snapshot_error"] is None
+        # 480 k events = 15 MiB of journal in 64 KiB segments: most are gone.
+        segments = sum(len(list(shard_dir(tmp_path, w).glob("*.wal"))) for w in range(2))
+        assert segments < 120, segments
+        assert len(list_snapshots(tmp_path)) == 2
+        ledger.check(eng)
+    with engine.Engine(**cfg) as eng:
+        ledger.check(eng)
+
+
+def test_a_damaged_newest_snapshot_falls_back_to_the_one_before(tmp_path):
+    ledger = Ledger()
+    cfg = dict(workers=2, data_dir=tmp_path, snapshot_interval=None)
+    rng = random.Random(8)
+    now = time.time_ns()
+    for _ in range(2):
+        with engine.Engine(**cfg) as eng:
+            for _ in range(10):
+                ev = batch(rng, 2000, now)
+                now += len(ev)
+                eng.submit(ev)
+                ledger.add(ev)
+            eng.flush()
+    older, newest = list_snapshots(tmp_path)
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    newest.write_bytes(bytes(data))
+    with engine.Engine(**cfg) as eng:
+        rec = eng.stats()["journal"]["recovered"]
+        assert rec["snapshot"]["path"] == str(older)
+        assert len(rec["snapshots_skipped"]) == 1 and "checksum" in rec["snapshots_skipped"][0]
+        assert rec["events"] == 20_000          # the second run, from the journal
+        ledger.check(eng)
+
+
+SNAPSHOT_CHILD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import engine
+
+    keys = np.arange(1, 65, dtype=np.uint64) + int(sys.argv[2])
+    with engine.Engine(workers=2, data_dir=sys.argv[1], ring_capacity=1024,
+                       snapshot_interval="100ms") as eng:
+        # 100 k more series make each snapshot take a while to write.
+        bulk = np.zeros(100_000, engine.EVENT_DTYPE)
+        bulk["key"] = np.arange(100_000, dtype=np.uint64) + 10_000_000 + int(sys.argv[2]) * 1000
+        bulk["metric"] = 8
+        bulk["ts"] = 1_700_000_000_000_000_000
+        eng.submit(bulk)
+        eng.flush()
+        for i in range(1, 1_000_000):
+            ev = np.zeros(64, engine.EVENT_DTYPE)
+            ev["key"] = keys
+            ev["metric"] = 7
+            ev["ts"] = 1_700_000_000_000_000_000 + i
+            ev["value"] = i % 5 + 1
+            eng.submit(ev)
+            eng.flush()
+            print(i, flush=True)
+""")
+
+
+def _writing(data_dir: Path, share: float) -> bool:
+    """A snapshot's temporary file holds at least ``share`` of the size of
+    the newest snapshot now."""
+    try:
+        done = list_snapshots(data_dir)
+        at = share * done[-1].stat().st_size if done else 0
+    except FileNotFoundError:      # pruned under us: look again
+        return False
+    for tmp in data_dir.glob(".snapshot-*.tmp"):
+        try:
+            if tmp.stat().st_size >= at:
+                return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
+def test_sigkill_during_a_snapshot_write_uses_the_previous_one(tmp_path):
+    """Three rounds: the engine in a child is SIGKILLed while a snapshot is
+    being written (its temporary file exists), after a random further
+    delay.  The next start never loads the torn file, and holds every
+    flushed batch exactly once."""
+    rng = random.Random(1515)
+    known: dict = {}
+    for round_ in range(3):
+        key_base = 1000 * (round_ + 1)
+        proc = subprocess.Popen([sys.executable, "-c", SNAPSHOT_CHILD, str(tmp_path),
+                                 str(key_base)],
+                                stdout=subprocess.PIPE, text=True, cwd=REPO)
+        flushed = [0]
+
+        def read(proc=proc, flushed=flushed) -> None:
+            for line in proc.stdout:
+                flushed[0] = int(line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            wait_for(lambda f=flushed: f[0] >= 20, 60, "the child flushing")
+            # A snapshot after the first one, killed once its temporary
+            # file holds a random share of what the last one took: a
+            # random point of the write (or of its fsync).
+            wait_for(lambda r=round_: len(list_snapshots(tmp_path)) >= 1 + (r > 0), 60,
+                     "a first snapshot")
+            share = rng.random()
+            wait_for(lambda: _writing(tmp_path, share), 60, "a snapshot being written",
+                     every=0.0002)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait(10)
+            reader.join(10)
+            proc.stdout.close()
+            _remove_segments_of(proc.pid)
+        with engine.Engine(workers=2, data_dir=tmp_path, start_timeout=20) as eng:
+            rec = eng.recovery
+            # The torn file was never loaded, and is gone.
+            assert rec.snapshot is not None and ".tmp" not in rec.snapshot["path"]
+            assert any("interrupted write" in s for s in rec.snapshots_skipped)
+            assert not list(tmp_path.glob(".snapshot-*.tmp"))
+            snap = eng.snapshot()
+            got = {int(k): (int(c), float(s)) for k, c, s, m in
+                   zip(snap["key"], snap["count"], snap["sum"], snap["metric"]) if m == 7}
+        mine = {k: v for k, v in got.items() if key_base < k <= key_base + 64}
+        assert len(mine) == 64
+        for key, (count, total) in mine.items():
+            assert count in (flushed[0], flushed[0] + 1), (key, count, flushed[0])
+            assert total == _sum_of_first(count), (key, count, total)
+        for key, was in known.items():
+            assert got[key] == was, key
+        known.update(mine)
