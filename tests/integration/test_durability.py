@@ -466,7 +466,7 @@ def test_sigkill_during_a_snapshot_write_uses_the_previous_one(tmp_path):
             wait_for(lambda r=round_: len(list_snapshots(tmp_path)) >= 1 + (r > 0), 60,
                      "a first snapshot")
             share = rng.random()
-            wait_for(lambda: _writing(tmp_path, share), 60, "a snapshot being written",
+            wait_for(lambda s=share: _writing(tmp_path, s), 60, "a snapshot being written",
                      every=0.0002)
             os.kill(proc.pid, signal.SIGKILL)
         finally:
