@@ -103,6 +103,13 @@ class EngineConfig:
         more on a clean close), so that a start replays only the journal
         after the snapshot and the journal's older segments are deleted.
         ``None`` snapshots on close only.
+    max_names : int
+        Entity and metric names the engine remembers (to show names rather
+        than ids); past it new names are counted, not kept, so that no
+        sender can grow its memory without bound.  Events are taken either
+        way.
+    max_name_bytes : int
+        Longest name remembered, in UTF-8 bytes.
     """
 
     workers: int = 2
@@ -128,6 +135,8 @@ class EngineConfig:
     fsync: str = "interval"
     segment_bytes: int = 64 << 20
     snapshot_interval: float | str | None = "1m"
+    max_names: int = 1_000_000
+    max_name_bytes: int = 256
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -178,6 +187,10 @@ class EngineConfig:
         need(self.snapshot_interval is None or self.snapshot_interval_ns >= 100_000_000,
              f"snapshot_interval must be at least 100ms (or None), "
              f"got {self.snapshot_interval!r}")
+        need(isinstance(self.max_names, int) and 0 <= self.max_names <= 1 << 32,
+             f"max_names must be an integer in 0..2**32, got {self.max_names!r}")
+        need(isinstance(self.max_name_bytes, int) and 1 <= self.max_name_bytes <= 1 << 16,
+             f"max_name_bytes must be in 1..65536, got {self.max_name_bytes!r}")
         need(self.data_dir is None or isinstance(self.data_dir, (str, os.PathLike)),
              f"data_dir must be a path or None, got {self.data_dir!r}")
 

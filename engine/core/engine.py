@@ -50,6 +50,7 @@ from .layout import (
     WORKER_COUNTERS,
     Layout,
 )
+from .names import NameRegistry
 from .records import ALERT_DTYPE, STATE_DTYPE, as_events, entity_id, metric_id
 from .shm import Segment
 
@@ -268,7 +269,8 @@ class Engine:
         #: Names the engine has seen, by id: ``{"entities": {...}, "metrics": {...}}``.
         #: Queries and alerts show names from here; the gateway fills it
         #: from JSON ingest, :meth:`register_names` from Python.
-        self.names: dict = {"entities": {}, "metrics": dict(self._rules.metric_names())}
+        self.names = NameRegistry(cfg.max_names, cfg.max_name_bytes)
+        self.names.add_silently("metrics", dict(self._rules.metric_names()))
         self._alerts: AlertHub | None = None
         self._rules_generation = 0
         # Reloads are rare control-plane calls; two at once must not
@@ -423,7 +425,8 @@ class Engine:
             out.snapshot = {"path": snap.path, "created_ns": snap.created_ns,
                             "series": snap.series}
             for kind, table in snap.names.items():
-                self.names.setdefault(kind, {}).update(table)
+                if kind in self.names:
+                    self.names.add_silently(kind, table)
 
         def one(w: int) -> ShardRecovery:
             # A Settings per shard: it holds the kernel's undo slot, which
@@ -457,6 +460,8 @@ class Engine:
                 _control.store_u64(self._control_segment.buf,
                                    self.layout.worker_counter(w, "rules_generation"),
                                    self._rules_generation)
+        # The names learnt after the snapshot, and from now on the log.
+        out.names = self.names.open_log(self._data_dir.root)
         out.seconds = time.perf_counter() - t0
         out.at_ns = time.time_ns()
         return out
@@ -510,8 +515,10 @@ class Engine:
             # A shard went down during the copy: its rows may carry the
             # readers' down flag and status; the next snapshot is taken.
             raise EngineError(f"not snapshotting while the engine is {sup.state}")
-        snap = Snapshot(from_ordinals, rows, names=self.names, rules=self._rules.to_dict())
+        names, names_covered = self.names.copy_for_snapshot()
+        snap = Snapshot(from_ordinals, rows, names=names, rules=self._rules.to_dict())
         path = write_snapshot(self._data_dir.root, snap)
+        self.names.compact_log(names_covered)
         pruned = []
         kept = list_snapshots(self._data_dir.root)
         if len(kept) >= 2:
@@ -763,6 +770,7 @@ class Engine:
             "alerts_delivered": self._alerts.delivered if self._alerts else 0,
             "alert_callback_errors": self._alerts.callback_errors if self._alerts else 0,
             "journal": self._journal_stats(workers),
+            "names": self.names.stats(),
         }
 
     def _journal_stats(self, workers: list) -> dict | None:
@@ -1089,6 +1097,7 @@ class Engine:
                         self._snapshot()
                 except (EngineError, OSError) as exc:
                     self._snapshot_error = f"at close: {exc}"
+                self.names.close_log()
             for handle in self._producers:
                 if handle is not None:
                     handle._kernel.release_buffer()

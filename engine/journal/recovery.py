@@ -68,6 +68,8 @@ class Recovery:
     snapshot: dict | None = None
     #: Newer snapshots that were damaged and skipped: "path: why".
     snapshots_skipped: list = field(default_factory=list)
+    #: Names read back from the names log (learnt after the snapshot).
+    names: int = 0
     #: Wall time (ns since the epoch) the recovery finished.
     at_ns: int = 0
 
@@ -88,6 +90,7 @@ class Recovery:
             "events": self.events, "frames": self.frames, "seconds": self.seconds,
             "at_ns": self.at_ns, "torn_tails": self.torn_tails,
             "snapshot": self.snapshot, "snapshots_skipped": list(self.snapshots_skipped),
+            "names": self.names,
             "shards": [asdict(s) for s in self.shards],
         }
 

@@ -204,8 +204,9 @@ def op_names(reader: Reader, request: dict) -> dict:
         for name in values:
             ident = hasher(name)
             if ident not in reader.names[kind]:
-                reader.names[kind][ident] = name
-                added += 1
+                reader.names[kind].setdefault(ident, name)
+                # Past max_names (or max_name_bytes) it is counted, not kept.
+                added += ident in reader.names[kind]
     return {"registered": added}
 
 

@@ -492,3 +492,45 @@ def test_sigkill_during_a_snapshot_write_uses_the_previous_one(tmp_path):
         for key, was in known.items():
             assert got[key] == was, key
         known.update(mine)
+
+
+# --- names ----------------------------------------------------------------
+
+def test_names_survive_a_close_and_a_sigkill_and_stay_bounded(tmp_path):
+    cfg = dict(workers=1, data_dir=tmp_path, max_names=50, max_name_bytes=16)
+    with engine.Engine(**cfg) as eng:
+        eng.register_names(entities=["web-01", "db-01"], metrics=["cpu"])
+        eng.register_names(entities=["x" * 17])                       # too long
+        eng.register_names(entities=[f"host-{i}" for i in range(100)])  # past max_names
+        names = eng.stats()["names"]
+        assert names["known"] == 50 and names["dropped_long"] == 1
+        assert names["dropped_full"] == 100 - (50 - 3)
+        known = {k: dict(v) for k, v in eng.names.items()}
+    with engine.Engine(**cfg) as eng:
+        # From the snapshot close() took.
+        assert {k: dict(v) for k, v in eng.names.items()} == known
+        assert eng.recovery.snapshot is not None
+    # Learnt after the last snapshot, then SIGKILL: from the names log.
+    child = textwrap.dedent("""
+        import os, signal, sys
+        import engine
+        eng = engine.Engine(workers=1, data_dir=sys.argv[1], max_names=60,
+                            max_name_bytes=16, snapshot_interval=None)
+        eng.register_names(entities=["late-01"])
+        print("registered", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", child, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait(10)
+        _remove_segments_of(proc.pid)
+    assert "registered" in out and proc.returncode == -signal.SIGKILL
+    with engine.Engine(**{**cfg, "max_names": 60}, start_timeout=20) as eng:
+        late = engine.entity_id("late-01")
+        assert late not in known["entities"]
+        assert eng.names["entities"][late] == "late-01"
+        assert eng.recovery.names == 1

@@ -83,6 +83,7 @@ def child_calls(eng: engine.Engine, extra: engine.Producer, stream) -> dict:
         "get_many": lambda: eng.get_many(HOSTS, "cpu"),
         "entity_rows": lambda: eng.entity_rows(HOSTS[0]),
         "snapshot": lambda: eng.snapshot(),
+        "snapshot_now": lambda: eng.snapshot_now(),
         "series": lambda: eng.series(HOSTS[0], "cpu"),
         "entity": lambda: eng.entity(HOSTS[0]),
         "quantiles": lambda: eng.quantiles("cpu"),
