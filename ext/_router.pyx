@@ -108,6 +108,8 @@ cdef class Producer:
         self.counters = <uint64_t *>(self.base + block_offset + PB_COUNTERS)
         self.params.ts_min = ts_min
         self.params.ts_max = ts_max
+        # A client's event never passes as a producer marker.
+        self.params.markers = False
         waiter_init(&self.waiter, wait_kind)
         self.busy = False
 
@@ -203,11 +205,13 @@ cdef class Producer:
             done[0] = pos
         return RF_OK
 
-    def submit(self, cnp.ndarray events, int64_t start, int64_t slice_ns):
+    def submit(self, cnp.ndarray events, int64_t start, int64_t slice_ns,
+               bint markers=False):
         """Route ``events[start:]`` into the rings, waiting at most
         ``slice_ns`` for room.  Returns ``(status, done, invalid)``: events
         before index ``done`` are handled (accepted or rejected), ``invalid``
-        of them were rejected."""
+        of them were rejected.  ``markers``: let producer markers through
+        (the gateway's idempotent producers, docs/journal.md)."""
         cdef int64_t done = start, invalid = 0
         cdef int status
         cdef const Event *ev
@@ -220,9 +224,11 @@ cdef class Producer:
                 raise ValueError("events must be a 1-d C-contiguous EVENT_DTYPE array")
             ev = <const Event *>cnp.PyArray_DATA(events)
             n = events.shape[0]
+            self.params.markers = markers
             with nogil:
                 status = self.submit_span(ev, n, slice_ns, &done, &invalid)
         finally:
+            self.params.markers = False
             self.busy = False
         return status, done, invalid
 

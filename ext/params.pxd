@@ -6,7 +6,7 @@
 
 from libc.stdint cimport int64_t, uint64_t
 from libc.math cimport isfinite, exp
-from layout cimport Event, Rule, RowUndo, NVIEWS
+from layout cimport Event, Rule, RowUndo, NVIEWS, PRODUCER_METRIC, EVENT_MARKER
 
 ctypedef struct Params:
     int64_t ts_min
@@ -21,6 +21,7 @@ ctypedef struct Params:
     bint health           # windows, sketch and rules; off: lifetime statistics only
     RowUndo *undo         # where the row being written is saved (ext/undo.pxd)
     uint64_t *heartbeat   # the worker's heartbeat word, beaten in long sweeps; or NULL
+    bint markers          # producer markers are valid (workers; a router only in marker mode)
 
 ctypedef struct BatchCounters:
     uint64_t applied
@@ -30,7 +31,10 @@ ctypedef struct BatchCounters:
     uint64_t late
 
 cdef inline bint event_valid(const Event *e, const Params *p) noexcept nogil:
-    return isfinite(e.value) and e.ts >= p.ts_min and e.ts <= p.ts_max
+    # The reserved metric only as a producer marker, and only where markers
+    # are expected: a client cannot forge one through a producer.
+    return isfinite(e.value) and e.ts >= p.ts_min and e.ts <= p.ts_max and \
+        (e.metric != PRODUCER_METRIC or (p.markers and e.flags == EVENT_MARKER))
 
 cdef inline void params_init(Params *p, int64_t ts_min, int64_t ts_max,
                              int64_t window, int64_t lateness, double half_life,
@@ -49,3 +53,4 @@ cdef inline void params_init(Params *p, int64_t ts_min, int64_t ts_max,
     p.health = True
     p.undo = NULL
     p.heartbeat = NULL
+    p.markers = True

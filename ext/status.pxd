@@ -9,7 +9,7 @@ from layout cimport (StateRow, Rule, ST_OK, ST_WARN, ST_STALE, ST_CRIT, STAT_LAS
                      STAT_EWMA, STAT_MEAN, STAT_MIN, STAT_MAX, STAT_VAR, STAT_COUNT,
                      STAT_WIN_COUNT, STAT_WIN_SUM, STAT_WIN_MIN, STAT_WIN_MAX,
                      STAT_WIN_MEAN, STAT_P50, STAT_P95, STAT_P99, STAT_VIEW0, NVIEWS,
-                     FOLD_NONE, RULE_WILDCARD, RULE_HAS_WARN, RULE_FALLING)
+                     FOLD_NONE, RULE_WILDCARD, RULE_HAS_WARN, RULE_FALLING, PRODUCER_METRIC)
 from params cimport Params
 from alertsink cimport AlertSink, sink_emit
 from sketch cimport sketch_quantile
@@ -113,6 +113,9 @@ cdef inline uint8_t rule_for(const Params *p, uint32_t metric) noexcept nogil:
     """1 + index of the rule for metric (its own, else the wildcard), or 0."""
     cdef int64_t i
     cdef uint8_t wildcard = 0
+    if metric == PRODUCER_METRIC:
+        # A producer's marker row is bookkeeping, never health.
+        return 0
     for i in range(p.nrules):
         if p.rules[i].flags & RULE_WILDCARD:
             if wildcard == 0:
@@ -122,6 +125,8 @@ cdef inline uint8_t rule_for(const Params *p, uint32_t metric) noexcept nogil:
     return wildcard
 
 cdef inline int64_t row_ttl(const StateRow *r, const Params *p) noexcept nogil:
+    if r.metric == PRODUCER_METRIC:
+        return 0
     if r.rule:
         return p.rules[r.rule - 1].ttl_ns
     return p.ttl

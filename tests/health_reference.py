@@ -19,6 +19,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from engine.core.layout import EVENT_MARKER, PRODUCER_METRIC
+
 # --------------------------------------------------------------- constants
 
 OK, WARN, STALE, CRIT = 0, 1, 2, 3
@@ -306,7 +308,10 @@ def _rules_list(rules) -> list[dict]:
 
 def resolve_rule(rules: list[dict], metric: int) -> int:
     """``1 + index`` of the rule of ``metric``: the (first) non-wildcard rule
-    naming it, else the (first) wildcard rule, else 0."""
+    naming it, else the (first) wildcard rule, else 0; always 0 for the
+    producer markers' metric."""
+    if metric == PRODUCER_METRIC:
+        return 0
     for i, r in enumerate(rules):
         if not r["flags"] & RULE_WILDCARD and r["metric"] == metric:
             return i + 1
@@ -353,7 +358,11 @@ class HealthRef:
         before = dict(self.counters)
         alerts: list[Alert] = []
         rows = events.tolist() if isinstance(events, np.ndarray) else events
-        for key, ts, metric, _flags, x in rows:
+        for key, ts, metric, flags, x in rows:
+            if int(metric) == PRODUCER_METRIC and int(flags) != EVENT_MARKER:
+                # The reserved metric is a producer marker or nothing.
+                self.counters["invalid"] += 1
+                continue
             self._event(int(key), int(ts), int(metric), float(x), alerts)
         self.last_counts = {k: self.counters[k] - before[k] for k in self.counters}
         return alerts
@@ -575,6 +584,8 @@ class HealthRef:
     def ttl_of(self, s: SeriesRef) -> int:
         """The series' TTL: its rule's (the compiled ``ttl_ns`` already holds
         the default when the rule has none) or the default; 0: never."""
+        if s.metric == PRODUCER_METRIC:
+            return 0
         return self.rules[s.rule - 1]["ttl_ns"] if s.rule else self.ttl_ns
 
     def sweep(self, now_ns: int) -> list[Alert]:

@@ -132,6 +132,12 @@ VERSION_APPLIED = 6
 #: Row flag, set only in a reader's copy: the row's shard is not
 #: :data:`SHARD_OK`, so its status reads at least STALE (docs/faults.md).
 ROW_SHARD_DOWN = 4
+#: The metric id reserved for producer markers (idempotent producers,
+#: docs/journal.md): a client's event carrying it is rejected as invalid.
+PRODUCER_METRIC = 0xFFFFFFFF
+#: The flags of a producer marker event (only the gateway's marker submit
+#: routes one).
+EVENT_MARKER = 0x4D4B
 
 #: A table's ``shard`` word (written by the engine's supervisor only): why
 #: the shard's rows may not be current.  Code 0 is ``ok``.
@@ -685,7 +691,8 @@ ENUMS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
       ("MAX_RULES", MAX_RULES))),
     ("State row flags, sketch and views.",
      (("ROW_USED", ROW_USED), ("ROW_PREV_FINAL", ROW_PREV_FINAL),
-      ("ROW_SHARD_DOWN", ROW_SHARD_DOWN),
+      ("ROW_SHARD_DOWN", ROW_SHARD_DOWN), ("PRODUCER_METRIC", PRODUCER_METRIC),
+      ("EVENT_MARKER", EVENT_MARKER),
       ("SKETCH_BUCKETS", SKETCH_BUCKETS), ("NVIEWS", NVIEWS), ("FOLD_NONE", FOLD_NONE),
       ("FOLD_CAP", FOLD_CAP))),
     ("A worker block: byte offsets, control words (WC_*) and counters (WK_*).",

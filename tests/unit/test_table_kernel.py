@@ -23,6 +23,7 @@ from engine import (
     _query,
     _table,
 )
+from engine.core.layout import EVENT_MARKER
 from engine.core.shm import Segment
 from tests.reference import (
     admitted_mask_ref,
@@ -36,6 +37,8 @@ from tests.reference import (
 
 U64_MAX = 2**64 - 1
 U32_MAX = 2**32 - 1
+#: The largest metric id a client may send (U32_MAX is PRODUCER_METRIC).
+TOP_METRIC = U32_MAX - 1
 I64_MIN = -(2**63)
 I64_MAX = 2**63 - 1
 EPS = sys.float_info.epsilon
@@ -352,17 +355,18 @@ def test_near_max_finite_values_keep_the_ewma_finite(half_life):
 # --------------------------------------------------------- adversarial keys
 
 def test_one_hot_key_long_out_of_order_stream():
-    """20 000 events of one series at the extreme key and metric, in
-    random order with many duplicate times, in one batch."""
+    """20 000 events of one series at the extreme key and metric (the
+    largest a client may use: U32_MAX is the producer markers'), in random
+    order with many duplicate times, in one batch."""
     rng = np.random.default_rng(1)
     n = 20_000
-    ev = make_events([U64_MAX] * n, [U32_MAX] * n, T0 + rng.integers(0, 500, n),
+    ev = make_events([U64_MAX] * n, [TOP_METRIC] * n, T0 + rng.integers(0, 500, n),
                      rng.normal(50.0, 10.0, n))
     t, buf = make_table(16, 8)
     applied, invalid, full, stale = apply(t, ev, half_life=100.0)
     ref = assert_rows_match(t, ev, DEFAULT_TS_MIN, DEFAULT_TS_MAX, 100.0)
     assert (applied, invalid, full) == (n, 0, 0)
-    assert stale == ref[(U64_MAX, U32_MAX)]["stale"] > 0
+    assert stale == ref[(U64_MAX, TOP_METRIC)]["stale"] > 0
     check_index(t, buf)
 
 
@@ -389,14 +393,30 @@ def test_extreme_keys_and_metrics_including_the_all_zero_entry():
     maximal ids are distinct series, and absent neighbours are not found."""
     t, _ = make_table(16, 8)
     assert find(t, 0, 0) is None            # an empty table has no (0, 0) series
-    pairs = [(0, 0), (0, U32_MAX), (U64_MAX, 0), (U64_MAX, U32_MAX)]
+    pairs = [(0, 0), (0, TOP_METRIC), (U64_MAX, 0), (U64_MAX, TOP_METRIC)]
     ev = make_events([k for k, _ in pairs], [m for _, m in pairs], [T0] * 4, [1.0, 2.0, 3.0, 4.0])
     assert apply(t, ev) == (4, 0, 0, 0)
     for (k, m), x in zip(pairs, [1.0, 2.0, 3.0, 4.0]):
         r = find(t, k, m)
         assert r is not None and (r["key"], r["metric"], r["count"], r["last"]) == (k, m, 1, x)
-    for k, m in [(0, 1), (1, 0), (U64_MAX - 1, U32_MAX), (U64_MAX, U32_MAX - 1)]:
+    for k, m in [(0, 1), (1, 0), (U64_MAX - 1, TOP_METRIC), (U64_MAX, TOP_METRIC - 1)]:
         assert find(t, k, m) is None
+
+
+def test_the_reserved_metric_is_a_producer_marker_or_invalid():
+    """U32_MAX is the producer markers' metric: a client's event with it is
+    invalid; a marker (flags EVENT_MARKER) is applied, has no rule and never
+    goes STALE."""
+    t, _ = make_table(16, 8)
+    ev = make_events([7, 7], [U32_MAX, U32_MAX], [T0, T0 + 1], [5.0, 6.0])
+    ev["flags"][1] = EVENT_MARKER
+    settings = _table.Settings(ts_min=0, ts_max=WIDE_MAX, window_ns=WINDOW,
+                               half_life_ns=HALF_LIFE, ttl_ns=1)
+    alerts = np.zeros(16, ALERT_DTYPE)
+    assert t.apply(ev, settings, alerts)[:3] == (1, 1, 0)
+    row = find(t, 7, U32_MAX)
+    assert row["count"] == 1 and row["max"] == 6.0 and row["rule"] == 0
+    assert t.sweep(T0 + 10**12, settings, alerts) == (0, 0)       # never STALE
 
 
 def colliding_series(slots: int, homes: dict, metric: int = 3):
