@@ -45,6 +45,7 @@ from ..supervise.supervisor import Supervisor
 from .config import EngineConfig
 from .layout import (
     PRODUCER_COUNTERS,
+    PRODUCER_METRIC,
     RING_CONSUMED_OFFSET,
     RING_PUBLISHED_OFFSET,
     WORKER_COUNTERS,
@@ -191,6 +192,11 @@ class Producer:
         ForkedProcess
             Called in a process forked from the engine's.
         """
+        return self._submit(events, timeout, False)
+
+    def _submit(self, events: np.ndarray, timeout: float | None, markers: bool) -> int:
+        """:meth:`submit`; ``markers``: let producer markers through (the
+        gateway's idempotent producers, docs/journal.md)."""
         eng = self._engine
         eng._check_writable()
         ev = as_events(events)
@@ -199,7 +205,7 @@ class Producer:
         invalid = 0
         slice_ns = _SLICE_NS
         while True:
-            status, done, bad = self._kernel.submit(ev, done, slice_ns)
+            status, done, bad = self._kernel.submit(ev, done, slice_ns, markers)
             invalid += bad
             if status == STATUS_OK:
                 return done - invalid
@@ -271,6 +277,8 @@ class Engine:
         #: from JSON ingest, :meth:`register_names` from Python.
         self.names = NameRegistry(cfg.max_names, cfg.max_name_bytes)
         self.names.add_silently("metrics", dict(self._rules.metric_names()))
+        # The marker rows of idempotent producers (PROTOCOL.md).
+        self.names.add_silently("metrics", {PRODUCER_METRIC: "ringflow.producer"})
         self._alerts: AlertHub | None = None
         self._rules_generation = 0
         # Reloads are rare control-plane calls; two at once must not

@@ -11,6 +11,7 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
+from ..errors import GatewayTimeout
 from . import protocol as P
 from .plans import _NO_REPLY, _ClientBase, _Plan, _Step
 from .subscriptions import AsyncAlertSubscription
@@ -99,7 +100,13 @@ class AsyncClient(_ClientBase):
         try:
             step = next(plan)
             while True:
-                step = plan.send(await self._exchange(step))
+                try:
+                    answer = await self._exchange(step)
+                except GatewayTimeout as exc:
+                    # The plan decides: an acked frame is sent again.
+                    step = plan.throw(exc)
+                    continue
+                step = plan.send(answer)
         except StopIteration as stop:
             return stop.value
 

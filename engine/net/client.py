@@ -35,6 +35,7 @@ from collections.abc import Iterable
 import numpy as np
 import zmq
 
+from ..errors import GatewayTimeout
 from . import protocol as P
 from .plans import _NO_REPLY, _SOCKET_TYPES, _ClientBase, _Plan, _Step
 from .subscriptions import AlertSubscription
@@ -133,7 +134,13 @@ class Client(_ClientBase):
         try:
             step = next(plan)
             while True:
-                step = plan.send(self._exchange(step))
+                try:
+                    answer = self._exchange(step)
+                except GatewayTimeout as exc:
+                    # The plan decides: an acked frame is sent again.
+                    step = plan.throw(exc)
+                    continue
+                step = plan.send(answer)
         except StopIteration as stop:
             return stop.value
 

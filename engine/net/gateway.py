@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import functools
 import json
 import os
 import threading
@@ -38,7 +39,8 @@ import time
 import numpy as np
 import zmq
 
-from .. import _wire
+from .. import _table, _wire
+from ..core.layout import EVENT_MARKER, PRODUCER_METRIC
 from ..core.records import EVENT_DTYPE
 from ..errors import (
     STATUS_OK as _STATUS_OK,
@@ -58,6 +60,12 @@ __all__ = ["Gateway", "GatewayConfig", "endpoint_urls"]
 _POLL_MS = 100
 # Frames read without blocking before the batch is submitted.
 _COALESCE_FRAMES = 1024
+# Producers whose sequences are kept in memory; past it the longest idle is
+# dropped and read back from its marker rows if it sends again.
+_MAX_PRODUCERS = 65536
+# A message's share of one shard is cut into at most this many parts; a
+# marker holds sequence * _PARTS + part, below 2**53 (an exact double).
+_PARTS = 4096
 # An acked round waits for its journal write in slices this long.
 _JOURNAL_WAIT_NS = 50_000_000
 _COALESCE_ROUNDS = 64
@@ -123,6 +131,61 @@ class GatewayConfig:
         self.max_restarts = int(max_restarts)
         self.restart_window = float(restart_window)
         self.restart_backoff = float(restart_backoff)
+
+
+class _ProducerState:
+    """One producer's last sequence per shard, and the reply counts of its
+    last messages (a duplicate is answered with the original's counts)."""
+
+    __slots__ = ("last", "counts")
+
+    def __init__(self, last: np.ndarray) -> None:
+        self.last = last
+        self.counts: dict = {}
+
+    def remember(self, seq: int, accepted: int, rejected: int) -> None:
+        self.counts[seq] = (accepted, rejected)
+        if len(self.counts) > 8:
+            del self.counts[min(self.counts)]
+
+
+def shard_of(keys: np.ndarray, workers: int) -> np.ndarray:
+    """The shard of each key: ``mix64(key) % workers``, as the router."""
+    return (_table.mix64(np.ascontiguousarray(keys, np.uint64))
+            % np.uint64(workers)).astype(np.intp)
+
+
+@functools.lru_cache(maxsize=4096)
+def _marker_keys(pid: int, workers: int) -> tuple[int, ...]:
+    # Keys derived from the producer id, the first that lands in each shard.
+    step = np.uint64(0x9E3779B97F4A7C15)
+    cand = (np.uint64(pid) + np.arange(1, 64 * workers + 1, dtype=np.uint64) * step)
+    shards = shard_of(cand, workers)
+    keys = []
+    for w in range(workers):
+        hits = np.flatnonzero(shards == w)
+        if not len(hits):   # pragma: no cover - 64 tries per shard
+            raise EngineError(f"no marker key for shard {w} of producer {pid}")
+        keys.append(int(cand[hits[0]]))
+    return tuple(keys)
+
+
+def marker_keys(pid: int, workers: int) -> np.ndarray:
+    """The key of producer ``pid``'s marker row in each shard."""
+    return np.array(_marker_keys(pid, workers), np.uint64)
+
+
+def marker_events(pid: int, mark: int, shard: int, workers: int) -> np.ndarray:
+    """Producer ``pid``'s marker for ``shard``: the reserved metric, its
+    flag, and ``mark`` (sequence * _PARTS + part) as the value, whose
+    ``max`` the marker row keeps."""
+    ev = np.zeros(1, EVENT_DTYPE)
+    ev["key"] = _marker_keys(pid, workers)[shard]
+    ev["metric"] = PRODUCER_METRIC
+    ev["flags"] = EVENT_MARKER
+    ev["ts"] = time.time_ns()
+    ev["value"] = float(mark)
+    return ev
 
 
 class _Unavailable(EngineError):
@@ -194,6 +257,12 @@ class Gateway:
         # PULL and acked ingest each have a thread and a producer slot: an
         # acked message never waits behind fire-and-forget traffic, so
         # ack_timeout bounds its wait.
+        # Idempotent producers: per producer id, the last sequence each
+        # shard took (PROTOCOL.md), least recently seen first.
+        self._producer_states: collections.OrderedDict = collections.OrderedDict()
+        # Records of one part: with its marker, one publish of a ring (the
+        # router publishes at most half a ring at once).
+        self._part_records = max(1, engine.layout.ring_slots // 2 - 1)
         self._pull_producer = engine.producer()
         try:
             self._acked_producer = engine.producer()
@@ -423,7 +492,8 @@ class Gateway:
         if c is None:
             c = {"messages": 0, "accepted": 0, "invalid": 0,
                  "rejected": {reason: 0 for reason in P.REASONS},
-                 "queries": 0, "query_errors": 0}
+                 "queries": 0, "query_errors": 0,
+                 "duplicates": 0, "duplicate_records": 0}
             self._all_counters.append(c)
             self._tls.counters = c
         return c
@@ -433,7 +503,8 @@ class Gateway:
         """Every thread's counters added up."""
         total = {"messages": 0, "accepted": 0, "invalid": 0,
                  "rejected": {reason: 0 for reason in P.REASONS},
-                 "queries": 0, "query_errors": 0}
+                 "queries": 0, "query_errors": 0,
+                 "duplicates": 0, "duplicate_records": 0}
         for c in list(self._all_counters):
             for k, v in c.items():
                 if k == "rejected":
@@ -519,32 +590,38 @@ class Gateway:
         finally:
             acked.close()
 
-    def _decode(self, frame) -> tuple[np.ndarray | None, str | None, str]:
-        """Records of one ingest frame, or (None, reason, message)."""
+    def _decode(self, frame, acked: bool = False):
+        """Records of one ingest frame: ``(records, None, "", producer)``,
+        or ``(None, reason, message, None)``.  ``producer``: ``(id,
+        sequence)`` of a version-2 acked frame, else None."""
         try:
-            kind, count = P.parse_header(frame, self.config.max_message_bytes)
+            producer, offset = None, P.HEADER.size
+            if acked:
+                frame, producer, offset = P.split_producer(frame)
+            kind, count = P.parse_header(frame, self.config.max_message_bytes,
+                                         producer=producer is not None)
             if kind == P.TYPE_EVENTS:
-                return P.parse_events(frame, count), None, ""
+                return P.parse_events(frame, count, offset), None, "", producer
             if kind == P.TYPE_JSON:
-                body = memoryview(frame)[P.HEADER.size:]
-                return P.parse_json_lines(body, self.names), None, ""
+                body = memoryview(frame)[offset:]
+                return P.parse_json_lines(body, self.names), None, "", producer
             raise P.ProtocolError("bad_type", f"message type {kind} is not an ingest type")
         except P.ProtocolError as exc:
             self._c["rejected"][exc.reason] += 1
-            return None, exc.reason, str(exc)
+            return None, exc.reason, str(exc), None
         except Exception as exc:  # noqa: BLE001 - one message must never stop ingest
             self._c["rejected"]["bad_json"] += 1
-            return None, "bad_json", f"undecodable message: {exc!r}"
+            return None, "bad_json", f"undecodable message: {exc!r}", None
 
-    def _submit(self, producer, events: np.ndarray,
-                timeout: float | None) -> tuple[int, int, bool]:
+    def _submit(self, producer, events: np.ndarray, timeout: float | None,
+                markers: bool = False) -> tuple[int, int, bool]:
         """Submit through one of the gateway's producers, waiting in slices so
         that a stop request is noticed.  Returns (accepted, handled, complete)."""
         accepted = handled = 0
         deadline = None if timeout is None else time.monotonic() + timeout
         while handled < len(events):
             try:
-                accepted += producer.submit(events[handled:], timeout=0.1)
+                accepted += producer._submit(events[handled:], 0.1, markers)
                 handled = len(events)
             except WorkerDied as exc:
                 # A shard given up on (degraded): nothing more can be taken.
@@ -589,7 +666,7 @@ class Gateway:
             self._submit_pull(drain.take_batch())
         frame = drain.take_pending()
         if frame is not None:
-            records, _reason, _msg = self._decode(frame)
+            records = self._decode(frame)[0]
             if records is not None and len(records):
                 self._submit_pull(records)
 
@@ -665,30 +742,119 @@ class Gateway:
 
     def _ack(self, frame, failing: str | None = None) -> dict:
         """Decode and submit one acked message; returns its reply."""
-        records, reason, message = self._decode(frame.buffer)
+        records, reason, message, producer = self._decode(frame.buffer, acked=True)
         if records is None:
             return {"ok": False, "reason": reason, "error": message}
         if failing is not None:
             self._c["rejected"]["unavailable"] += 1
             return {"ok": False, "reason": "unavailable", "accepted": 0, "handled": 0,
                     "error": f"journal: {failing}; nothing taken, resend later"}
+        if producer is not None:
+            return self._ack_idempotent(records, producer)
         try:
             accepted, handled, complete = self._submit(
                 self._acked_producer, records, self.config.ack_timeout)
         except _Unavailable as exc:
-            self._count(exc.accepted, exc.handled)
-            self._c["rejected"]["unavailable"] += 1
-            return {"ok": False, "reason": "unavailable", "accepted": exc.accepted,
-                    "handled": exc.handled,
-                    "error": f"{exc.message}; {exc.handled} of {len(records)} records taken"}
+            return self._unavailable(exc, len(records))
         self._count(accepted, handled)
         if not complete:
-            self._c["rejected"]["backpressure"] += 1
-            return {"ok": False, "reason": "backpressure", "accepted": accepted,
-                    "handled": handled,
-                    "error": f"rings full for {self.config.ack_timeout:g}s; "
-                             f"{handled} of {len(records)} records taken, resend the rest"}
+            return self._backpressure(accepted, handled, len(records), "")
         return {"ok": True, "accepted": accepted, "rejected": handled - accepted}
+
+    def _unavailable(self, exc: _Unavailable, total: int) -> dict:
+        self._count(exc.accepted, exc.handled)
+        self._c["rejected"]["unavailable"] += 1
+        return {"ok": False, "reason": "unavailable", "accepted": exc.accepted,
+                "handled": exc.handled,
+                "error": f"{exc.message}; {exc.handled} of {total} records taken"}
+
+    def _backpressure(self, accepted: int, handled: int, total: int, rest: str) -> dict:
+        self._c["rejected"]["backpressure"] += 1
+        return {"ok": False, "reason": "backpressure", "accepted": accepted,
+                "handled": handled,
+                "error": f"rings full for {self.config.ack_timeout:g}s; "
+                         f"{handled} of {total} records taken, resend the rest{rest}"}
+
+    def _ack_idempotent(self, records: np.ndarray, producer: tuple[int, int]) -> dict:
+        """An acked message of an idempotent producer (PROTOCOL.md), applied
+        at most once however often it is sent.
+
+        Each shard's share is cut into parts that fit one publish of a ring,
+        and each part goes into the ring with a marker of the producer
+        (sequence and part) in the same publish: the worker journals and
+        applies a publish whole or not at all, so after any crash a shard
+        holds a part together with its marker, or neither.  A retry skips
+        the parts whose marker a shard holds."""
+        pid, seq = producer
+        state = self._producer_state(pid)
+        workers = len(state.last)
+        shards = shard_of(records["key"], workers)
+        order = np.argsort(shards, kind="stable")
+        bounds = np.searchsorted(shards[order], np.arange(workers + 1))
+        piece = self._part_records
+        accepted = handled = skipped = 0
+        total = len(records)
+        if bounds[-1] and int(np.diff(bounds).max()) > piece * _PARTS:
+            self._c["rejected"]["too_large"] += 1
+            return {"ok": False, "reason": "too_large",
+                    "error": f"a message of an idempotent producer may carry at most "
+                             f"{piece * _PARTS} records for one shard; split it"}
+        for w in range(workers):
+            mine = order[bounds[w]:bounds[w + 1]]
+            parts = max(1, -(-len(mine) // piece))
+            for part in range(parts):
+                mark = seq * _PARTS + part
+                chunk = mine[part * piece:(part + 1) * piece]
+                if mark <= state.last[w]:
+                    skipped += len(chunk)
+                    continue
+                events = np.concatenate([records[chunk], marker_events(pid, mark, w, workers)])
+                # Flags are reserved for clients: none of theirs passes as a
+                # marker (an event of the reserved metric is then invalid).
+                events["flags"][:-1] = 0
+                try:
+                    got, done, complete = self._submit(self._acked_producer, events,
+                                                       self.config.ack_timeout, markers=True)
+                except _Unavailable as exc:
+                    # What this part's publish took is whole (or nothing).
+                    exc.accepted, exc.handled = accepted, handled
+                    return self._unavailable(exc, total)
+                if not complete:
+                    self._count(accepted, handled)
+                    return self._backpressure(accepted, handled, total,
+                                              ": send the message again, same sequence")
+                state.last[w] = mark
+                accepted += got - 1
+                handled += done - 1
+        self._count(accepted, handled)
+        if skipped == total and accepted == handled == 0:
+            # Taken before (a retry): answered, never applied again.
+            self._c["duplicates"] += 1
+            self._c["duplicate_records"] += total
+            accepted, rejected = state.counts.get(seq, (0, 0))
+            return {"ok": True, "accepted": accepted, "rejected": rejected, "duplicate": True}
+        self._c["duplicate_records"] += skipped
+        state.remember(seq, accepted, handled - accepted)
+        return {"ok": True, "accepted": accepted, "rejected": handled - accepted,
+                "duplicate": False}
+
+    def _producer_state(self, pid: int) -> _ProducerState:
+        """What the engine has taken from producer ``pid``: kept here once
+        seen, read back from its marker rows the first time (after a
+        restart, those say what every shard holds)."""
+        states = self._producer_states
+        state = states.get(pid)
+        if state is None:
+            workers = self.engine.config.workers
+            rows = self.engine.get_many(marker_keys(pid, workers), PRODUCER_METRIC)
+            state = _ProducerState(np.where(rows["count"] > 0, rows["max"], 0).astype(np.int64))
+            states[pid] = state
+            if len(states) > _MAX_PRODUCERS:
+                # The longest idle: read back from its rows if it returns.
+                states.popitem(last=False)
+        else:
+            states.move_to_end(pid)
+        return state
 
     # --- queries ------------------------------------------------------------
 

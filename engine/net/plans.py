@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import json
 import os
+import secrets
 import threading
 import time
 from collections.abc import Generator, Iterable
@@ -96,13 +97,13 @@ def _plain(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _pack_json(records: list[dict]) -> bytes:
+def _pack_json(records: list[dict], producer=None) -> bytes:
     try:
-        return P.pack_json(records)
+        return P.pack_json(records, producer)
     except TypeError:
         # NumPy scalars (e.g. a value taken from an array): convert, retry.
         plain = [json.loads(json.dumps(r, default=_plain)) for r in records]
-        return P.pack_json(plain)
+        return P.pack_json(plain, producer)
 
 
 def _names(values, what: str) -> list[str]:
@@ -119,6 +120,10 @@ class _ClientBase:
     """State and plans shared by :class:`Client` and :class:`AsyncClient`."""
 
     _context_class = zmq.Context
+    #: How often an acked frame that got no reply within ``timeout`` is
+    #: sent again (under the same producer sequence, so never applied twice)
+    #: before :class:`engine.errors.GatewayTimeout` is raised.
+    ack_retries = 3
 
     def __init__(self, host: str = P.DEFAULT_HOST, *, ports: dict | None = None,
                  endpoints: dict | None = None, timeout: float | None = 10.0,
@@ -141,6 +146,15 @@ class _ClientBase:
         self._pid = os.getpid()
         self._closed = False
         self._ids = itertools.count(1)
+        # Idempotent producer (PROTOCOL.md): every acked frame carries this
+        # id and the next sequence number, and a frame that got no reply is
+        # sent again under the same number, which the gateway applies once.
+        self.producer_id = secrets.randbits(64) | 1
+        self._sequence = itertools.count(1)
+        #: Acked frames sent again after a timeout, and retries the gateway
+        #: answered as duplicates (taken before).
+        self.retried = 0
+        self.duplicates = 0
         self._sockets: dict[str, zmq.Socket] = {}
         self._subscriptions: set[_SubscriptionBase] = set()
         self._subscriptions_lock = threading.Lock()
@@ -272,15 +286,29 @@ class _ClientBase:
         accepted = 0
         for start in range(0, len(records), self.max_frame_records):
             chunk = records[start:start + self.max_frame_records]
-            frame = pack(chunk)
             if ack:
-                reply = yield _Step("acked", frame, _JSON)
+                frame = pack(chunk, (self.producer_id, next(self._sequence)))
+                for attempt in range(self.ack_retries + 1):
+                    try:
+                        reply = yield _Step("acked", frame, _JSON)
+                        break
+                    except GatewayTimeout:
+                        # No reply: the frame may or may not have been
+                        # taken.  The same frame again, on a new socket
+                        # (the old one was dropped), is applied at most once.
+                        if attempt == self.ack_retries:
+                            raise
+                        self.retried += 1
                 accepted = self._acked(reply, accepted, start, len(chunk))
             else:
-                yield _Step("ingest", frame)
+                yield _Step("ingest", pack(chunk))
         return accepted if ack else None
 
     def _acked(self, reply: dict, accepted: int, start: int, size: int) -> int:
+        if reply.get("ok") and reply.get("duplicate"):
+            # A retry of a frame taken before: its records count as sent.
+            self.duplicates += 1
+            return accepted + int(reply.get("accepted", 0))
         if reply.get("ok"):
             return accepted + int(reply.get("accepted", 0))
         reason = reply.get("reason")

@@ -46,6 +46,9 @@ __all__ = [
     "REASONS",
     "DEFAULT_HOST",
     "DEFAULT_PORTS",
+    "PRODUCER",
+    "VERSION_PRODUCER",
+    "split_producer",
     "ProtocolError",
     "pack_events",
     "pack_json",
@@ -78,22 +81,44 @@ DEFAULT_PORTS = {"ingest": 7710, "acked": 7711, "query": 7712, "alerts": 7713}
 
 _JSON_FIELDS = {"entity", "metric", "ts", "value"}
 
+#: Version of an acked ingest frame that names its producer (idempotent
+#: producers, PROTOCOL.md): the 8-byte header, then PRODUCER, then the body.
+VERSION_PRODUCER = 2
+#: Producer id (u64, not 0) and the message's sequence number (u64, from 1).
+PRODUCER = struct.Struct("<QQ")
+#: The largest sequence number: the engine keeps sequence * 4096 + part
+#: (a message's parts in one shard) as an exact double.
+MAX_SEQUENCE = 2**41 - 1
+
 
 def pack_header(kind: int, count: int) -> bytes:
     return HEADER.pack(MAGIC, VERSION, kind, count)
 
 
-def pack_events(events: np.ndarray) -> bytes:
-    """One binary ingest frame (type 1) carrying ``events``."""
+def _producer_header(kind: int, count: int, producer: tuple[int, int] | None) -> bytes:
+    if producer is None:
+        return pack_header(kind, count)
+    pid, seq = producer
+    if not (0 < pid < 2**64 and 0 < seq <= MAX_SEQUENCE):
+        raise ValueError(f"producer id must be in 1..2**64-1 and sequence in 1..2**41-1, "
+                         f"got {producer}")
+    return HEADER.pack(MAGIC, VERSION_PRODUCER, kind, count) + PRODUCER.pack(pid, seq)
+
+
+def pack_events(events: np.ndarray, producer: tuple[int, int] | None = None) -> bytes:
+    """One binary ingest frame (type 1) carrying ``events``; with
+    ``producer`` ``(id, sequence)``, a version-2 frame for the acked
+    endpoint that a retry can repeat without applying it twice."""
     ev = np.ascontiguousarray(events, dtype=EVENT_DTYPE)
-    return pack_header(TYPE_EVENTS, len(ev)) + ev.tobytes()
+    return _producer_header(TYPE_EVENTS, len(ev), producer) + ev.tobytes()
 
 
-def pack_json(records) -> bytes:
+def pack_json(records, producer: tuple[int, int] | None = None) -> bytes:
     """One JSON-lines ingest frame (type 2) from dicts with entity, metric,
-    value and optionally ts (ns); names stay names on the wire."""
+    value and optionally ts (ns); names stay names on the wire.
+    ``producer``: as :func:`pack_events`."""
     body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
-    return pack_header(TYPE_JSON, len(body)) + body
+    return _producer_header(TYPE_JSON, len(body), producer) + body
 
 
 def pack_lookup(keys, metrics) -> bytes:
@@ -113,8 +138,11 @@ def pack_rows(rows: np.ndarray) -> bytes:
     return pack_header(TYPE_ROWS, len(rows)) + np.ascontiguousarray(rows, STATE_DTYPE).tobytes()
 
 
-def parse_header(frame, max_bytes: int | None = None) -> tuple[int, int]:
-    """Check the header of ``frame`` (any buffer) and its length.
+def parse_header(frame, max_bytes: int | None = None, producer: bool = False
+                 ) -> tuple[int, int]:
+    """Check the header of ``frame`` (any buffer) and its length;
+    ``producer``: a version-2 acked frame, whose body follows the producer
+    extension (:func:`split_producer`).
 
     Returns
     -------
@@ -126,31 +154,57 @@ def parse_header(frame, max_bytes: int | None = None) -> tuple[int, int]:
         With the reason the whole message is rejected.
     """
     size = len(frame)
+    start = HEADER.size + (PRODUCER.size if producer else 0)
     if max_bytes is not None and size > max_bytes:
         raise ProtocolError("too_large", f"message of {size} bytes is over the {max_bytes} limit")
-    if size < HEADER.size:
+    if size < start:
         raise ProtocolError("short_frame", f"message of {size} bytes is shorter than the header")
     magic, version, kind, count = HEADER.unpack_from(frame, 0)
     if magic != MAGIC:
         raise ProtocolError("bad_magic", f"bad magic {bytes(magic)!r}, expected b'RF'")
-    if version != VERSION:
-        raise ProtocolError("bad_version", f"protocol version {version} is not supported (1 is)")
+    if version != (VERSION_PRODUCER if producer else VERSION):
+        raise ProtocolError("bad_version", f"protocol version {version} is not supported here "
+                            f"(1 is; 2, with a producer, on the acked endpoint)")
     item = {TYPE_EVENTS: EVENT_DTYPE.itemsize, TYPE_JSON: 1, TYPE_LOOKUP: LOOKUP_DTYPE.itemsize,
             TYPE_ROWS: STATE_DTYPE.itemsize}.get(kind)
     if item is None:
         raise ProtocolError("bad_type", f"unknown message type {kind}")
-    if size - HEADER.size != count * item:
+    if size - start != count * item:
         raise ProtocolError(
             "bad_length",
             f"header says {count} {'bytes' if kind == TYPE_JSON else 'records'} "
-            f"({count * item} bytes of body) but the body has {size - HEADER.size}",
+            f"({count * item} bytes of body) but the body has {size - start}",
         )
     return kind, count
 
 
-def parse_events(frame, count: int) -> np.ndarray:
-    """The records of a type-1 frame as a read-only EVENT_DTYPE view (no copy)."""
-    return np.frombuffer(frame, EVENT_DTYPE, count=count, offset=HEADER.size)
+def parse_events(frame, count: int, offset: int = HEADER.size) -> np.ndarray:
+    """The records of a type-1 frame as a read-only EVENT_DTYPE view (no
+    copy); ``offset``: where its body starts."""
+    return np.frombuffer(frame, EVENT_DTYPE, count=count, offset=offset)
+
+
+def split_producer(frame, max_bytes: int | None = None):
+    """An acked ingest frame: version 1 as it is, or version 2 with its
+    producer extension taken off.
+
+    Returns
+    -------
+    (frame, producer, offset)
+        ``producer`` is ``(id, sequence)`` or None; ``offset``: where the
+        body starts.  The header of a version-2 frame is checked as a
+        version-1 one would be (:func:`parse_header`) by the caller, on
+        ``frame`` rebuilt without the extension only when needed.
+    """
+    view = memoryview(frame)
+    if len(view) >= HEADER.size + PRODUCER.size and bytes(view[:2]) == MAGIC \
+            and view[2] == VERSION_PRODUCER:
+        pid, seq = PRODUCER.unpack_from(view, HEADER.size)
+        if pid == 0 or not 0 < seq <= MAX_SEQUENCE:
+            raise ProtocolError("bad_field", f"producer id {pid} / sequence {seq}: the id "
+                                f"must not be 0 and the sequence must be in 1..2**41-1")
+        return view, (pid, seq), HEADER.size + PRODUCER.size
+    return view, None, HEADER.size
 
 
 def parse_lookup(frame, count: int) -> tuple[np.ndarray, np.ndarray]:
