@@ -419,7 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "with --rate, about rate/100)")
     send.add_argument("--ack", action="store_true",
                       help="use the acked endpoint: wait for each message's reply and "
-                           "count what the gateway accepted")
+                           "count what the gateway accepted; a message that gets no reply is "
+                           "sent again under the same producer sequence, so a server restart "
+                           "never applies it twice (PROTOCOL.md)")
     send.add_argument("--seed", type=int, metavar="N",
                       help="seed of the synthetic generator (default: 0)")
     _add_client_options(send, v)
