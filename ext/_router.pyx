@@ -11,7 +11,7 @@ from libc.string cimport memset
 from atomic cimport rf_now_ns, rf_load_acquire_i64, rf_store_relaxed_u64
 from shard cimport shard_of as shard_of_key
 from layout cimport Event, RingHeader, RF_OK, RF_TIMEOUT, RF_BUSY, PB_COUNTERS, PC_ACCEPTED, \
-    PC_INVALID, PC_BATCHES
+    PC_INVALID, PC_BATCHES, PRODUCER_METRIC
 from ring cimport ring_data, ring_free, ring_publish
 from wait cimport Waiter, waiter_init, waiter_reset, waiter_arm, waiter_park, waiter_disarm
 from params cimport Params, event_valid
@@ -149,7 +149,7 @@ cdef class Producer:
 
     cdef int submit_span(self, const Event *ev, int64_t n, int64_t slice_ns,
                          int64_t *done, int64_t *invalid) noexcept nogil:
-        cdef int64_t pos = done[0], m, i, remaining, seen
+        cdef int64_t pos = done[0], m, i, remaining, seen, marks
         cdef Py_ssize_t w
         cdef uint64_t W = <uint64_t>self.workers
         cdef uint32_t s
@@ -160,10 +160,13 @@ cdef class Producer:
             if m > self.chunk:
                 m = self.chunk
             memset(self.counts, 0, (self.workers + 1) * sizeof(int64_t))
+            marks = 0
             # Pass 1: validate and count per shard.
             for i in range(m):
                 if event_valid(&ev[pos + i], &self.params):
                     s = <uint32_t>shard_of_key(ev[pos + i].key, W)
+                    # A producer marker is routed, not counted as an event.
+                    marks += ev[pos + i].metric == PRODUCER_METRIC
                 else:
                     s = <uint32_t>W
                 self.scratch[i] = s
@@ -196,7 +199,8 @@ cdef class Producer:
                     ring_publish(self.base, self.rings[w], self.cursor[w])
             invalid[0] += self.counts[W]
             rf_store_relaxed_u64(&self.counters[PC_ACCEPTED],
-                                 self.counters[PC_ACCEPTED] + <uint64_t>(m - self.counts[W]))
+                                 self.counters[PC_ACCEPTED]
+                                 + <uint64_t>(m - self.counts[W] - marks))
             rf_store_relaxed_u64(&self.counters[PC_INVALID],
                                  self.counters[PC_INVALID] + <uint64_t>self.counts[W])
             rf_store_relaxed_u64(&self.counters[PC_BATCHES],

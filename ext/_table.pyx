@@ -7,16 +7,19 @@ through engine._worker, and engine._query reads every table of an engine).
 and reload a table in this process, and read it back."""
 
 cimport numpy as cnp
+import numpy as np
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memset, memcpy
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from atomic cimport rf_load_acquire_u64, rf_store_relaxed_u64, rf_store_release_u64, rf_mix64
 from layout cimport (Event, StateRow, IndexEntry, TableHeader, Rule, RulesHeader, Alert, RowUndo,
-                     RF_OK, TABLE_MAGIC, MAX_RULES, SKETCH_BUCKETS, STAT_TTL, NVIEWS)
+                     ProducerMark, RF_OK, RF_FULL, TABLE_MAGIC, MAX_RULES, SKETCH_BUCKETS,
+                     STAT_TTL, NVIEWS, PRODUCER_MARK_SLOTS)
 from params cimport Params, BatchCounters, params_init
 from alertsink cimport AlertSink, sink_array
-from index cimport table_rows, series_hash, table_load
+from index cimport (table_rows, series_hash, table_load, table_marks, mark_find,
+                    mark_raise)
 from query cimport row_read, table_find, status_seen
 from apply cimport apply_batch, table_sweep, table_reload, ordinals_reserve
 from undo cimport table_repair
@@ -197,8 +200,10 @@ INDEX_ENTRY_BYTES = sizeof(IndexEntry)
 
 
 def table_bytes(uint64_t slots, uint64_t limit):
-    """Bytes a table with ``slots`` index entries and ``limit`` rows takes."""
-    return sizeof(TableHeader) + slots * sizeof(IndexEntry) + limit * sizeof(StateRow)
+    """Bytes a table with ``slots`` index entries and ``limit`` rows takes
+    (and its producer marks)."""
+    return sizeof(TableHeader) + slots * sizeof(IndexEntry) + limit * sizeof(StateRow) \
+        + PRODUCER_MARK_SLOTS * sizeof(ProducerMark)
 
 
 def init_table(buffer, uint64_t slots, uint64_t limit):
@@ -213,7 +218,7 @@ def init_table(buffer, uint64_t slots, uint64_t limit):
     PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
     try:
         if <size_t>view.len < sizeof(TableHeader) + slots * sizeof(IndexEntry) \
-                + limit * sizeof(StateRow):
+                + limit * sizeof(StateRow) + PRODUCER_MARK_SLOTS * sizeof(ProducerMark):
             raise ValueError("table does not fit in the buffer")
         th = <TableHeader *>view.buf
         # A fresh /dev/shm segment is zero already; clearing again would
@@ -283,6 +288,10 @@ cdef class Table:
                 rf_load_acquire_u64(&self.th.magic) != TABLE_MAGIC:
             self.release_buffer()
             raise ValueError("no state table in this buffer (bad magic)")
+        if <size_t>self.view.len < sizeof(TableHeader) + self.th.slots * sizeof(IndexEntry) \
+                + self.th.limit * sizeof(StateRow) + PRODUCER_MARK_SLOTS * sizeof(ProducerMark):
+            self.release_buffer()
+            raise ValueError("the buffer is shorter than the table its header describes")
 
     def __dealloc__(self):
         self.release_buffer()
@@ -366,6 +375,40 @@ cdef class Table:
         with nogil:
             status = table_load(self.th, src, n)
         return status
+
+    def find_mark(self, uint64_t key):
+        """The mark of producer marker key ``key`` (0: none), read while the
+        worker writes (PROTOCOL.md, idempotent producers)."""
+        self.check()
+        return mark_find(self.th, key)
+
+    def marks(self):
+        """Every producer mark in use, as an array of (key, mark) uint64
+        pairs: what a snapshot saves beside the rows."""
+        self.check()
+        cdef ProducerMark *m = table_marks(self.th)
+        cdef Py_ssize_t i, n = 0
+        out = np.zeros((PRODUCER_MARK_SLOTS, 2), np.uint64)
+        cdef uint64_t[:, ::1] o = out
+        for i in range(PRODUCER_MARK_SLOTS):
+            key = rf_load_acquire_u64(&m[i].key)
+            if key:
+                o[n, 0] = key
+                o[n, 1] = rf_load_acquire_u64(&m[i].mark)
+                n += 1
+        return out[:n].copy()
+
+    def load_marks(self, marks):
+        """Raise the producer marks of this table to ``marks`` ((key, mark)
+        pairs, as :meth:`marks` returns them; a snapshot's).  Returns a
+        status code: ``STATUS_FULL`` when they do not fit."""
+        self.check()
+        cdef const uint64_t[:, ::1] src = np.ascontiguousarray(marks, np.uint64).reshape(-1, 2)
+        cdef Py_ssize_t i
+        for i in range(src.shape[0]):
+            if src[i, 0] == 0 or not mark_raise(self.th, src[i, 0], src[i, 1]):
+                return RF_FULL
+        return RF_OK
 
     def repair(self, Settings settings not None):
         """What a worker does first after a kill (docs/faults.md): put back

@@ -10,13 +10,13 @@ from atomic cimport (rf_load_acquire_u64, rf_load_relaxed_u64, rf_store_relaxed_
                      rf_fence_release, rf_prefetch_w, rf_now_ns)
 from layout cimport (Event, StateRow, IndexEntry, TableHeader, Rule, RulesHeader,
                      ST_STALE, STAT_TTL, MAX_RULES, VERSION_STEP, VERSION_INIT_WRITING,
-                     VERSION_INIT_DONE)
+                     VERSION_INIT_DONE, PRODUCER_METRIC)
 from params cimport Params, BatchCounters, event_valid
 from alertsink cimport AlertSink
 from window cimport prev_final
 from status cimport status_commit, status_evaluate, rule_for, row_ttl
 from row cimport row_update, row_init, row_prefetch
-from index cimport table_index, table_rows, series_hash, index_find
+from index cimport table_index, table_rows, series_hash, index_find, mark_raise
 from undo cimport undo_take, version_writing, version_applied
 
 cdef enum:
@@ -119,6 +119,12 @@ cdef inline void apply_batch(TableHeader *th, const Event *ev, int64_t n,
         e = &ev[i]
         if not event_valid(e, p):
             c.invalid += 1
+            continue
+        if e.metric == PRODUCER_METRIC:
+            # A producer's marker (event_valid let it through only as one):
+            # bookkeeping beside the rows, not an event of a series.
+            if e.key == 0 or not mark_raise(th, e.key, <uint64_t>e.value):
+                c.full += 1
             continue
         o = base + <uint64_t>i
         row = found[i & (PIPE - 1)]

@@ -11,8 +11,9 @@
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memcpy
 from atomic cimport rf_mix64, rf_load_acquire_u32, rf_store_release_u32, rf_store_release_u64
-from layout cimport (TableHeader, IndexEntry, StateRow, RF_OK, RF_FULL, RF_CORRUPT,
-                     ROW_SHARD_DOWN, VERSION_STEP)
+from layout cimport (TableHeader, IndexEntry, StateRow, ProducerMark, RF_OK, RF_FULL,
+                     RF_CORRUPT, ROW_SHARD_DOWN, VERSION_STEP, PRODUCER_MARK_SLOTS)
+from atomic cimport rf_load_acquire_u64
 
 cdef inline IndexEntry *table_index(TableHeader *th) noexcept nogil:
     return <IndexEntry *>((<char *>th) + sizeof(TableHeader))
@@ -20,6 +21,43 @@ cdef inline IndexEntry *table_index(TableHeader *th) noexcept nogil:
 cdef inline StateRow *table_rows(TableHeader *th) noexcept nogil:
     return <StateRow *>((<char *>th) + sizeof(TableHeader)
                         + th.slots * sizeof(IndexEntry))
+
+cdef inline ProducerMark *table_marks(TableHeader *th) noexcept nogil:
+    """The producer marks, after the rows (PRODUCER_MARK_SLOTS entries)."""
+    return <ProducerMark *>((<char *>th) + sizeof(TableHeader)
+                            + th.slots * sizeof(IndexEntry) + th.limit * sizeof(StateRow))
+
+cdef inline uint64_t mark_find(TableHeader *th, uint64_t key) noexcept nogil:
+    """The mark of producer key in this table, or 0 (any thread: an entry's
+    key is published after its mark, a mark only ever rises)."""
+    cdef ProducerMark *m = table_marks(th)
+    cdef uint64_t s = rf_mix64(key) & (PRODUCER_MARK_SLOTS - 1), k
+    while True:
+        k = rf_load_acquire_u64(&m[s].key)
+        if k == 0:
+            return 0
+        if k == key:
+            return rf_load_acquire_u64(&m[s].mark)
+        s = (s + 1) & (PRODUCER_MARK_SLOTS - 1)
+
+cdef inline bint mark_raise(TableHeader *th, uint64_t key, uint64_t mark) noexcept nogil:
+    """Raise producer key's mark to at least mark (the writer only); False
+    when the key is new and half the entries are in use."""
+    cdef ProducerMark *m = table_marks(th)
+    cdef uint64_t s = rf_mix64(key) & (PRODUCER_MARK_SLOTS - 1)
+    while True:
+        if m[s].key == key:
+            if mark > m[s].mark:
+                rf_store_release_u64(&m[s].mark, mark)
+            return True
+        if m[s].key == 0:
+            if th.marks >= PRODUCER_MARK_SLOTS // 2:
+                return False
+            rf_store_release_u64(&m[s].mark, mark)
+            rf_store_release_u64(&m[s].key, key)
+            rf_store_release_u64(&th.marks, th.marks + 1)
+            return True
+        s = (s + 1) & (PRODUCER_MARK_SLOTS - 1)
 
 cdef inline uint64_t series_hash(uint64_t key, uint32_t metric) noexcept nogil:
     # A different input than the shard hash (mix64(key)), so that the keys

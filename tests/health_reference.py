@@ -359,9 +359,12 @@ class HealthRef:
         alerts: list[Alert] = []
         rows = events.tolist() if isinstance(events, np.ndarray) else events
         for key, ts, metric, flags, x in rows:
-            if int(metric) == PRODUCER_METRIC and int(flags) != EVENT_MARKER:
-                # The reserved metric is a producer marker or nothing.
-                self.counters["invalid"] += 1
+            if int(metric) == PRODUCER_METRIC:
+                # A producer marker raises a mark beside the rows (and is
+                # counted nowhere); anything else with the metric is invalid.
+                if not (int(flags) == EVENT_MARKER and math.isfinite(float(x))
+                        and self.ts_min <= int(ts) <= self.ts_max and int(key)):
+                    self.counters["invalid"] += 1
                 continue
             self._event(int(key), int(ts), int(metric), float(x), alerts)
         self.last_counts = {k: self.counters[k] - before[k] for k in self.counters}

@@ -43,7 +43,7 @@ def served_engine(engine_settings: dict | None = None, **gateway_settings):
 
     import engine
 
-    with engine.Engine(workers=2, **(engine_settings or {})) as eng:
+    with engine.Engine(**{"workers": 2, **(engine_settings or {})}) as eng:
         urls = dict(zip(("ingest", "acked", "query", "alerts"),
                         (f"tcp://127.0.0.1:{p}" for p in free_ports(4))))
         eng.serve(endpoints=urls, **gateway_settings)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.core.layout import EVENT_MARKER, PRODUCER_METRIC
+from engine.core.layout import PRODUCER_METRIC
 
 MASK64 = (1 << 64) - 1
 
@@ -35,15 +35,14 @@ def shard_ref(keys: np.ndarray, workers: int) -> np.ndarray:
     return (mix64_np(keys) % np.uint64(workers)).astype(np.uint32)
 
 
-def valid_mask(events: np.ndarray, ts_min: int, ts_max: int,
-               markers: bool = True) -> np.ndarray:
-    """Which events the engine must accept.  The reserved metric only as a
-    producer marker, and only where markers are let through (a table's
-    kernel; a producer's only in marker mode)."""
-    marker_ok = (events["flags"] == EVENT_MARKER) if markers else False
+def valid_mask(events: np.ndarray, ts_min: int, ts_max: int) -> np.ndarray:
+    """Which events the engine must apply to a series' row.  The reserved
+    metric never is: as a producer marker (flags EVENT_MARKER, where
+    markers are let through) it raises the producer's mark beside the rows,
+    and otherwise it is invalid."""
     return (
         np.isfinite(events["value"]) & (events["ts"] >= ts_min) & (events["ts"] <= ts_max)
-        & ((events["metric"] != PRODUCER_METRIC) | marker_ok)
+        & (events["metric"] != PRODUCER_METRIC)
     )
 
 

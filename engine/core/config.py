@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 from ..health.rules import Rules, stat_name
 from .durations import parse_duration
-from .layout import INDEX_ENTRY_BYTES, ROW_BYTES, TABLE_HEADER_BYTES, WAIT_STRATEGIES
+from .layout import (
+    INDEX_ENTRY_BYTES,
+    PRODUCER_MARK_BYTES,
+    PRODUCER_MARK_SLOTS,
+    ROW_BYTES,
+    TABLE_HEADER_BYTES,
+    WAIT_STRATEGIES,
+)
 from .records import DEFAULT_TS_MAX, DEFAULT_TS_MIN
 
 __all__ = ["EngineConfig", "FSYNC_POLICIES", "WAIT_STRATEGIES"]
@@ -267,4 +274,4 @@ class EngineConfig:
 
     def table_bytes(self) -> int:
         return (TABLE_HEADER_BYTES + self.table_slots * INDEX_ENTRY_BYTES
-                + self.table_capacity * ROW_BYTES)
+                + self.table_capacity * ROW_BYTES + PRODUCER_MARK_SLOTS * PRODUCER_MARK_BYTES)

@@ -45,7 +45,6 @@ from ..supervise.supervisor import Supervisor
 from .config import EngineConfig
 from .layout import (
     PRODUCER_COUNTERS,
-    PRODUCER_METRIC,
     RING_CONSUMED_OFFSET,
     RING_PUBLISHED_OFFSET,
     WORKER_COUNTERS,
@@ -277,8 +276,6 @@ class Engine:
         #: from JSON ingest, :meth:`register_names` from Python.
         self.names = NameRegistry(cfg.max_names, cfg.max_name_bytes)
         self.names.add_silently("metrics", dict(self._rules.metric_names()))
-        # The marker rows of idempotent producers (PROTOCOL.md).
-        self.names.add_silently("metrics", {PRODUCER_METRIC: "ringflow.producer"})
         self._alerts: AlertHub | None = None
         self._rules_generation = 0
         # Reloads are rare control-plane calls; two at once must not
@@ -451,6 +448,7 @@ class Engine:
                 return recover_shard(
                     self._data_dir.shard(w), w, table, settings, scratch,
                     rows=None if snap is None else snap.rows[w],
+                    marks=None if snap is None else snap.marks[w],
                     from_ordinal=0 if snap is None else snap.from_ordinals[w])
             finally:
                 table.release_buffer()
@@ -503,7 +501,7 @@ class Engine:
         sup, lay, buf = self._supervisor, self.layout, self._control_segment.buf
         if sup is not None and sup.state != "ok":
             raise EngineError(f"not snapshotting while the engine is {sup.state}")
-        from_ordinals, rows = [], []
+        from_ordinals, rows, marks = [], [], []
         for w, table in enumerate(self._reader.tables):
             # First the ordinal below which everything is applied, then the
             # rows: each may hold more, which the replay skips.
@@ -519,12 +517,13 @@ class Engine:
             if table.unavailable != lost:
                 raise EngineError(f"not snapshotting: a row of shard {w} stayed mid-write")
             rows.append(out[:n])
+            marks.append(table.marks())
         if sup is not None and sup.state != "ok":
             # A shard went down during the copy: its rows may carry the
             # readers' down flag and status; the next snapshot is taken.
             raise EngineError(f"not snapshotting while the engine is {sup.state}")
         names, names_covered = self.names.copy_for_snapshot()
-        snap = Snapshot(from_ordinals, rows, names=names, rules=self._rules.to_dict())
+        snap = Snapshot(from_ordinals, rows, marks, names=names, rules=self._rules.to_dict())
         path = write_snapshot(self._data_dir.root, snap)
         self.names.compact_log(names_covered)
         pruned = []

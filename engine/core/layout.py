@@ -336,9 +336,18 @@ STRUCTS: dict[str, Struct] = {
          F("next_ordinal", "u8",
            doc="ordinals below it may be in rows' versions; stored before use"),
          F("shard", "u8", doc="SHARD_OK, or why its rows are not current (engine-written)"),
-         F("_pad", "u8", 8)),
+         F("marks", "u8", doc="producer marks in use (idempotent producers)"),
+         F("_pad", "u8", 7)),
         128,
-        "The header of a state table: header | index | rows.",
+        "The header of a state table: header | index | rows | producer marks.",
+    ),
+    "ProducerMark": Struct(
+        (F("key", "u8", doc="the producer's marker key for this shard; 0: empty"),
+         F("mark", "u8", doc="the highest sequence * 4096 + part the shard took")),
+        16,
+        "One producer's mark in a table (idempotent producers, PROTOCOL.md):\n"
+        "set by the producer's marker events, journaled and snapshotted with\n"
+        "the rows, raised only (so a replay may apply a marker twice).",
     ),
     "Rule": Struct(
         (F("metric", "u4"), F("stat", "u1"), F("flags", "u1"), F("_pad0", "u2"),
@@ -532,6 +541,10 @@ RING_HEADER_BYTES = struct_size("RingHeader")
 ROW_BYTES = struct_size("StateRow")
 INDEX_ENTRY_BYTES = struct_size("IndexEntry")
 TABLE_HEADER_BYTES = struct_size("TableHeader")
+PRODUCER_MARK_BYTES = struct_size("ProducerMark")
+#: Producer mark entries of a table (open addressing, at most half used):
+#: after the rows, a fixed 128 KiB.
+PRODUCER_MARK_SLOTS = 8192
 RULE_BYTES = struct_size("Rule")
 RULES_HEADER_BYTES = struct_size("RulesHeader")
 #: Byte offsets of a ring header's two cursors (read by the engine's stats).
@@ -692,7 +705,7 @@ ENUMS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
     ("State row flags, sketch and views.",
      (("ROW_USED", ROW_USED), ("ROW_PREV_FINAL", ROW_PREV_FINAL),
       ("ROW_SHARD_DOWN", ROW_SHARD_DOWN), ("PRODUCER_METRIC", PRODUCER_METRIC),
-      ("EVENT_MARKER", EVENT_MARKER),
+      ("EVENT_MARKER", EVENT_MARKER), ("PRODUCER_MARK_SLOTS", PRODUCER_MARK_SLOTS),
       ("SKETCH_BUCKETS", SKETCH_BUCKETS), ("NVIEWS", NVIEWS), ("FOLD_NONE", FOLD_NONE),
       ("FOLD_CAP", FOLD_CAP))),
     ("A worker block: byte offsets, control words (WC_*) and counters (WK_*).",

@@ -211,7 +211,8 @@ def _alive(pid: int) -> bool:
 
 
 def recover_shard(directory, shard: int, table, settings, alert_scratch: np.ndarray,
-                  rows: np.ndarray | None = None, from_ordinal: int = 0) -> ShardRecovery:
+                  rows: np.ndarray | None = None, from_ordinal: int = 0,
+                  marks: np.ndarray | None = None) -> ShardRecovery:
     """Load one shard's table (a fresh one, before its worker starts) from
     a snapshot's ``rows``, if any, and replay its journal from
     ``from_ordinal``, the snapshot's position.
@@ -227,6 +228,8 @@ def recover_shard(directory, shard: int, table, settings, alert_scratch: np.ndar
     if rows is not None and len(rows):
         raise_for_status(table.load_rows(rows), f"loading the snapshot of shard {shard}")
         out.series_loaded = len(rows)
+    if marks is not None and len(marks):
+        raise_for_status(table.load_marks(marks), f"loading the producer marks of shard {shard}")
     found = scan(directory, shard)
     if found.torn is not None:
         path, offset, nbytes = found.torn

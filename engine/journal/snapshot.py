@@ -23,9 +23,11 @@ Layout (little-endian)::
 
     header   magic "RFS1", version, shards, meta bytes, rows bytes,
              stored bytes, created (ns)
-    meta     JSON: per shard its from-ordinal and row count; names; rules
-    rows     every shard's rows (STATE_DTYPE), shard after shard, as one
-             zstd frame (``stored bytes`` of it)
+    meta     JSON: per shard its from-ordinal, row and mark counts; names;
+             rules
+    rows     every shard's rows (STATE_DTYPE), shard after shard, then every
+             shard's producer marks ((key, mark) u64 pairs), as one zstd
+             frame (``stored bytes`` of it)
     trailer  CRC32C of everything before it, magic "RFSE"
 
 The rows are compressed with zstd (level 1, on every core): a table's rows
@@ -74,6 +76,8 @@ class Snapshot:
     from_ordinals: list
     #: Per shard: its rows (STATE_DTYPE).
     rows: list
+    #: Per shard: its producer marks, (key, mark) uint64 pairs.
+    marks: list = field(default_factory=list)
     names: dict = field(default_factory=dict)
     rules: dict | None = None
     created_ns: int = 0
@@ -108,21 +112,25 @@ def write_snapshot(root, snap: Snapshot) -> Path:
     path.  Older snapshots beyond the newest :data:`KEEP` are deleted."""
     root = Path(root)
     created = snap.created_ns or time.time_ns()
+    marks = [np.ascontiguousarray(m, np.uint64).reshape(-1, 2)
+             for m in (snap.marks or [np.zeros((0, 2), np.uint64)] * len(snap.rows))]
+    # Written flat (a memoryview of an empty 2-d array cannot be cast).
+    flat_marks = [m.reshape(-1) for m in marks]
     meta = json.dumps({
-        "shards": [{"from_ordinal": int(o), "rows": len(r)}
-                   for o, r in zip(snap.from_ordinals, snap.rows)],
+        "shards": [{"from_ordinal": int(o), "rows": len(r), "marks": len(m)}
+                   for o, r, m in zip(snap.from_ordinals, snap.rows, marks)],
         "names": {kind: {str(k): v for k, v in table.items()}
                   for kind, table in snap.names.items()},
         "rules": snap.rules,
     }).encode()
-    rows = [np.ascontiguousarray(r, STATE_DTYPE) for r in snap.rows]
-    rows_bytes = sum(r.nbytes for r in rows)
+    parts = [np.ascontiguousarray(r, STATE_DTYPE) for r in snap.rows] + flat_marks
+    rows_bytes = sum(r.nbytes for r in parts)
     packer = zstandard.ZstdCompressor(level=1, threads=-1)
     chunks = packer.compressobj(size=rows_bytes)
-    stored = [chunks.compress(memoryview(r).cast("B")) for r in rows]
+    stored = [chunks.compress(memoryview(r).cast("B")) for r in parts]
     stored.append(chunks.flush())
     stored_bytes = sum(len(c) for c in stored)
-    header = HEADER.pack(MAGIC, VERSION, len(rows), len(meta), rows_bytes, stored_bytes,
+    header = HEADER.pack(MAGIC, VERSION, len(snap.rows), len(meta), rows_bytes, stored_bytes,
                          created)
     final = root / snapshot_name(created)
     tmp = root / f".{final.name}.tmp"
@@ -166,8 +174,9 @@ def read_snapshot(path) -> Snapshot:
     try:
         meta = json.loads(bytes(view[HEADER.size:HEADER.size + meta_len]))
         per_shard = meta["shards"]
-        if len(per_shard) != shards or rows_bytes % STATE_DTYPE.itemsize or \
-                sum(int(s["rows"]) for s in per_shard) * STATE_DTYPE.itemsize != rows_bytes:
+        if len(per_shard) != shards or \
+                sum(int(s["rows"]) * STATE_DTYPE.itemsize + int(s["marks"]) * 16
+                    for s in per_shard) != rows_bytes:
             raise ValueError("shard table does not match the header")
         raw = zstandard.ZstdDecompressor().decompress(
             view[HEADER.size + meta_len:end], max_output_size=rows_bytes)
@@ -175,14 +184,18 @@ def read_snapshot(path) -> Snapshot:
             raise ValueError(f"{len(raw)} bytes of rows, the header says {rows_bytes}")
     except (ValueError, KeyError, TypeError, zstandard.ZstdError) as exc:
         raise SnapshotError(f"{path}: bad description: {exc}") from None
-    rows, off = [], 0
+    rows, marks, off = [], [], 0
     for shard in per_shard:
         n = int(shard["rows"])
         rows.append(np.frombuffer(raw, STATE_DTYPE, n, off))
         off += n * STATE_DTYPE.itemsize
+    for shard in per_shard:
+        n = int(shard["marks"])
+        marks.append(np.frombuffer(raw, np.uint64, 2 * n, off).reshape(n, 2))
+        off += 16 * n
     names = {kind: {int(k): v for k, v in table.items()}
              for kind, table in meta.get("names", {}).items()}
-    return Snapshot([int(s["from_ordinal"]) for s in per_shard], rows, names,
+    return Snapshot([int(s["from_ordinal"]) for s in per_shard], rows, marks, names,
                     meta.get("rules"), created, str(path))
 
 

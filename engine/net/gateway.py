@@ -163,7 +163,8 @@ def _marker_keys(pid: int, workers: int) -> tuple[int, ...]:
     shards = shard_of(cand, workers)
     keys = []
     for w in range(workers):
-        hits = np.flatnonzero(shards == w)
+        # 0 marks an empty entry of the table's producer marks.
+        hits = np.flatnonzero((shards == w) & (cand != 0))
         if not len(hits):   # pragma: no cover - 64 tries per shard
             raise EngineError(f"no marker key for shard {w} of producer {pid}")
         keys.append(int(cand[hits[0]]))
@@ -177,8 +178,8 @@ def marker_keys(pid: int, workers: int) -> np.ndarray:
 
 def marker_events(pid: int, mark: int, shard: int, workers: int) -> np.ndarray:
     """Producer ``pid``'s marker for ``shard``: the reserved metric, its
-    flag, and ``mark`` (sequence * _PARTS + part) as the value, whose
-    ``max`` the marker row keeps."""
+    flag, and ``mark`` (sequence * _PARTS + part) as the value, to which the
+    worker raises the producer's mark in its table."""
     ev = np.zeros(1, EVENT_DTYPE)
     ev["key"] = _marker_keys(pid, workers)[shard]
     ev["metric"] = PRODUCER_METRIC
@@ -840,14 +841,16 @@ class Gateway:
 
     def _producer_state(self, pid: int) -> _ProducerState:
         """What the engine has taken from producer ``pid``: kept here once
-        seen, read back from its marker rows the first time (after a
-        restart, those say what every shard holds)."""
+        seen, read back from the tables' producer marks the first time
+        (after a restart, those say what every shard holds)."""
         states = self._producer_states
         state = states.get(pid)
         if state is None:
             workers = self.engine.config.workers
-            rows = self.engine.get_many(marker_keys(pid, workers), PRODUCER_METRIC)
-            state = _ProducerState(np.where(rows["count"] > 0, rows["max"], 0).astype(np.int64))
+            tables = self._reader.tables
+            state = _ProducerState(np.array(
+                [tables[w].find_mark(int(k)) for w, k in enumerate(marker_keys(pid, workers))],
+                np.int64))
             states[pid] = state
             if len(states) > _MAX_PRODUCERS:
                 # The longest idle: read back from its rows if it returns.

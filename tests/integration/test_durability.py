@@ -8,6 +8,7 @@ Signals go only to processes these tests started, by pid."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import resource
@@ -534,3 +535,63 @@ def test_names_survive_a_close_and_a_sigkill_and_stay_bounded(tmp_path):
         assert late not in known["entities"]
         assert eng.names["entities"][late] == "late-01"
         assert eng.recovery.names == 1
+
+
+def test_acked_ingest_says_unavailable_while_the_journal_fails(tmp_path):
+    """Served, with a journal: while a worker's journal writes fail, acked
+    messages are answered unavailable with the reason and nothing of them
+    is taken; queries go on; once writes succeed, acks are ok again and a
+    restart holds exactly what was acked ok."""
+    import zmq
+
+    from engine.net import protocol as P
+    from tests.helpers import served_engine
+
+    acked_ok = Ledger()
+    with served_engine({"data_dir": tmp_path, "workers": 1}, ack_timeout=1.0) as (eng, urls, ctx):
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(urls["acked"])
+
+        def ask(ev) -> dict:
+            sock.send(P.pack_events(ev))
+            assert sock.poll(20_000), "no reply"
+            return json.loads(sock.recv())
+
+        now = time.time_ns()
+        ev = batch(random.Random(0), 500, now)
+        assert ask(ev)["ok"]
+        acked_ok.add(ev)
+        pid = eng.pids[0]
+        size = _last_segment(tmp_path).stat().st_size
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+        try:
+            # The first message is taken, and waits: its round is answered
+            # unavailable once ack_timeout passes (taken, not acked).
+            ev = batch(random.Random(1), 500, now + 500)
+            first = ask(ev)
+            assert not first["ok"] and first["reason"] == "unavailable"
+            assert "journal" in first["error"] and first["handled"] == 500, first
+            pending = ev
+            # From then on the failure is known: nothing is taken at all.
+            later = ask(batch(random.Random(2), 500, now + 1000))
+            assert later["reason"] == "unavailable" and later["handled"] == 0, later
+            assert "File too large" in later["error"], later
+            with engine.Client(ports={k: int(v.rsplit(":", 1)[1]) for k, v in urls.items()},
+                               timeout=10) as c:
+                assert c.ping() >= 0           # queries go on
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_FSIZE,
+                             (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        wait_for(lambda: eng.stats()["journal"]["failing"] == 0, 10, "the journal writing again")
+        ev = batch(random.Random(3), 500, now + 1500)
+        assert ask(ev)["ok"]
+        acked_ok.add(ev)
+        eng.flush()
+        # The message taken while the disk failed was applied once it could
+        # be journaled (it was answered unavailable: taken, not acked).
+        acked_ok.add(pending)
+        acked_ok.check(eng)
+        sock.close()
+    with engine.Engine(workers=1, data_dir=tmp_path) as eng:
+        acked_ok.check(eng)

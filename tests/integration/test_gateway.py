@@ -382,7 +382,7 @@ def _rejection_cases() -> list[tuple[str, bytes, int, int]]:
         ("bad_magic", b"XF" + ok_bin[2:], 0, 0),
         ("bad_magic", b"rf" + ok_bin[2:], 0, 0),
         ("bad_version", frame(1, 3, body, version=0), 0, 0),
-        ("bad_version", frame(1, 3, body, version=2), 0, 0),
+        ("bad_version", frame(1, 3, body, version=3), 0, 0),
         ("bad_type", frame(0, 3, body), 0, 0),
         ("bad_type", frame(5, 3, body), 0, 0),
         ("bad_type", frame(255, 0), 0, 0),

@@ -40,11 +40,6 @@ def ask(ctx, url: str, frame: bytes) -> dict:
         sock.close()
 
 
-def user_rows(eng) -> np.ndarray:
-    snap = eng.snapshot()
-    return snap[snap["metric"] != PRODUCER_METRIC]
-
-
 def test_a_resent_message_is_applied_once():
     with served_engine() as (eng, urls, ctx):
         ev = events(100)
@@ -58,15 +53,16 @@ def test_a_resent_message_is_applied_once():
         # Another producer's sequence 1 is its own.
         assert ask(ctx, urls["acked"], P.pack_events(ev, (43, 1)))["duplicate"] is False
         eng.flush()
-        rows = user_rows(eng)
+        rows = eng.snapshot()
         assert len(rows) == 100 and set(rows["count"].tolist()) == {3}
+        # Markers are no events and no series.
+        stats = eng.stats()
+        assert stats["applied"] == stats["accepted"] == 300 and stats["series"] == 100
         gw = eng.gateway.stats()
         assert gw["duplicates"] == 2 and gw["duplicate_records"] == 200
-        # The marker rows: one per shard and producer, no rule, OK.
-        markers = eng.snapshot()
-        markers = markers[markers["metric"] == PRODUCER_METRIC]
-        assert len(markers) == 4 and set(markers["status"].tolist()) == {0}
-        assert eng.names["metrics"][PRODUCER_METRIC] == "ringflow.producer"
+        # Each shard holds a mark per producer: the last sequence * 4096.
+        marks = sorted(m for t in eng._reader.tables for _, m in t.marks().tolist())
+        assert marks == [1 * 4096, 1 * 4096, 2 * 4096, 2 * 4096]
 
 
 def test_a_large_message_goes_in_parts_and_is_still_applied_once():
@@ -77,7 +73,7 @@ def test_a_large_message_goes_in_parts_and_is_still_applied_once():
         assert ask(ctx, urls["acked"], frame)["accepted"] == 1000
         assert ask(ctx, urls["acked"], frame)["duplicate"] is True
         eng.flush()
-        rows = user_rows(eng)
+        rows = eng.snapshot()
         assert len(rows) == 1000 and rows["count"].sum() == 1000 and rows["sum"].sum() == 2000
         # Past 4096 parts of one shard: refused whole.
         big = events(4096 * 31 * 2 + 10_000, first_key=10_000)
@@ -95,8 +91,10 @@ def test_a_client_cannot_forge_a_marker():
             reply = ask(ctx, urls["acked"], frame)
             assert reply["ok"] and reply["accepted"] == 0 and reply["rejected"] == 3
         eng.flush()
-        snap = eng.snapshot()
-        assert not ((snap["metric"] == PRODUCER_METRIC) & (snap["max"] >= 1e12)).any()
+        assert len(eng.snapshot()) == 0
+        # Only the gateway's own marks of producer 99's message, none forged.
+        marks = [m for t in eng._reader.tables for _, m in t.marks().tolist()]
+        assert marks and max(marks) == 1 * 4096
 
 
 def test_version_2_is_refused_on_the_ingest_endpoint():
@@ -146,3 +144,18 @@ def test_the_client_resends_the_same_frame_after_a_timeout():
     finally:
         router.close()
         ctx.destroy(linger=0)
+
+
+def test_producer_marks_survive_a_snapshot_and_a_restart(tmp_path):
+    """The marks go into snapshots with the rows: after a clean close (a
+    snapshot, nothing to replay), a resend is still a duplicate."""
+    ev = events(50)
+    with served_engine({"data_dir": tmp_path}) as (eng, urls, ctx):
+        assert ask(ctx, urls["acked"], P.pack_events(ev, (5, 9)))["duplicate"] is False
+    with served_engine({"data_dir": tmp_path}) as (eng, urls, ctx):
+        rec = eng.recovery
+        assert rec.snapshot is not None and rec.events == 0
+        assert ask(ctx, urls["acked"], P.pack_events(ev, (5, 9)))["duplicate"] is True
+        assert ask(ctx, urls["acked"], P.pack_events(ev, (5, 10)))["duplicate"] is False
+        eng.flush()
+        assert set(eng.snapshot()["count"].tolist()) == {2}

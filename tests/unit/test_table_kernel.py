@@ -23,7 +23,7 @@ from engine import (
     _query,
     _table,
 )
-from engine.core.layout import EVENT_MARKER
+from engine.core.layout import EVENT_MARKER, PRODUCER_MARK_BYTES, PRODUCER_MARK_SLOTS
 from engine.core.shm import Segment
 from tests.reference import (
     admitted_mask_ref,
@@ -405,18 +405,22 @@ def test_extreme_keys_and_metrics_including_the_all_zero_entry():
 
 def test_the_reserved_metric_is_a_producer_marker_or_invalid():
     """U32_MAX is the producer markers' metric: a client's event with it is
-    invalid; a marker (flags EVENT_MARKER) is applied, has no rule and never
-    goes STALE."""
+    invalid; a marker (flags EVENT_MARKER) raises its producer's mark beside
+    the rows (never lowers it), creates no row and counts as no event."""
     t, _ = make_table(16, 8)
-    ev = make_events([7, 7], [U32_MAX, U32_MAX], [T0, T0 + 1], [5.0, 6.0])
-    ev["flags"][1] = EVENT_MARKER
+    ev = make_events([7, 7, 7, 9], [U32_MAX] * 4, [T0] * 4, [5.0, 6.0, 4.0, 1.0])
+    ev["flags"][1:] = EVENT_MARKER
     settings = _table.Settings(ts_min=0, ts_max=WIDE_MAX, window_ns=WINDOW,
                                half_life_ns=HALF_LIFE, ttl_ns=1)
     alerts = np.zeros(16, ALERT_DTYPE)
-    assert t.apply(ev, settings, alerts)[:3] == (1, 1, 0)
-    row = find(t, 7, U32_MAX)
-    assert row["count"] == 1 and row["max"] == 6.0 and row["rule"] == 0
-    assert t.sweep(T0 + 10**12, settings, alerts) == (0, 0)       # never STALE
+    assert t.apply(ev, settings, alerts)[:3] == (0, 1, 0)
+    assert t.used == 0 and find(t, 7, U32_MAX) is None
+    assert (t.find_mark(7), t.find_mark(9), t.find_mark(8)) == (6, 1, 0)
+    assert sorted(map(tuple, t.marks().tolist())) == [(7, 6), (9, 1)]
+    # A replay applies markers again: harmless, a mark only rises.
+    assert t.apply(ev, settings, alerts)[:3] == (0, 1, 0) and t.find_mark(7) == 6
+    t2, _ = make_table(16, 8)
+    assert t2.load_marks(t.marks()) == 0 and t2.find_mark(7) == 6
 
 
 def colliding_series(slots: int, homes: dict, metric: int = 3):
@@ -789,7 +793,13 @@ def test_init_table_rejects_a_small_buffer_and_table_needs_magic():
         _table.Table(bytearray(size))
     with pytest.raises(ValueError):
         _table.Table(bytearray(8))
-    assert size == _table.HEADER_BYTES + 16 * _table.INDEX_ENTRY_BYTES + 8 * _table.ROW_BYTES
+    assert size == (_table.HEADER_BYTES + 16 * _table.INDEX_ENTRY_BYTES + 8 * _table.ROW_BYTES
+                    + PRODUCER_MARK_SLOTS * PRODUCER_MARK_BYTES)
+    # A table whose header names more than its buffer holds is refused too.
+    buf = bytearray(size)
+    _table.init_table(buf, 16, 8)
+    with pytest.raises(ValueError):
+        _table.Table(buf[:-1])
 
 
 def test_minimal_table_of_one_series():

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from engine import ALERT_DTYPE, EVENT_DTYPE, STATE_DTYPE, _table, _worker
 from engine.core.layout import (
+    PRODUCER_MARK_BYTES,
+    PRODUCER_MARK_SLOTS,
     VERSION_APPLIED,
     VERSION_REPAIRED,
     VERSION_STEP,
@@ -56,8 +58,8 @@ def fresh() -> tuple[_table.Table, bytearray]:
 
 
 def rows_of(buf: bytearray) -> np.ndarray:
-    """The table's rows (a view: header | index | rows)."""
-    start = len(buf) - LIMIT * ROW
+    """The table's rows (a view: header | index | rows | producer marks)."""
+    start = len(buf) - LIMIT * ROW - PRODUCER_MARK_SLOTS * PRODUCER_MARK_BYTES
     return np.frombuffer(buf, STATE_DTYPE, LIMIT, start)
 
 
