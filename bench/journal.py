@@ -13,7 +13,11 @@ run, so that every ratio compares figures measured side by side.
 * engine: an embedded engine (``--workers``) submitting batches of
   ``--batch`` events over ``--series`` series for ``--seconds`` per policy,
   sustained (the journal grows by the disk's rate meanwhile); then a new
-  engine started on the data dir, whose recovery rate is reported.
+  engine started on the data dir, whose recovery rate is reported;
+* gateway: the same engine serving its gateway, a sender process blasting
+  frames of 4096 events at the PULL endpoint, and the acked endpoint with
+  16 messages in flight (bench/gateway.py's sender and timing), for
+  ``--gateway-seconds`` per repeat, per policy.
 
 Bytes on disk per event are reported (32 bytes of record plus the frame
 header's share).  Files go into a temporary directory under ``--dir``
@@ -111,6 +115,36 @@ def engine_rate(d: Path, policy: str, args, ev: np.ndarray) -> dict:
     return out
 
 
+def gateway_rates(d: Path, policy: str, args) -> dict:
+    """PULL and acked ingest through the gateway under one policy."""
+    try:
+        import gateway as G
+    except ImportError:  # pragma: no cover - imported as bench.journal
+        from bench import gateway as G
+
+    data = None if policy == "off" else d / f"gateway-{policy}"
+    cfg = dict(workers=args.workers, data_dir=data, fsync="interval" if data is None else policy,
+               table_capacity=max(args.series, 1024))
+    endpoints = G.free_endpoints()
+    out = {}
+    with engine.Engine(**cfg) as eng:
+        eng.submit(C.all_series_once(args.series))
+        eng.flush()
+        stream = G.replay_events(1 << 20, args.series, 7, C.TS0 + 10**15)
+        eng.serve(endpoints=endpoints)
+        sender = G.Sender(endpoints)
+        try:
+            nfr = sender.load(stream, 4096)
+            for row in G.run_modes(eng, sender, [("c", 0), ("acked", 16)], 4096, nfr,
+                                   args.gateway_seconds, 3):
+                out[row["mode"]] = row["events_per_s"]
+        finally:
+            sender.close()
+    if data is not None:
+        shutil.rmtree(data, ignore_errors=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -124,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0,
                    help="sustained engine ingest per policy, seconds (default 60)")
     p.add_argument("--workers", type=int, default=2, help="engine workers (default 2)")
+    p.add_argument("--gateway-seconds", type=float, default=5.0,
+                   help="gateway ingest per repeat (3 repeats) and policy, seconds "
+                        "(default 5; 0 skips the gateway)")
     p.add_argument("--series", type=int, default=100_000,
                    help="series the engine's events go to (default 100000)")
     p.add_argument("--dir", default=".", help="where the temporary files go (default .)")
@@ -153,9 +190,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(d / f"shard-{policy}", ignore_errors=True)
         stream = C.gen_events(args.batch, args.series)
         engine_rows = {}
+        gateway_rows = {}
         for policy in ("off", "never", "interval", "always"):
             con.print(f"engine, journal {policy}: {args.seconds:g} s ...")
             engine_rows[policy] = engine_rate(d, policy, args, stream)
+            if args.gateway_seconds > 0:
+                con.print(f"gateway, journal {policy} ...")
+                gateway_rows[policy] = gateway_rates(d, policy, args)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -188,6 +229,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['start_s']:.2f}" if per_event else "-")
         report.rows.append(C.Result("engine", {"journal": policy}, row))
     con.print(t)
+    if gateway_rows:
+        t = Table(title="through the gateway: PULL (frames of 4096) and acked (16 in flight), "
+                        "median of 3")
+        for col in ("journal", "PULL events/s", "vs off", "acked events/s", "vs off"):
+            t.add_column(col, justify="right")
+        g_off = gateway_rows["off"]
+        for policy, row in gateway_rows.items():
+            t.add_row(policy, C.fmt_rate(row["c"]), f"{row['c'] / g_off['c']:.2f}",
+                      C.fmt_rate(row["acked"]), f"{row['acked'] / g_off['acked']:.2f}")
+            report.rows.append(C.Result("gateway", {"journal": policy}, row))
+        con.print(t)
     interval = engine_rows["interval"]
     bound = disk / interval["bytes_per_event"]
     goal = min(0.8 * bound, 0.6 * off)
