@@ -19,7 +19,7 @@ from layout cimport (Event, RingHeader, TableHeader, Rule, RulesHeader, RowUndo,
                      WK_ALERTS, WK_ALERTS_DROPPED, WK_RULES_GENERATION, WK_SWEEPS,
                      WK_REPLAYED_SPANS, WK_REPLAYED_EVENTS, WK_ROWS_REPAIRED,
                      WK_JOURNAL_ERRORS, WK_JOURNAL_ERRNO, WK_JOURNAL_BYTES,
-                     WK_APPLIED_ORDINAL)
+                     WK_APPLIED_ORDINAL, WK_JOURNAL_SYNCED_NS)
 from ring cimport ring_data, ring_readable, ring_release
 from wait cimport Waiter, waiter_init, waiter_reset, waiter_arm, waiter_park, waiter_disarm
 from params cimport Params, BatchCounters, params_init
@@ -155,6 +155,8 @@ cdef class WorkerLoop:
             self.journaling = True
             self.sync_interval = spec["fsync"] == "interval"
             self.journal.bytes = self.counters[WK_JOURNAL_BYTES]
+            # Nothing of this worker's is unsynced yet.
+            rf_store_relaxed_u64(&self.counters[WK_JOURNAL_SYNCED_NS], <uint64_t>rf_wall_ns())
             self.next_sync = rf_now_ns() + JOURNAL_SYNC_NS
         with nogil:
             # The rules first: the replay judges events by them, as the
@@ -329,6 +331,9 @@ cdef class WorkerLoop:
             rf_store_relaxed_u64(&self.counters[WK_JOURNAL_ERRNO], <uint64_t>err)
             return err
         rf_store_relaxed_u64(&self.counters[WK_JOURNAL_BYTES], self.journal.bytes)
+        if self.journal.always:
+            # Every frame was synced before it returned.
+            rf_store_relaxed_u64(&self.counters[WK_JOURNAL_SYNCED_NS], <uint64_t>rf_wall_ns())
         if self.counters[WK_JOURNAL_ERRNO]:
             rf_store_relaxed_u64(&self.counters[WK_JOURNAL_ERRNO], 0)
         return 0
@@ -403,7 +408,8 @@ cdef class WorkerLoop:
             # fsync=interval (Redis' everysec): at most a second of journal
             # is only in the page cache.
             self.next_sync = now + JOURNAL_SYNC_NS
-            journal_sync(&self.journal)
+            if journal_sync(&self.journal) == 0:
+                rf_store_relaxed_u64(&self.counters[WK_JOURNAL_SYNCED_NS], <uint64_t>rf_wall_ns())
         if now < self.next_tick:
             return
         self.next_tick = now + self.tick_ns

@@ -512,6 +512,10 @@ def journal_line(journal: dict | None) -> str:
         text += f"; FAILING on {journal['failing']} shard(s): {journal['error']}"
     if journal.get("errors"):
         text += f"; {num(journal['errors'])} failed writes"
+    if journal.get("lag"):
+        text += f"; {num(journal['lag'])} events waiting to be journaled"
+    if journal.get("synced_ns"):
+        text += f"; synced {local_time(journal['synced_ns'], ms=True)}"
     rec = journal.get("recovered")
     if rec and rec.get("frames"):
         text += (f"; recovered {num(rec['events'])} events at "

@@ -727,7 +727,10 @@ class Engine:
             ``journal``: ``None`` without a ``data_dir``, else its ``dir``,
             ``fsync`` policy, ``bytes`` written since the start, write
             ``errors``, shards ``failing`` to write now and the ``error``,
-            and what the start ``recovered`` (:attr:`recovery`).
+            ``lag`` (events taken, not yet journaled), ``synced_ns`` (the
+            oldest shard's last fdatasync), the last ``snapshot`` and
+            ``snapshot_error``, and what the start ``recovered``
+            (:attr:`recovery`).
         """
         self._check()
         lay, cfg, buf = self.layout, self.config, self._control_segment.buf
@@ -793,6 +796,12 @@ class Engine:
             # its rings (nothing is applied unjournaled) and retries.
             "failing": len(errnos),
             "error": os.strerror(errnos[0]) if errnos else None,
+            # Events taken but not yet journaled: a worker journals a span
+            # as it takes it from its rings, so what waits there.
+            "lag": sum(w["ring_pending"] for w in workers),
+            # The oldest of the shards' last fdatasync (ns since the epoch;
+            # 0: none yet): what a machine crash could lose is after it.
+            "synced_ns": min(w["journal_synced_ns"] for w in workers),
             "recovered": self._recovery.to_dict() if self._recovery else None,
             "snapshot": self._snapshot_info,
             "snapshot_error": self._snapshot_error,

@@ -525,6 +525,8 @@ WORKER_COUNTERS = ("applied", "invalid", "full", "stale", "batches", "max_batch"
                    # the journal (docs/journal.md): failed writes, the errno of
                    # the last one, and bytes written
                    "journal_errors", "journal_errno", "journal_bytes",
+                   # wall time (ns) of the journal's last fdatasync
+                   "journal_synced_ns",
                    # every event with an ordinal below this one is applied:
                    # where a snapshot taken now may start its replay
                    "applied_ordinal")
