@@ -710,7 +710,12 @@ class Gateway:
                     raise
                 replies.append((envelope, reply))
             if durable and any(r["ok"] for _, r in replies):
-                self._await_journal(replies)
+                try:
+                    self._await_journal(replies)
+                except BaseException:
+                    # No ok for a round whose journal write was not seen.
+                    self._withdraw_oks(replies, "the wait for the journal failed")
+                    raise
         finally:
             for envelope, reply in replies:
                 sock.send_multipart([*envelope, json.dumps(reply).encode()])
@@ -732,6 +737,11 @@ class Gateway:
             if time.monotonic() >= deadline:
                 break
         why = self.engine._journal_failure() or f"not journaled within {self.config.ack_timeout:g}s"
+        self._withdraw_oks(replies, why)
+
+    def _withdraw_oks(self, replies: list, why: str) -> None:
+        """Turn a round's ok replies into unavailable: taken, not known to
+        be journaled."""
         for i, (envelope, reply) in enumerate(replies):
             if reply["ok"]:
                 self._c["rejected"]["unavailable"] += 1

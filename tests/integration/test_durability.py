@@ -117,6 +117,9 @@ def test_always_and_never_journal_as_interval_does(tmp_path):
                 eng.submit(ev)
             eng.flush()
             before = rows(eng)
+            journal = eng.stats()["journal"]
+            assert journal["fsync"] == policy and journal["lag"] == 0
+            assert 0 < journal["synced_ns"] <= time.time_ns()
         with engine.Engine(**cfg) as eng:
             assert_same_rows(before, rows(eng))
 
