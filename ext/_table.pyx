@@ -376,6 +376,21 @@ cdef class Table:
             status = table_load(self.th, src, n)
         return status
 
+    def advance_ordinals(self, uint64_t ordinal):
+        """Make every ordinal handed out from now on at least ``ordinal``
+        (a start, past everything its journal holds: a marker leaves no
+        ordinal in a row, and a reused ordinal would name a segment that
+        exists)."""
+        self.check()
+        if ordinal > self.th.next_ordinal:
+            rf_store_release_u64(&self.th.next_ordinal, ordinal)
+
+    @property
+    def mark_count(self):
+        """Producer marks in use (at most PRODUCER_MARK_SLOTS // 2)."""
+        self.check()
+        return rf_load_acquire_u64(&self.th.marks)
+
     def find_mark(self, uint64_t key):
         """The mark of producer marker key ``key`` (0: none), read while the
         worker writes (PROTOCOL.md, idempotent producers)."""

@@ -155,8 +155,10 @@ cdef class WorkerLoop:
             self.journaling = True
             self.sync_interval = spec["fsync"] == "interval"
             self.journal.bytes = self.counters[WK_JOURNAL_BYTES]
-            # Nothing of this worker's is unsynced yet.
-            rf_store_relaxed_u64(&self.counters[WK_JOURNAL_SYNCED_NS], <uint64_t>rf_wall_ns())
+            if spec["fsync"] != "never":
+                # Nothing of this worker's is unsynced yet.
+                rf_store_relaxed_u64(&self.counters[WK_JOURNAL_SYNCED_NS],
+                                     <uint64_t>rf_wall_ns())
             self.next_sync = rf_now_ns() + JOURNAL_SYNC_NS
         with nogil:
             # The rules first: the replay judges events by them, as the

@@ -9,7 +9,10 @@ from libc.string cimport memset
 from libc.stdio cimport snprintf
 from libc.errno cimport errno
 from posix.unistd cimport close, fsync, ftruncate
-from posix.fcntl cimport open as c_open, O_RDONLY, O_WRONLY, O_CREAT, O_TRUNC, O_APPEND
+from posix.stat cimport struct_stat, fstat
+from posix.types cimport off_t
+from libc.errno cimport EEXIST
+from posix.fcntl cimport open as c_open, O_RDONLY, O_WRONLY, O_CREAT, O_APPEND
 from layout cimport (Event, JournalSegment, JournalFrame, JOURNAL_MAGIC, JOURNAL_VERSION,
                      JOURNAL_EVENTS)
 
@@ -39,6 +42,7 @@ ctypedef struct Journal:
     int64_t segment_bytes     # a segment is closed once it holds this much
     uint32_t shard
     bint always               # fdatasync after every frame
+    bint dirty                # a failed write is not cut back yet
     uint64_t bytes            # written in all
 
 cdef inline int journal_open(Journal *j, const char *directory, uint32_t shard,
@@ -63,14 +67,27 @@ cdef inline int journal_roll(Journal *j, uint64_t first) noexcept nogil:
     cdef JournalSegment head
     cdef iovec iov
     cdef int err
+    cdef struct_stat st
     if j.fd >= 0:
         fdatasync(j.fd)
         close(j.fd)
         j.fd = -1
     snprintf(name, 32, "%020llu.wal", <unsigned long long>first)
-    j.fd = openat(j.dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o644)
+    j.fd = openat(j.dirfd, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
     if j.fd < 0:
         return errno
+    # Never over frames: a start goes past every journaled ordinal, so a
+    # file of this name holds at most a header.
+    if fstat(j.fd, &st) < 0 or st.st_size > <off_t>sizeof(head):
+        err = errno if errno else EEXIST
+        close(j.fd)
+        j.fd = -1
+        return err
+    if ftruncate(j.fd, 0) < 0:
+        err = errno
+        close(j.fd)
+        j.fd = -1
+        return err
     memset(&head, 0, sizeof(head))
     head.magic = JOURNAL_MAGIC
     head.version = JOURNAL_VERSION
@@ -98,6 +115,12 @@ cdef inline int journal_append(Journal *j, uint64_t base, const Event *a, uint32
     cdef JournalFrame f
     cdef iovec iov[3]
     cdef int err
+    if j.dirty:
+        # A failed write could not be cut back before: nothing is appended
+        # after a torn frame until it is.
+        if ftruncate(j.fd, j.size) < 0:
+            return errno
+        j.dirty = False
     if j.fd < 0 or j.size >= j.segment_bytes:
         err = journal_roll(j, base)
         if err:
@@ -120,10 +143,8 @@ cdef inline int journal_append(Journal *j, uint64_t base, const Event *a, uint32
         err = errno
     if err:
         if ftruncate(j.fd, j.size) < 0:
-            # Cannot cut it back: never append after it (the next frame
-            # opens a new segment).
-            close(j.fd)
-            j.fd = -1
+            # Cut back before the next append, which fails until it can.
+            j.dirty = True
         return err
     j.size += sizeof(JournalFrame) + f.length
     j.bytes += sizeof(JournalFrame) + f.length

@@ -354,6 +354,21 @@ def _cmd_repair(args) -> int:
     shards = sorted(p for p in root.glob("shard-*") if p.is_dir()) or [root]
     out = render.out_console()
     damaged = False
+    lock = None
+    if not args.check and (root / "LOCK").exists():
+        # Never cut a journal an engine (or its workers) still writes.
+        import fcntl
+        import os
+
+        lock = os.open(root / "LOCK", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock)
+            render.err_console().print(
+                f"ringflow repair: error: {root} is in use by a running engine (its LOCK "
+                f"is held); stop it first")
+            return EXIT_FAILED
     for d in shards:
         if args.check:
             try:

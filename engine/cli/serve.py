@@ -486,11 +486,17 @@ def journal_summary(eng) -> str:
     if rec is None:
         return "none: the state lives in memory only (serve --data-dir DIR keeps it)"
     text = f"{cfg.data_dir}, fsync={cfg.fsync}: "
-    if not rec.frames:
-        text += "nothing to recover"
+    parts = []
+    if rec.snapshot is not None:
+        taken = time.localtime(rec.snapshot["created_ns"] / 1e9)
+        parts.append(f"{rec.snapshot['series']:,} series from the snapshot of "
+                     f"{time.strftime('%H:%M:%S', taken)}")
+    if rec.frames:
+        parts.append(f"{rec.events:,} journaled events ({rec.frames:,} batches)")
+    if parts:
+        text += f"recovered {' + '.join(parts)} in {rec.seconds:.2f}s"
     else:
-        text += (f"recovered {rec.events:,} journaled events ({rec.frames:,} batches) "
-                 f"in {rec.seconds:.2f}s")
+        text += "nothing to recover"
     if rec.torn_tails:
         cut = sum(s.torn["bytes"] for s in rec.shards if s.torn)
         text += f"; cut {rec.torn_tails} torn tail(s), {cut:,} bytes"

@@ -34,6 +34,7 @@ from ..health.rules import RULES_SEGMENT_BYTES, Rules
 from ..journal.recovery import DataDir, Recovery, ShardRecovery, recover_shard
 from ..journal.snapshot import (
     Snapshot,
+    SnapshotError,
     list_snapshots,
     load_newest,
     read_from_ordinals,
@@ -90,9 +91,9 @@ def _snapshot_loop(ref, stop: threading.Event, interval: float) -> None:
                 if not stop.is_set():
                     eng._snapshot()
                     eng._snapshot_error = None
-        except (EngineError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the thread must outlive any one failure
             # Tried again at the next interval; stats() shows why.
-            eng._snapshot_error = str(exc)
+            eng._snapshot_error = f"{type(exc).__name__}: {exc}"
         del eng
 
 
@@ -335,6 +336,8 @@ class Engine:
         if cfg.data_dir is not None:
             self._data_dir = DataDir(cfg.data_dir, cfg.workers, cfg.start_timeout)
             self._stoppers.append(self._data_dir.close)
+            # Also when the start fails after the names log was opened.
+            self._stoppers.append(self.names.close_log)
             self._recovery = self._recover(cfg)
 
         specs = []
@@ -494,7 +497,11 @@ class Engine:
         if self._data_dir is None:
             raise EngineError("this engine has no data_dir to snapshot into")
         with self._snapshot_lock:
-            return self._snapshot()
+            try:
+                return self._snapshot()
+            except OSError as exc:
+                raise SnapshotError(f"writing a snapshot into {self._data_dir.root}: "
+                                    f"{exc.strerror or exc}") from exc
 
     def _snapshot(self) -> dict:
         t0 = time.perf_counter()
@@ -1111,8 +1118,8 @@ class Engine:
                 try:
                     with self._snapshot_lock:
                         self._snapshot()
-                except (EngineError, OSError) as exc:
-                    self._snapshot_error = f"at close: {exc}"
+                except Exception as exc:  # noqa: BLE001 - close() goes on: the journal has it
+                    self._snapshot_error = f"at close: {type(exc).__name__}: {exc}"
                 self.names.close_log()
             for handle in self._producers:
                 if handle is not None:

@@ -544,9 +544,9 @@ ROW_BYTES = struct_size("StateRow")
 INDEX_ENTRY_BYTES = struct_size("IndexEntry")
 TABLE_HEADER_BYTES = struct_size("TableHeader")
 PRODUCER_MARK_BYTES = struct_size("ProducerMark")
-#: Producer mark entries of a table (open addressing, at most half used):
-#: after the rows, a fixed 128 KiB.
-PRODUCER_MARK_SLOTS = 8192
+#: Producer mark entries of a table (open addressing, at most half used:
+#: 32,768 producers a shard): after the rows, a fixed 1 MiB.
+PRODUCER_MARK_SLOTS = 65536
 RULE_BYTES = struct_size("Rule")
 RULES_HEADER_BYTES = struct_size("RulesHeader")
 #: Byte offsets of a ring header's two cursors (read by the engine's stats).

@@ -8,6 +8,7 @@ down.  A name is learnt once: a known id costs one dict lookup and nothing
 else.  A new one is refused and counted when it is longer than
 ``max_name_bytes`` or when ``max_names`` are known, so no sender can grow
 the engine's memory without bound; the event itself is still taken, by id.
+The ``dropped_*`` counters count refusals (a name sent twice counts twice).
 
 With a data dir each new name is appended to ``names.log`` (one JSON line,
 written to the OS before ``setdefault`` returns, so a crash of the process
@@ -80,6 +81,7 @@ class NameRegistry(dict):
         self.max_name_bytes = max_name_bytes
         self.dropped_full = 0
         self.dropped_long = 0
+        self.log_errors = 0
         self._log_fd = -1
         self._log_path: Path | None = None
         # Taken only to add a name (rare: each is learnt once) and around a
@@ -96,6 +98,11 @@ class NameRegistry(dict):
         if len(name) > self.max_name_bytes or len(name.encode()) > self.max_name_bytes:
             self.dropped_long += 1
             return
+        if self.known >= self.max_names:
+            # Checked before the lock too: once full, every unknown name of
+            # a JSON stream lands here, and must not serialise on it.
+            self.dropped_full += 1
+            return
         with self._lock:
             if ident in table:
                 return
@@ -105,7 +112,12 @@ class NameRegistry(dict):
             table._put(ident, name)
             if self._log_fd >= 0:
                 line = json.dumps({"k": _KIND_CODES[table._kind], "i": ident, "n": name})
-                os.write(self._log_fd, (line + "\n").encode())
+                try:
+                    os.write(self._log_fd, (line + "\n").encode())
+                except OSError:
+                    # Kept in memory, and in the next snapshot; the event
+                    # that named it is not refused for a full disk here.
+                    self.log_errors += 1
 
     def add_silently(self, kind: str, names: dict) -> None:
         """Take names known already (a snapshot's, the rules' metrics)
@@ -118,14 +130,16 @@ class NameRegistry(dict):
     def stats(self) -> dict:
         return {"known": self.known, "entities": len(self["entities"]),
                 "metrics": len(self["metrics"]), "max_names": self.max_names,
-                "dropped_full": self.dropped_full, "dropped_long": self.dropped_long}
+                "dropped_full": self.dropped_full, "dropped_long": self.dropped_long,
+                "log_errors": self.log_errors}
 
     # --- the journal ----------------------------------------------------------
 
     def open_log(self, root) -> int:
         """Replay ``root/names.log`` into the registry and append to it from
-        now on.  Returns the names it held.  A torn last line (a crash
-        inside a write) is cut off."""
+        now on.  Returns the names it held.  The log is cut at the first
+        line that does not read whole (a crash inside a write leaves one,
+        at the end)."""
         path = Path(root) / LOG_NAME
         loaded, good = 0, 0
         if path.exists():
@@ -170,6 +184,11 @@ class NameRegistry(dict):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self._log_path)
+            dirfd = os.open(self._log_path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
             os.close(self._log_fd)
             self._log_fd = os.open(self._log_path,
                                    os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, 0o644)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, EngineError, raise_for_status
-from .wal import repair, replay, scan
+from ..errors import ConfigError, CorruptState, EngineError, raise_for_status
+from .wal import pruned_below, repair, replay, scan
 
 __all__ = ["DataDir", "Recovery", "ShardRecovery", "recover_shard", "shard_dir"]
 
@@ -237,10 +237,19 @@ def recover_shard(directory, shard: int, table, settings, alert_scratch: np.ndar
         out.torn = {"path": path, "offset": offset, "bytes": nbytes}
     out.segments = len(found.segments)
     out.duplicates = found.duplicates
+    pruned = pruned_below(directory)
+    if pruned > from_ordinal:
+        raise CorruptState(
+            f"the journal of shard {shard} in {directory} was pruned below ordinal {pruned} "
+            f"by a snapshot that cannot be read now (starting from ordinal {from_ordinal} "
+            f"would lose what it held); restore a good snapshot into the data dir")
     for base, events in replay(directory, from_ordinal, shard):
         table.apply(events, settings, alert_scratch, base=base)
         out.frames += 1
         out.events += len(events)
-        out.end_ordinal = base + len(events)
+    # Past everything the journal holds (markers and sweeps leave no ordinal
+    # in a row): the worker's next frame must come after its last one.
+    out.end_ordinal = max(found.end_ordinal, from_ordinal)
+    table.advance_ordinals(out.end_ordinal)
     out.seconds = time.perf_counter() - t0
     return out

@@ -203,11 +203,14 @@ def read_from_ordinals(path) -> list[int]:
     """The per-shard replay ordinals of a snapshot, from its header and
     description only (the file is trusted: it was checked when loaded or
     written)."""
-    with open(path, "rb") as f:
-        head = f.read(HEADER.size)
-        meta_len = HEADER.unpack(head)[3]
-        meta = json.loads(f.read(meta_len))
-    return [int(s["from_ordinal"]) for s in meta["shards"]]
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER.size)
+            meta_len = HEADER.unpack(head)[3]
+            meta = json.loads(f.read(meta_len))
+        return [int(s["from_ordinal"]) for s in meta["shards"]]
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+        raise SnapshotError(f"{path}: cannot read its description: {exc}") from None
 
 
 def load_newest(root) -> tuple[Snapshot | None, list[str]]:

@@ -37,8 +37,8 @@ from ..errors import EngineError
 
 __all__ = [
     "FRAME", "FRAME_EVENTS", "SEGMENT_HEADER", "JournalCorrupt", "JournalError", "Scan",
-    "SegmentWriter", "frame_bytes", "prune", "repair", "repair_tail", "replay", "scan",
-    "segment_name",
+    "SegmentWriter", "frame_bytes", "prune", "pruned_below", "repair", "repair_tail",
+    "replay", "scan", "segment_name",
 ]
 
 #: A segment file starts with: magic, format version, shard, reserved
@@ -328,14 +328,34 @@ def prune(directory, below: int) -> list[str]:
     deleted paths."""
     directory = Path(directory)
     paths = _segments(directory)
-    gone = []
-    for path, successor in zip(paths, paths[1:]):
-        if int(successor.stem) <= below:
-            path.unlink(missing_ok=True)
-            gone.append(str(path))
-    if gone:
+    doomed = [p for p, successor in zip(paths, paths[1:]) if int(successor.stem) <= below]
+    if not doomed:
+        return []
+    # Recorded first: a start without a snapshot this old must refuse rather
+    # than replay what is left as if it were the whole journal.
+    if below > pruned_below(directory):
+        tmp = directory / (PRUNED_NAME + ".tmp")
+        tmp.write_text(f"{below}\n")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / PRUNED_NAME)
         _fsync_dir(directory)
-    return gone
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    _fsync_dir(directory)
+    return [str(p) for p in doomed]
+
+
+#: A shard directory's record of the ordinal its journal was pruned below.
+PRUNED_NAME = "PRUNED"
+
+
+def pruned_below(directory) -> int:
+    """The ordinal below which a shard's journal was pruned (0: never)."""
+    try:
+        return int((Path(directory) / PRUNED_NAME).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def repair_tail(directory, shard: int | None = None) -> dict | None:

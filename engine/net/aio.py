@@ -125,7 +125,11 @@ class AsyncClient(_ClientBase):
         int or None
             Records accepted with ``ack``, else ``None``.
         """
-        return await self._run(self._plan_send(events, ack))
+        if not ack:
+            return await self._run(self._plan_send(events, ack))
+        # One acked send at a time per client: its sequences stay in order.
+        async with self._lock("producer"):
+            return await self._run(self._plan_send(events, ack))
 
     async def send_json(self, records: list[dict], ack: bool = False) -> int | None:
         """Send records as JSON lines (type 2); see :meth:`Client.send_json`.
@@ -142,7 +146,10 @@ class AsyncClient(_ClientBase):
         int or None
             Records accepted with ``ack``, else ``None``.
         """
-        return await self._run(self._plan_send_json(records, ack))
+        if not ack:
+            return await self._run(self._plan_send_json(records, ack))
+        async with self._lock("producer"):
+            return await self._run(self._plan_send_json(records, ack))
 
     async def get(self, entity: str | int, metric: str | int) -> dict | None:
         """State of one series; see :meth:`Client.get`.

@@ -101,6 +101,7 @@ class Client(_ClientBase):
         super().__init__(host, ports=ports, endpoints=endpoints, timeout=timeout, hwm=hwm,
                          linger=linger, max_frame_records=max_frame_records)
         self._locks = {role: threading.Lock() for role in _SOCKET_TYPES}
+        self._producer_lock = threading.Lock()
 
     def _configure(self, sock: zmq.Socket) -> None:
         sock.setsockopt(zmq.SNDTIMEO, -1 if self.timeout is None else int(self.timeout * 1000))
@@ -178,7 +179,13 @@ class Client(_ClientBase):
         engine.errors.InvalidEvents
             ``events`` is not an EVENT_DTYPE array.
         """
-        return self._run(self._plan_send(events, ack))
+        if not ack:
+            return self._run(self._plan_send(events, ack))
+        # One acked send at a time per client: its sequence numbers reach
+        # the gateway in order, retries included (a later sequence first
+        # would make the gateway take an earlier one for a duplicate).
+        with self._producer_lock:
+            return self._run(self._plan_send(events, ack))
 
     def send_json(self, records: list[dict], ack: bool = False) -> int | None:
         """Send records as JSON lines (type 2).
@@ -207,7 +214,10 @@ class Client(_ClientBase):
         engine.errors.GatewayTimeout
             No reply within ``timeout``, or no room to queue a frame.
         """
-        return self._run(self._plan_send_json(records, ack))
+        if not ack:
+            return self._run(self._plan_send_json(records, ack))
+        with self._producer_lock:
+            return self._run(self._plan_send_json(records, ack))
 
     # --- queries ----------------------------------------------------------------
 

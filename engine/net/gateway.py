@@ -40,7 +40,7 @@ import numpy as np
 import zmq
 
 from .. import _table, _wire
-from ..core.layout import EVENT_MARKER, PRODUCER_METRIC
+from ..core.layout import EVENT_MARKER, PRODUCER_MARK_SLOTS, PRODUCER_METRIC
 from ..core.records import EVENT_DTYPE
 from ..errors import (
     STATUS_OK as _STATUS_OK,
@@ -176,7 +176,7 @@ def marker_keys(pid: int, workers: int) -> np.ndarray:
     return np.array(_marker_keys(pid, workers), np.uint64)
 
 
-def marker_events(pid: int, mark: int, shard: int, workers: int) -> np.ndarray:
+def marker_events(pid: int, mark: int, shard: int, workers: int, ts: int) -> np.ndarray:
     """Producer ``pid``'s marker for ``shard``: the reserved metric, its
     flag, and ``mark`` (sequence * _PARTS + part) as the value, to which the
     worker raises the producer's mark in its table."""
@@ -184,7 +184,9 @@ def marker_events(pid: int, mark: int, shard: int, workers: int) -> np.ndarray:
     ev["key"] = _marker_keys(pid, workers)[shard]
     ev["metric"] = PRODUCER_METRIC
     ev["flags"] = EVENT_MARKER
-    ev["ts"] = time.time_ns()
+    # The engine's oldest sane time: valid whatever ts range it was given
+    # (a marker's time is never read).
+    ev["ts"] = ts
     ev["value"] = float(mark)
     return ev
 
@@ -690,6 +692,7 @@ class Gateway:
         # taken (the sender resends, and nothing it resends is applied twice).
         failing = self.engine._journal_failure() if durable else None
         replies = []
+        awaited = not durable
         try:
             for _ in range(_COALESCE_FRAMES):
                 try:
@@ -710,13 +713,13 @@ class Gateway:
                     raise
                 replies.append((envelope, reply))
             if durable and any(r["ok"] for _, r in replies):
-                try:
-                    self._await_journal(replies)
-                except BaseException:
-                    # No ok for a round whose journal write was not seen.
-                    self._withdraw_oks(replies, "the wait for the journal failed")
-                    raise
+                self._await_journal(replies)
+            awaited = True
         finally:
+            if not awaited:
+                # No ok for a round whose journal write was not seen (this
+                # thread failed before or during the wait).
+                self._withdraw_oks(replies, "the acked thread failed before the journal wait")
             for envelope, reply in replies:
                 sock.send_multipart([*envelope, json.dumps(reply).encode()])
 
@@ -798,6 +801,12 @@ class Gateway:
         the parts whose marker a shard holds."""
         pid, seq = producer
         state = self._producer_state(pid)
+        if state is None:
+            self._c["rejected"]["unavailable"] += 1
+            return {"ok": False, "reason": "unavailable", "accepted": 0, "handled": 0,
+                    "error": f"too many producers: a shard holds the marks of "
+                             f"{PRODUCER_MARK_SLOTS // 2} producers, its most; known producers "
+                             f"go on (reuse a producer id rather than draw a new one)"}
         workers = len(state.last)
         shards = shard_of(records["key"], workers)
         order = np.argsort(shards, kind="stable")
@@ -819,7 +828,8 @@ class Gateway:
                 if mark <= state.last[w]:
                     skipped += len(chunk)
                     continue
-                events = np.concatenate([records[chunk], marker_events(pid, mark, w, workers)])
+                events = np.concatenate([records[chunk], marker_events(
+                    pid, mark, w, workers, int(self.engine.config.ts_min))])
                 # Flags are reserved for clients: none of theirs passes as a
                 # marker (an event of the reserved metric is then invalid).
                 events["flags"][:-1] = 0
@@ -849,7 +859,7 @@ class Gateway:
         return {"ok": True, "accepted": accepted, "rejected": handled - accepted,
                 "duplicate": False}
 
-    def _producer_state(self, pid: int) -> _ProducerState:
+    def _producer_state(self, pid: int) -> _ProducerState | None:
         """What the engine has taken from producer ``pid``: kept here once
         seen, read back from the tables' producer marks the first time
         (after a restart, those say what every shard holds)."""
@@ -858,9 +868,15 @@ class Gateway:
         if state is None:
             workers = self.engine.config.workers
             tables = self._reader.tables
-            state = _ProducerState(np.array(
+            last = np.array(
                 [tables[w].find_mark(int(k)) for w, k in enumerate(marker_keys(pid, workers))],
-                np.int64))
+                np.int64)
+            if not last.any() and any(t.mark_count >= PRODUCER_MARK_SLOTS // 2
+                                      for t in tables):
+                # A new producer whose marks could not be kept: refused,
+                # never taken without the guarantee.
+                return None
+            state = _ProducerState(last)
             states[pid] = state
             if len(states) > _MAX_PRODUCERS:
                 # The longest idle: read back from its rows if it returns.

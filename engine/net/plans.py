@@ -124,6 +124,10 @@ class _ClientBase:
     #: sent again (under the same producer sequence, so never applied twice)
     #: before :class:`engine.errors.GatewayTimeout` is raised.
     ack_retries = 3
+    #: How often an acked frame answered ``backpressure`` is sent again, same
+    #: sequence (each answer took the gateway's ``ack_timeout``), before
+    #: :class:`engine.errors.Rejected` is raised.
+    backpressure_retries = 24
 
     def __init__(self, host: str = P.DEFAULT_HOST, *, ports: dict | None = None,
                  endpoints: dict | None = None, timeout: float | None = 10.0,
@@ -288,23 +292,33 @@ class _ClientBase:
             chunk = records[start:start + self.max_frame_records]
             if ack:
                 frame = pack(chunk, (self.producer_id, next(self._sequence)))
-                for attempt in range(self.ack_retries + 1):
+                timeouts = busy = 0
+                while True:
                     try:
                         reply = yield _Step("acked", frame, _JSON)
-                        break
                     except GatewayTimeout:
                         # No reply: the frame may or may not have been
                         # taken.  The same frame again, on a new socket
                         # (the old one was dropped), is applied at most once.
-                        if attempt == self.ack_retries:
+                        if timeouts == self.ack_retries:
                             raise
+                        timeouts += 1
                         self.retried += 1
-                accepted = self._acked(reply, accepted, start, len(chunk))
+                        continue
+                    if reply.get("reason") == "backpressure" and busy < self.backpressure_retries:
+                        # Parts of it were taken: the same frame again takes
+                        # the rest (the gateway skips what it holds).
+                        busy += 1
+                        self.retried += 1
+                        continue
+                    break
+                accepted = self._acked(reply, accepted, start, len(chunk), producer=True)
             else:
                 yield _Step("ingest", pack(chunk))
         return accepted if ack else None
 
-    def _acked(self, reply: dict, accepted: int, start: int, size: int) -> int:
+    def _acked(self, reply: dict, accepted: int, start: int, size: int,
+               producer: bool = False) -> int:
         if reply.get("ok") and reply.get("duplicate"):
             # A retry of a frame taken before: its records count as sent.
             self.duplicates += 1
@@ -314,6 +328,11 @@ class _ClientBase:
         reason = reply.get("reason")
         taken = int(reply.get("accepted", 0))
         handled = start + int(reply.get("handled", 0))
+        if producer and reason == "backpressure":
+            # A producer's frame is taken shard by shard, not as a prefix:
+            # nothing of it counts as handled (what was taken is applied;
+            # the same frame sent again would take the rest exactly).
+            handled = start
         raise Rejected(
             f"{self.endpoints['acked']}: message of {size} records (from record {start}) "
             f"rejected ({reason}): {reply.get('error', '')}",

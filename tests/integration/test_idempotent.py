@@ -13,6 +13,7 @@ import zmq
 
 import engine
 from engine.core.layout import EVENT_MARKER, PRODUCER_METRIC
+from engine.errors import CorruptState
 from engine.net import protocol as P
 from tests.helpers import free_ports, served_engine, wait_for
 
@@ -159,3 +160,17 @@ def test_producer_marks_survive_a_snapshot_and_a_restart(tmp_path):
         assert ask(ctx, urls["acked"], P.pack_events(ev, (5, 10)))["duplicate"] is False
         eng.flush()
         assert set(eng.snapshot()["count"].tolist()) == {2}
+    # Once more: the journal goes on past everything it held (markers
+    # leave no ordinal in a row), and the start after reads it whole.
+    for seq in (11, 12):
+        with served_engine({"data_dir": tmp_path}) as (eng, urls, ctx):
+            assert ask(ctx, urls["acked"], P.pack_events(ev, (5, seq)))["duplicate"] is False
+            assert ask(ctx, urls["acked"], P.pack_events(ev, (5, seq - 1)))["duplicate"] is True
+    with served_engine({"data_dir": tmp_path}) as (eng, urls, ctx):
+        assert set(eng.snapshot()["count"].tolist()) == {4}
+    # Without its snapshots the pruned journal is not the whole state: the
+    # start refuses rather than come back with a part of it.
+    for path in tmp_path.glob("snapshot-*.snap"):
+        path.unlink()
+    with pytest.raises(CorruptState, match="was pruned below ordinal"):
+        engine.Engine(workers=2, data_dir=tmp_path)

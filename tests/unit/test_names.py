@@ -15,7 +15,7 @@ def test_names_are_bounded_in_count_and_length():
     reg["metrics"].update({4: "mem", 5: "disk"})
     assert dict(reg["entities"]) == {1: "a"} and dict(reg["metrics"]) == {3: "cpu", 4: "mem"}
     assert reg.stats() == {"known": 3, "entities": 1, "metrics": 2, "max_names": 3,
-                           "dropped_full": 1, "dropped_long": 1}
+                           "dropped_full": 1, "dropped_long": 1, "log_errors": 0}
 
 
 def test_the_log_replays_cuts_a_torn_line_and_compacts(tmp_path):
