@@ -1,2 +1,3 @@
 """Durability (issue 15, docs/journal.md): the journal's on-disk format,
-its check and its repair; snapshots and recovery come next."""
+its check, repair and pruning (``wal``), snapshots (``snapshot``), and the
+data dir and recovery at a start (``recovery``)."""
