@@ -448,7 +448,7 @@ cdef class Table:
         cdef Alert *buf = alerts_out(alerts, &cap)
         sink_array(&s, buf, cap)
         with nogil:
-            table_sweep(self.th, now_ns, &settings.p, &s)
+            table_sweep(self.th, now_ns, &settings.p, &s, 0)
         return s.written, s.dropped
 
     def reload(self, Settings settings not None, alerts):
@@ -461,7 +461,7 @@ cdef class Table:
         cdef Alert *buf = alerts_out(alerts, &cap)
         sink_array(&s, buf, cap)
         with nogil:
-            table_reload(self.th, &settings.p, &s)
+            table_reload(self.th, &settings.p, &s, 0)
         return s.written, s.dropped
 
     def select_status_into(self, int min_status, cnp.ndarray out):

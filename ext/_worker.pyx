@@ -7,7 +7,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.string cimport memset
-from posix.unistd cimport getpid
+from posix.unistd cimport getpid, getppid
 from atomic cimport (rf_load_acquire_u64, rf_store_relaxed_u64, rf_store_release_u64,
                      rf_cpu_relax, rf_compiler_barrier, rf_sleep_ns,
                      rf_load_acquire_i64, rf_now_ns, rf_wall_ns)
@@ -19,11 +19,11 @@ from layout cimport (Event, RingHeader, TableHeader, Rule, RulesHeader, RowUndo,
                      WK_ALERTS, WK_ALERTS_DROPPED, WK_RULES_GENERATION, WK_SWEEPS,
                      WK_REPLAYED_SPANS, WK_REPLAYED_EVENTS, WK_ROWS_REPAIRED,
                      WK_JOURNAL_ERRORS, WK_JOURNAL_ERRNO, WK_JOURNAL_BYTES,
-                     WK_APPLIED_ORDINAL, WK_JOURNAL_SYNCED_NS)
+                     WK_APPLIED_ORDINAL, WK_JOURNAL_SYNCED_NS, WK_ALERT_WAITS)
 from ring cimport ring_data, ring_readable, ring_release
 from wait cimport Waiter, waiter_init, waiter_reset, waiter_arm, waiter_park, waiter_disarm
 from params cimport Params, BatchCounters, params_init
-from alertsink cimport AlertSink, sink_ring, sink_publish
+from alertsink cimport AlertSink, sink_ring, sink_publish, sink_room
 from apply cimport apply_batch, table_sweep, table_reload, rules_copy, ordinals_reserve
 from undo cimport table_repair, REPAIRED_ROW, REPAIRED_INSERT
 from journal cimport Journal, journal_open, journal_append, journal_sync, journal_close
@@ -45,6 +45,9 @@ cdef enum:
 # tried again after this long.
 cdef int64_t JOURNAL_SYNC_NS = 1_000_000_000
 cdef int64_t JOURNAL_RETRY_NS = 10_000_000
+# A worker waiting for room in its alert ring looks again this often: the
+# engine's alert thread frees room in bulk, a drain of up to a whole ring.
+cdef int64_t ALERT_ROOM_POLL_NS = 20_000
 
 STATUS_TIMEOUT = RF_TIMEOUT
 STATUS_STOPPED = RF_STOPPED
@@ -85,6 +88,7 @@ cdef class WorkerLoop:
     cdef bint sync_interval
     cdef bint journal_failing
     cdef int64_t next_sync
+    cdef int parent
 
     def __cinit__(self, control_buffer, table_buffer, rules_buffer, list ring_offsets,
                   Py_ssize_t block_offset, Py_ssize_t alert_ring_offset, dict settings,
@@ -129,6 +133,7 @@ cdef class WorkerLoop:
         self.tick_ns = settings["tick_ns"]
         self.next_tick = rf_now_ns() + self.tick_ns
         self.generation = 0
+        self.parent = getppid()
         sink_ring(&self.sink, self.base, <RingHeader *>(self.base + alert_ring_offset))
         waiter_init(&self.waiter, wait_kind)
         memset(&self.totals, 0, sizeof(BatchCounters))
@@ -177,9 +182,7 @@ cdef class WorkerLoop:
             if self.generation != self.counters[WK_RULES_GENERATION]:
                 # Rules its predecessor had not applied to the table yet (or
                 # a first start): re-evaluate every series, as check_rules.
-                table_reload(self.th, &self.params, &self.sink)
-                sink_publish(&self.sink)
-                self.store_alert_counters()
+                self.reload_all()
                 rf_store_release_u64(&self.counters[WK_RULES_GENERATION], self.generation)
 
     def __dealloc__(self):
@@ -373,11 +376,16 @@ cdef class WorkerLoop:
         # rest of its slice, not for the rest of a 64k-event batch
         # (bench/alert_latency.py: applied -> alert thread p99 5.1 ms with
         # whole batches at full ingest).
-        cdef int64_t done = 0, k
+        cdef int64_t done = 0, k, room
         while done < n:
             k = n - done
             if k > ALERT_SLICE:
                 k = ALERT_SLICE
+            # An event changes its row's status at most once: k events need
+            # room for k alerts at most, so none is ever dropped.
+            room = self.wait_alert_room()
+            if k > room:
+                k = room
             apply_batch(self.th, ev + done, k, base + <uint64_t>done, &self.params,
                         &self.totals, &self.sink)
             sink_publish(&self.sink)
@@ -399,13 +407,46 @@ cdef class WorkerLoop:
         if not rules_copy(<const char *>self.rul.buf, self.rules, &self.params,
                           &self.generation):
             return
-        table_reload(self.th, &self.params, &self.sink)
-        sink_publish(&self.sink)
-        self.store_alert_counters()
+        self.reload_all()
         rf_store_release_u64(&self.counters[WK_RULES_GENERATION], self.generation)
+
+    cdef void reload_all(self) noexcept nogil:
+        # In parts, as room in the alert ring allows: every series whose
+        # status the new rules change gets its alert.
+        cdef uint64_t at = 0
+        while True:
+            at = table_reload(self.th, &self.params, &self.sink, at)
+            sink_publish(&self.sink)
+            self.store_alert_counters()
+            if at >= rf_load_acquire_u64(&self.th.used):
+                return
+            self.wait_alert_room()
+
+    cdef int64_t wait_alert_room(self) noexcept nogil:
+        """Room in the alert ring, waited for when there is none: a status
+        change is never dropped (docs/health.md, Alerts).  The wait is
+        progress, not a hang, and ends if the engine is gone (its alerts
+        then have no reader; the kernels count them as dropped)."""
+        cdef int64_t room = sink_room(&self.sink)
+        if room > 0:
+            return room
+        rf_store_relaxed_u64(&self.counters[WK_ALERT_WAITS],
+                             self.counters[WK_ALERT_WAITS] + 1)
+        self.store_alert_counters()
+        while True:
+            sink_publish(&self.sink)
+            rf_store_relaxed_u64(&self.control[WC_HEARTBEAT], <uint64_t>rf_now_ns())
+            rf_sleep_ns(ALERT_ROOM_POLL_NS)
+            room = sink_room(&self.sink)
+            if room > 0:
+                return room
+            if getppid() != self.parent:
+                return 1
 
     cdef void tick(self) noexcept nogil:
         cdef int64_t now = rf_now_ns()
+        cdef uint64_t at
+        cdef int64_t wall
         if self.sync_interval and now >= self.next_sync:
             # fsync=interval (Redis' everysec): at most a second of journal
             # is only in the page cache.
@@ -415,9 +456,15 @@ cdef class WorkerLoop:
         if now < self.next_tick:
             return
         self.next_tick = now + self.tick_ns
-        table_sweep(self.th, rf_wall_ns(), &self.params, &self.sink)
-        sink_publish(&self.sink)
-        self.store_alert_counters()
+        wall = rf_wall_ns()
+        at = 0
+        while True:
+            at = table_sweep(self.th, wall, &self.params, &self.sink, at)
+            sink_publish(&self.sink)
+            self.store_alert_counters()
+            if at >= rf_load_acquire_u64(&self.th.used):
+                break
+            self.wait_alert_room()
         rf_store_relaxed_u64(&self.counters[WK_SWEEPS], self.counters[WK_SWEEPS] + 1)
 
     cdef int loop(self, int64_t idle_ns) noexcept nogil:

@@ -1,7 +1,9 @@
 # cython: language_level=3
-# The alert sink: status changes leave the kernels here.  A full alert ring
-# never blocks a worker: the row's status is right regardless, and the lost
-# alert is counted.
+# The alert sink: status changes leave the kernels here.  A worker never
+# lets a kernel meet a full alert ring: it cuts its work to the room there is
+# (sink_room) and waits for the engine's alert thread to make more.  Only an
+# array sink (tests, the replay at start) or a ring whose consumer is gone
+# drops an alert, and counts it.
 
 from libc.stdint cimport int64_t, uint64_t, uint8_t
 from libc.string cimport memset
@@ -42,6 +44,12 @@ cdef inline void sink_ring(AlertSink *s, char *base, RingHeader *h) noexcept nog
     s.base = base
     s.head = rf_load_acquire_i64(&h.published)
     s.limit = rf_load_acquire_i64(&h.consumed) + s.cap
+
+cdef inline int64_t sink_room(AlertSink *s) noexcept nogil:
+    """Alerts that can be written now without a drop."""
+    if s.ring != NULL:
+        s.limit = rf_load_acquire_i64(&s.ring.consumed) + s.cap
+    return s.limit - s.head
 
 cdef inline void sink_publish(AlertSink *s) noexcept nogil:
     if s.ring != NULL and s.head != rf_load_acquire_i64(&s.ring.published):

@@ -12,7 +12,7 @@ from layout cimport (Event, StateRow, IndexEntry, TableHeader, Rule, RulesHeader
                      ST_STALE, STAT_TTL, MAX_RULES, VERSION_STEP, VERSION_INIT_WRITING,
                      VERSION_INIT_DONE, PRODUCER_METRIC)
 from params cimport Params, BatchCounters, event_valid
-from alertsink cimport AlertSink
+from alertsink cimport AlertSink, sink_room
 from window cimport prev_final
 from status cimport status_commit, status_evaluate, rule_for, row_ttl
 from row cimport row_update, row_init, row_prefetch
@@ -146,15 +146,18 @@ cdef inline void apply_batch(TableHeader *th, const Event *ev, int64_t n,
         c.applied += 1
 
 
-cdef inline void table_sweep(TableHeader *th, int64_t now, const Params *p,
-                             AlertSink *s) noexcept nogil:
+cdef inline uint64_t table_sweep(TableHeader *th, int64_t now, const Params *p,
+                                 AlertSink *s, uint64_t start) noexcept nogil:
     """Mark STALE every series silent for longer than its TTL at wall time
-    now; the alert's event time is when the silence passed the TTL."""
+    now, from row start on; the alert's event time is when the silence
+    passed the TTL, its value the TTL in seconds.  Returns the row to go on
+    from: th.used when the pass is done, earlier when a ring sink has no
+    room for the next alert (the caller waits for room and calls again)."""
     cdef StateRow *rows = table_rows(th)
     cdef uint64_t i, used = th.used, o = 0
     cdef int64_t ttl
     cdef StateRow *r
-    for i in range(used):
+    for i in range(start, used):
         beat(p, i)
         r = &rows[i]
         if r.status == ST_STALE or r.count == 0:
@@ -162,26 +165,35 @@ cdef inline void table_sweep(TableHeader *th, int64_t now, const Params *p,
         ttl = row_ttl(r, p)
         if ttl <= 0 or now - r.last_ts <= ttl:
             continue
+        if s.ring != NULL and s.head >= s.limit and sink_room(s) <= 0:
+            return i
         if o == 0:
-            # One ordinal for the whole sweep, taken only when a row changes.
+            # One ordinal for the whole pass, taken only when a row changes.
             o = ordinals_reserve(th, 1)
         undo_take(p.undo, r, i, s.head, True)
         rf_store_relaxed_u64(&r.version, version_writing(o))
         rf_fence_release()
-        status_commit(r, ST_STALE, r.last_ts + ttl, STAT_TTL, r.last, p, s)
+        status_commit(r, ST_STALE, r.last_ts + ttl, STAT_TTL, <double>ttl / 1e9, p, s)
         rf_store_release_u64(&r.version, version_applied(o))
+    return used
 
 
-cdef inline void table_reload(TableHeader *th, const Params *p,
-                              AlertSink *s) noexcept nogil:
+cdef inline uint64_t table_reload(TableHeader *th, const Params *p,
+                                  AlertSink *s, uint64_t start) noexcept nogil:
     """After new rules: re-resolve every series' rule and re-evaluate it at
-    its watermark, keeping windows, statistics and status."""
+    its watermark, keeping windows, statistics and status, from row start
+    on.  Returns the row to go on from, as table_sweep (one row changes
+    status at most once, so one alert's room is enough for the next)."""
     cdef StateRow *rows = table_rows(th)
     cdef uint64_t i, used = th.used
-    cdef uint64_t o = ordinals_reserve(th, 1)
+    cdef uint64_t o = 0
     cdef StateRow *r
-    for i in range(used):
+    for i in range(start, used):
         beat(p, i)
+        if s.ring != NULL and s.head >= s.limit and sink_room(s) <= 0:
+            return i
+        if o == 0:
+            o = ordinals_reserve(th, 1)
         r = &rows[i]
         undo_take(p.undo, r, i, s.head, True)
         rf_store_relaxed_u64(&r.version, version_writing(o))
@@ -194,6 +206,7 @@ cdef inline void table_reload(TableHeader *th, const Params *p,
         if r.count and r.status != ST_STALE:
             status_evaluate(r, r.last_ts, p, s)
         rf_store_release_u64(&r.version, version_applied(o))
+    return used
 
 cdef inline bint rules_copy(const char *segment, Rule *dst, Params *p,
                             uint64_t *generation) noexcept nogil:

@@ -597,7 +597,7 @@ class HealthRef:
         for s in self.series.values():
             ttl = self.ttl_of(s)
             if ttl > 0 and s.status != STALE and now_ns - s.last_ts > ttl:
-                self._commit(s, STALE, s.last_ts + ttl, STAT_TTL, s.last, alerts)
+                self._commit(s, STALE, s.last_ts + ttl, STAT_TTL, ttl / 1e9, alerts)
         return alerts
 
     def reload(self, rules, ttl_ns: int, lateness_ns: int) -> list[Alert]:

@@ -223,7 +223,7 @@ def _cmd_status(args) -> int:
 def _cmd_alerts(args) -> int:
     from ..errors import GatewayTimeout
     from ..net.client import Client
-    from ..net.subscriptions import DROPPED, ENGINE
+    from ..net.subscriptions import ENGINE, MISSED
 
     # The alert endpoint is a PUB: connecting to it tells nothing, so the
     # query endpoint answers for the gateway.
@@ -234,7 +234,7 @@ def _cmd_alerts(args) -> int:
             client.ping()
         except GatewayTimeout:
             return _no_gateway(args, "query", connect_timeout)
-        with client.alerts(args.status, timeout=args.timeout) as feed:
+        with client.alerts(args.status, timeout=args.timeout, since=args.since) as feed:
             if not feed.wait_connected(connect_timeout):
                 return _no_gateway(args, "alerts", connect_timeout)
             which = ",".join(args.status) if args.status else "all statuses"
@@ -242,15 +242,12 @@ def _cmd_alerts(args) -> int:
             shown = 0
             try:
                 for msg in feed:
-                    if msg.get("topic") == DROPPED:
+                    if msg.get("topic") == MISSED:
                         if args.json:
                             sys.stdout.write(json.dumps(msg) + "\n")
                             sys.stdout.flush()
                         else:
-                            err.print(f"ringflow alerts: the workers dropped "
-                                      f"{msg.get('dropped')} alerts (full alert rings; "
-                                      f"{msg.get('total')} in all): statuses are still "
-                                      "right, `ringflow status` shows them")
+                            err.print(render.missed_line(msg))
                         continue
                     if msg.get("topic") == ENGINE and not args.json:
                         err.print(render.engine_alert_line(msg))

@@ -211,18 +211,23 @@ With --json, the JSON the gateway publishes, plus "topic" (the new status):
   {"topic": "CRIT", "entity": "web-17", "metric": "disk", "entity_id": ...,
    "metric_id": ..., "old": "OK", "new": "CRIT", "stat": "last",
    "value": 0.97, "ts": 1795345471123000000, "worker": 1}
-When workers dropped alerts (full alert rings) a DROPPED notice comes
-instead (on stderr; with --json a {"topic": "DROPPED", ...} line): the
-statuses are still right, `ringflow status` shows them.  When a worker
+Every alert has a number ("seq" in --json).  An alert that did not reach
+this subscriber (a burst past ZeroMQ's queue, a subscription not yet live,
+a broken connection) is fetched from the server's alert log and printed
+in order; one the log no longer holds is reported by a "missed N alerts"
+line on stderr (with --json a {"topic": "MISSED", "missed": N, ...} line).
+--since N prints the alerts after number N first (what a consumer that
+stopped asks for when it comes back), then follows.  When a worker
 dies, hangs or is replaced, an ENGINE line says so on stderr (with --json a
 {"topic": "ENGINE", "worker": 1, "old": "ok", "new": "down", "cause": ...}
-line); its series read at least STALE until "recovering -> ok".  Only
-alerts that happen while following are shown.
+line); its series read at least STALE until "recovering -> ok".  Without
+--since, only alerts that happen while following are shown.
 
 examples:
   ringflow alerts                            # follow until Ctrl-C
   ringflow alerts --status CRIT,STALE
   ringflow alerts --count 1 --timeout 60 --json
+  ringflow alerts --since 1200 --timeout 5   # what came after alert 1200
 
 exit codes: 0 done (--count reached, --timeout passed without --count, or
 Ctrl-C without --count); 1 fewer than --count alerts before --timeout; 2
@@ -470,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print each alert as one JSON line")
     alerts.add_argument("--count", type=v["int"], metavar="N",
                         help="stop after N alerts")
+    alerts.add_argument("--since", type=v["int"], metavar="SEQ",
+                        help="first print the alerts after number SEQ from the server's "
+                             "alert log, then follow")
     alerts.add_argument("--timeout", type=v["float"], metavar="SECONDS",
                         help="stop after SECONDS without an alert (default: follow until "
                              "Ctrl-C); also the longest wait, up to 5 s, for the gateway to "

@@ -708,8 +708,25 @@ def alert_line(alert: dict) -> str:
         what = f"{alert.get('metric_id', 0):#x}"
     value = alert.get("value")
     shown = f"{value:g}" if isinstance(value, (int, float)) else "-"
+    why = f"{alert.get('stat')} = {shown}"
+    since = alert.get("silent_since")
+    if alert.get("stat") == "ttl" and isinstance(since, int):
+        # A change to STALE: its value is the TTL; say how long it is silent.
+        silent = (time.time_ns() - since) / 1e9
+        why = f"silent {silent:.1f} s, ttl {shown} s"
     return (f"{local_time(alert.get('ts'))} {who} {what} {alert.get('old')} -> "
-            f"{alert.get('new')} ({alert.get('stat')} = {shown})")
+            f"{alert.get('new')} ({why})")
+
+
+def missed_line(msg: dict) -> str:
+    """A MISSED notice (alerts the subscription could not get), as
+    ``ringflow alerts`` prints it on stderr."""
+    span = ""
+    if isinstance(msg.get("from"), int) and isinstance(msg.get("to"), int):
+        span = f" (numbers {msg['from']}..{msg['to']})"
+    return (f"ringflow alerts: missed {msg.get('missed')} alerts{span}: the server's alert "
+            "log no longer holds them; statuses are still right, `ringflow status` "
+            "shows them")
 
 
 def engine_alert_line(alert: dict) -> str:

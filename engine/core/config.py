@@ -65,8 +65,14 @@ class EngineConfig:
     rules : str, dict, engine.health.rules.Rules or None
         Health rules: a TOML file path, a TOML string or a dict.
     alert_capacity : int
-        Alerts each worker's alert ring holds before it drops (and counts)
-        them; rounded up to a power of two.
+        Alerts each worker's alert ring holds (rounded up to a power of
+        two).  A worker whose ring is full waits for the engine's alert
+        thread to take them: no status change is dropped.
+    alert_log : int
+        Status changes the engine keeps, numbered, for subscribers that
+        fell behind or joined late (:meth:`engine.Engine.alerts_since`,
+        the ``alerts`` query op); with a ``data_dir`` they are also kept
+        on disk across restarts.
     tick : float or str
         How often each worker checks its series' TTLs.
     ts_min, ts_max : int
@@ -129,7 +135,8 @@ class EngineConfig:
     half_life: float | str = "10s"
     views: tuple = (1, 5, 15)
     rules: object = None
-    alert_capacity: int = 4096
+    alert_capacity: int = 16384
+    alert_log: int = 1 << 18
     tick: float | str = "250ms"
     ts_min: int = DEFAULT_TS_MIN
     ts_max: int = DEFAULT_TS_MAX
@@ -169,6 +176,8 @@ class EngineConfig:
              f"views must be 3 positive horizons in windows, got {self.views!r}")
         need(isinstance(self.alert_capacity, int) and 16 <= self.alert_capacity <= 1 << 24,
              f"alert_capacity must be in 16..2**24, got {self.alert_capacity!r}")
+        need(isinstance(self.alert_log, int) and 16 <= self.alert_log <= 1 << 26,
+             f"alert_log must be in 16..2**26, got {self.alert_log!r}")
         need(int(self.ts_min) >= 0, "ts_min must not be negative")
         object.__setattr__(self, "views", tuple(self.views))
         # The views name rule statistics (view1, view5, ...): the rules

@@ -21,6 +21,7 @@ from ..errors import (
     STATUS_OK,
     STATUS_TIMEOUT,
     Backpressure,
+    ConfigError,
     CorruptState,
     EngineClosed,
     EngineError,
@@ -29,8 +30,9 @@ from ..errors import (
     WorkerDied,
     raise_for_status,
 )
-from ..health.alerts import AlertHub, AlertStream
+from ..health.alerts import TOPICS, AlertHub, AlertStream
 from ..health.rules import RULES_SEGMENT_BYTES, Rules
+from ..journal.alertlog import AlertLogFile
 from ..journal.recovery import DataDir, Recovery, ShardRecovery, recover_shard
 from ..journal.snapshot import (
     Snapshot,
@@ -340,6 +342,25 @@ class Engine:
             self._stoppers.append(self.names.close_log)
             self._recovery = self._recover(cfg)
 
+        # The alert thread starts before the workers: a worker whose alert
+        # ring is full waits for it (a reload at start can fill one).  It
+        # must not hold the engine itself: an engine dropped without
+        # close() is then still collected and cleaned up.
+        alert_file = None
+        if self._data_dir is not None:
+            alert_file = AlertLogFile(self._data_dir.root, cfg.alert_log,
+                                      fsync=cfg.fsync == "always")
+        self._alerts = AlertHub(
+            _ring.RingSet(buf, [lay.alert_header(w) for w in range(cfg.workers)]),
+            cfg.workers,
+            lambda: _control.ring_bell(buf, lay.ALERT_CONSUMER_BELL),
+            self.names,
+            cfg.views,
+            capacity=cfg.alert_log,
+            file=alert_file,
+        )
+        self._stoppers.append(self._alerts.close)
+
         specs = []
         for w in range(cfg.workers):
             spec = {
@@ -390,17 +411,6 @@ class Engine:
         if self._recovery is not None:
             self._reader.recovered = self._recovery.to_dict()
         self._default = self.producer()
-        # The alert thread must not hold the engine itself: an engine
-        # dropped without close() is then still collected and cleaned up.
-        self._alerts = AlertHub(
-            _ring.RingSet(buf, [lay.alert_header(w) for w in range(cfg.workers)]),
-            cfg.workers,
-            lambda: _control.ring_bell(buf, lay.ALERT_CONSUMER_BELL),
-            lambda: _alerts_dropped(buf, lay, cfg.workers),
-            self.names,
-            cfg.views,
-        )
-
         self._supervisor = Supervisor(
             self._procs, spawn, buf, [seg.buf for seg in self._table_segments], lay, cfg,
             self._alerts.post,
@@ -784,11 +794,20 @@ class Engine:
             "rows_unavailable": self._reader.unavailable,
             "alerts": sum(w["alerts"] for w in workers),
             "alerts_dropped": sum(w["alerts_dropped"] for w in workers),
+            "alert_waits": sum(w["alert_waits"] for w in workers),
             "alerts_delivered": self._alerts.delivered if self._alerts else 0,
+            "alert_log": self._alert_log_stats(),
             "alert_callback_errors": self._alerts.callback_errors if self._alerts else 0,
             "journal": self._journal_stats(workers),
             "names": self.names.stats(),
         }
+
+    def _alert_log_stats(self) -> dict | None:
+        if self._alerts is None:
+            return None
+        log = self._alerts.log
+        return {"head": log.head - 1, "first": log.first, "capacity": log.capacity,
+                "file_errors": log.file_errors}
 
     def _journal_stats(self, workers: list) -> dict | None:
         if self._data_dir is None:
@@ -915,20 +934,26 @@ class Engine:
                     raise TypeError(f"{kind} names must be strings, got {name!r}")
                 self.names[kind].setdefault(hasher(name), name)
 
-    def alerts(self, timeout: float | None = None) -> AlertStream:
-        """Iterate the status changes from now on.
+    def alerts(self, timeout: float | None = None, since: int | None = None) -> AlertStream:
+        """Iterate the status changes from now on (or after alert ``since``).
 
         Parameters
         ----------
         timeout : float, optional
             End the iteration when no alert came for this many seconds
             (default: wait until the engine closes).
+        since : int, optional
+            Start after the alert with this number (``Alert.seq``), from
+            the engine's alert log: what a consumer that stopped asks for
+            when it comes back.  Default: the next alert.
 
         Returns
         -------
         AlertStream
-            Yields :class:`engine.Alert` objects; close it (or use it as a
-            context manager) to stop receiving.
+            Yields :class:`engine.Alert` (and :class:`engine.EngineAlert`)
+            objects; close it (or use it as a context manager) to stop
+            receiving.  Its ``missed`` counts alerts it fell too far behind
+            to get (more than ``alert_log`` behind).
 
         Examples
         --------
@@ -938,7 +963,47 @@ class Engine:
         web-17 disk: OK -> CRIT (last = 0.97)
         """
         self._check()
-        return AlertStream(self._alerts, timeout)
+        if since is not None and (not isinstance(since, int) or since < 0):
+            raise ConfigError(f"since must be an alert number (int >= 0), got {since!r}")
+        return AlertStream(self._alerts, timeout, since)
+
+    def alerts_since(self, since: int = 0, limit: int = 10_000, topics=None) -> dict:
+        """The alerts numbered above ``since`` that the alert log holds.
+
+        Parameters
+        ----------
+        since : int
+            The last alert number the caller has (0: from the oldest kept).
+        limit : int
+            Most alerts returned (0: only the numbers).
+        topics : list of str, optional
+            Only these topics (``OK``, ``WARN``, ``STALE``, ``CRIT``,
+            ``ENGINE``).
+
+        Returns
+        -------
+        dict
+            ``alerts`` (objects, oldest first), ``next`` (``since`` for the
+            next call), ``missed`` (alerts above ``since`` no longer kept),
+            ``head`` (the newest alert's number) and ``topic_heads`` (the
+            newest ``topic_seq`` per topic).
+        """
+        self._check()
+        if not isinstance(since, int) or since < 0:
+            raise ConfigError(f"since must be an alert number (int >= 0), got {since!r}")
+        if not isinstance(limit, int) or limit < 0:
+            raise ConfigError(f"limit must be an int >= 0, got {limit!r}")
+        if topics is not None:
+            topics = [str(t).upper() for t in topics]
+            unknown = [t for t in topics if t not in TOPICS]
+            if unknown:
+                raise ConfigError(f"unknown alert topics {unknown}; topics: {', '.join(TOPICS)}")
+        log = self._alerts.log
+        missed = log.missed(since)
+        heads = log.topic_heads()
+        nxt, items = log.read(since, limit, topics) if limit else (since, [])
+        return {"alerts": items, "next": nxt, "missed": missed, "head": log.head - 1,
+                "topic_heads": heads}
 
     def on_alert(self, callback):
         """Call ``callback(alert)`` for every status change, on the engine's
@@ -1141,9 +1206,3 @@ class Engine:
         else:
             state = "closed" if self._closed else "running"
         return f"<Engine workers={self.config.workers} {state}>"
-
-
-def _alerts_dropped(buf, lay: Layout, workers: int) -> int:
-    """Alerts the workers dropped on full alert rings, in all."""
-    return sum(_control.load_u64(buf, lay.worker_counter(w, "alerts_dropped"))[0]
-               for w in range(workers))

@@ -529,7 +529,10 @@ WORKER_COUNTERS = ("applied", "invalid", "full", "stale", "batches", "max_batch"
                    "journal_synced_ns",
                    # every event with an ordinal below this one is applied:
                    # where a snapshot taken now may start its replay
-                   "applied_ordinal")
+                   "applied_ordinal",
+                   # times the worker waited for room in its full alert ring
+                   # (a status change is never dropped: docs/health.md, Alerts)
+                   "alert_waits")
 
 #: A producer block: doorbell line, counters line.
 PRODUCER_BLOCK_BYTES = 128

@@ -226,23 +226,27 @@ class AsyncClient(_ClientBase):
         """
         return await self._run(self._plan_reload(rules))
 
-    def alerts(self, statuses=None, timeout: float | None = None) -> AsyncAlertSubscription:
+    def alerts(self, statuses=None, timeout: float | None = None,
+               since: int | None = None) -> AsyncAlertSubscription:
         """Follow the gateway's alerts: ``async for alert in client.alerts()``;
         see :meth:`Client.alerts`.
 
         Parameters
         ----------
         statuses : iterable of str, str or None
-            Only alerts to these new statuses (``DROPPED`` comes either way).
+            Only alerts to these new statuses (``ENGINE`` and ``MISSED``
+            come either way).
         timeout : float or None
             End an iteration after this many seconds without a message.
+        since : int or None
+            Start after the alert with this number (``seq``).
 
         Returns
         -------
         AsyncAlertSubscription
             Already connecting; close it to unsubscribe.
         """
-        return AsyncAlertSubscription(self, statuses, timeout)
+        return AsyncAlertSubscription(self, statuses, timeout, since)
 
     async def top(self, field: str = "last", k: int = 10, order: str = "desc") -> list[dict]:
         """The ``k`` series with the highest or lowest ``field``; see :meth:`Client.top`.

@@ -345,18 +345,25 @@ class Client(_ClientBase):
         """
         return self._run(self._plan_reload(rules))
 
-    def alerts(self, statuses=None, timeout: float | None = None) -> AlertSubscription:
-        """Follow the alerts the gateway publishes (its PUB endpoint).
+    def alerts(self, statuses=None, timeout: float | None = None,
+               since: int | None = None) -> AlertSubscription:
+        """Follow the alerts the gateway publishes (its alert endpoint),
+        filling any gap from the engine's alert log.
 
         Parameters
         ----------
         statuses : iterable of str, str or None
             Only alerts to these new statuses, e.g. ``["CRIT", "WARN"]`` or
             ``"CRIT,WARN"`` (filtered by ZeroMQ, on the topic frame);
-            ``None``: all.  ``DROPPED`` messages come either way.
+            ``None``: all.  ``ENGINE`` and ``MISSED`` messages come either
+            way.
         timeout : float or None
             End an iteration after this many seconds without a message;
             ``None`` waits forever.
+        since : int or None
+            Start after the alert with this number (``seq``): what a
+            consumer that stopped asks for when it comes back.  ``None``:
+            from the next alert.
 
         Returns
         -------
@@ -376,7 +383,7 @@ class Client(_ClientBase):
         ...         print(alert["entity"], alert["metric"], alert["old"], "->", alert["new"])
         web-17 disk OK -> CRIT
         """
-        return AlertSubscription(self, statuses, timeout)
+        return AlertSubscription(self, statuses, timeout, since)
 
     def top(self, field: str = "last", k: int = 10, order: str = "desc") -> list[dict]:
         """The ``k`` series with the highest (or lowest) ``field`` (op ``top``).

@@ -54,6 +54,7 @@ from ..errors import (
 )
 from ..query import ops
 from . import protocol as P
+from .subscriptions import MISSED
 
 __all__ = ["Gateway", "GatewayConfig", "endpoint_urls"]
 
@@ -73,6 +74,12 @@ _COALESCE_RECORDS = 65536
 # Frames at least this large skip the staging copy.
 _DIRECT_RECORDS = 1024
 _ALERT_HWM = 100_000
+# The alert endpoint's topic of a publisher's notice that it skipped alerts.
+MISSED_TOPIC = MISSED.encode()
+# Alerts the publisher takes from the engine's log at a time.
+_ALERT_BATCH = 4096
+# Most alerts one ``alerts`` query returns.
+_ALERTS_OP_LIMIT = 100_000
 # Longest wait before a failed gateway thread runs again.
 _BACKOFF_MAX = 5.0
 # How long a restarted loop keeps trying to bind its endpoint: libzmq closes
@@ -287,9 +294,16 @@ class Gateway:
         self._lookups = None
         self.alerts = None
         self.published = 0
+        #: Alerts the publisher fell too far behind the engine's log to send.
+        self.alerts_missed = 0
+        #: Subscriptions the alert endpoint has received (XPUB).
+        self.alert_subscriptions = 0
+        # The publisher's place in the engine's alert log: from the alerts
+        # after the gateway started.
+        self._alert_position = engine._alerts.log.head - 1
         try:
             for name, target in (("pull", self._pull_loop), ("acked", self._acked_loop),
-                                 ("query", self._query_loop)):
+                                 ("query", self._query_loop), ("alerts", self._alert_loop)):
                 ready = threading.Event()
                 watch = self._watches[name] = _Watch(name)
                 t = threading.Thread(target=self._run, args=(watch, target, ready),
@@ -299,15 +313,6 @@ class Gateway:
                 self._threads.append(t)
                 if self._start_errors:
                     raise self._start_errors[0]
-            self.alerts = self._ctx.socket(zmq.PUB)
-            self.alerts.setsockopt(zmq.LINGER, 0)
-            # A burst of status changes must not be cut at libzmq's default
-            # 1000 messages per slow subscriber.
-            self.alerts.setsockopt(zmq.SNDHWM, _ALERT_HWM)
-            self.alerts.bind(self.config.endpoints["alerts"])
-            # From here on only the engine's alert thread uses the PUB socket.
-            engine._alerts.add_callback(self._publish)
-            engine._alerts.add_drop_callback(self._publish_dropped)
         except BaseException:
             self.close()
             raise
@@ -407,7 +412,7 @@ class Gateway:
         runs again (see ``stats()["cause"]``), for good once it is down, and
         while a shard of the engine is not ok (a worker down, hung,
         recovering or degraded: ``stats()["engine_state"]``, docs/faults.md)."""
-        return (not self._closed and self._down is None and len(self._watches) == 3
+        return (not self._closed and self._down is None and len(self._watches) == 4
                 and all(w.state == "running" for w in self._watches.values())
                 and all(t.is_alive() for t in self._threads)
                 and self.engine.state == "ok")
@@ -466,27 +471,62 @@ class Gateway:
         self._stop.set()
         for t in self._threads:
             t.join(30)
-        if self.alerts is not None:
-            # Returns only once the alert thread is out of _publish.
-            self.engine.remove_alert_callback(self._publish)
-            self.engine.remove_alert_callback(self._publish_dropped)
-            self.alerts.close()
-            self.alerts = None
         self._ctx.term()
         self._query_ctx.term()
         self._pull_producer.release()
         self._acked_producer.release()
 
-    def _publish(self, alert) -> None:
-        # Topic frame first, so that SUB sockets filter on it: a series
-        # alert's new status, or ENGINE for a shard's state.
-        self.alerts.send_multipart(
-            [alert.topic.encode(), json.dumps(alert.to_dict()).encode()], copy=True)
-        self.published += 1
+    def _alert_loop(self, up) -> None:
+        """Publish the engine's alert log, in order, on the alert endpoint.
 
-    def _publish_dropped(self, new: int, total: int) -> None:
-        self.alerts.send_multipart(
-            [b"DROPPED", json.dumps({"dropped": new, "total": total}).encode()])
+        This thread keeps its own place in the log, so a slow network never
+        holds the engine's alert thread (nor, through it, the workers).
+        Should it fall more than the log's length behind, it publishes a
+        MISSED notice with the numbers it could not send.  The socket is an
+        XPUB: the subscriptions that arrive are counted, which tells a test
+        or an operator that a subscriber is really listening."""
+        log = self.engine._alerts.log
+        url = self.config.endpoints["alerts"]
+        sock = self._bind(zmq.XPUB, url) if self.alerts is None else \
+            self._bind_again(zmq.XPUB, url)
+        # A burst of status changes must not be cut at libzmq's default of
+        # 1000 messages per slow subscriber.
+        sock.setsockopt(zmq.SNDHWM, _ALERT_HWM)
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self.alerts = sock
+        up()
+        try:
+            while not self._stop.is_set():
+                while sock.poll(0, zmq.POLLIN):
+                    if sock.recv()[:1] == b"\x01":
+                        self.alert_subscriptions += 1
+                with log.lock:
+                    if log.head - 1 <= self._alert_position:
+                        log.lock.wait(_POLL_MS / 1000)
+                self._publish_from_log(sock, log)
+            # What the engine logged before the gateway closed goes out too.
+            self._publish_from_log(sock, log)
+        finally:
+            self.alerts = None
+            sock.close()
+
+    def _publish_from_log(self, sock: zmq.Socket, log) -> None:
+        while True:
+            missed = log.missed(self._alert_position)
+            if missed:
+                first = self._alert_position + 1
+                sock.send_multipart([MISSED_TOPIC, json.dumps(
+                    {"missed": missed, "from": first, "to": first + missed - 1}).encode()])
+                self.alerts_missed += missed
+            position, items = log.read(self._alert_position, _ALERT_BATCH)
+            for alert in items:
+                # Topic frame first, so that SUB sockets filter on it: a
+                # series alert's new status, or ENGINE for a shard's state.
+                sock.send_multipart([alert.topic.encode(), json.dumps(alert.to_dict()).encode()])
+            self.published += len(items)
+            self._alert_position = position
+            if len(items) < _ALERT_BATCH:
+                return
 
     @property
     def _c(self) -> dict:
@@ -543,6 +583,8 @@ class Gateway:
                        if r.state != "ok"]
         out = {**c, "rejected": dict(c["rejected"]), "healthy": self.healthy,
                "alerts_published": self.published,
+               "alerts_missed": self.alerts_missed,
+               "alert_subscriptions": self.alert_subscriptions,
                "errors": [repr(e) for e in self._errors],
                "cause": "; ".join(causes) or None,
                "restarts": sum(w.restarts for w in watches),
@@ -994,8 +1036,24 @@ class Gateway:
             new = self.engine.reload_rules(rules) if hook is None else hook(rules)
         return {"rules": new.describe(), "count": len(new.rules)}
 
+    def _op_alerts(self, request: dict) -> dict:
+        since = request.get("since", 0)
+        limit = request.get("limit", _ALERTS_OP_LIMIT)
+        if (not isinstance(limit, int) or isinstance(limit, bool)
+                or not 0 <= limit <= _ALERTS_OP_LIMIT):
+            raise ValueError(f"limit must be an int in 0..{_ALERTS_OP_LIMIT}, got {limit!r}")
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise ValueError(f"since must be an alert number (int >= 0), got {since!r}")
+        topics = request.get("topics")
+        if topics is not None and (not isinstance(topics, list)
+                                   or not all(isinstance(t, str) for t in topics)):
+            raise ValueError("topics must be a list of topic names, e.g. [\"CRIT\", \"ENGINE\"]")
+        got = self.engine.alerts_since(since, limit, topics)
+        return {"alerts": [a.to_dict() for a in got["alerts"]], "next": got["next"],
+                "missed": got["missed"], "head": got["head"], "topic_heads": got["topic_heads"]}
+
 
 # Ops answered by the gateway itself (engine.query.ops has the reads).
-_CONTROL_OPS = ("stats", "rules", "reload")
+_CONTROL_OPS = ("stats", "rules", "reload", "alerts")
 #: Every JSON op of the query endpoint; PROTOCOL.md documents each.
 _QUERY_OPS = (*ops.OPS, *_CONTROL_OPS)

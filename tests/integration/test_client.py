@@ -301,26 +301,28 @@ def test_status_entity_rules_and_reload(tmp_path):
 
 @pytest.mark.timeout(30)
 def test_alerts_follow_filter_and_close():
+    """No wait for the subscription to be live: an alert that goes out
+    before it is comes from the alert log, in order, once."""
     settings = {"rules": RULES}
     with live(engine_settings=settings) as (eng, ports), Client(ports=ports) as c:
         with pytest.raises(ValueError, match="unknown status"):
             c.alerts(["CRIT", "PANIC"])
         everything = c.alerts(timeout=5)
         crit = c.alerts(["crit"], timeout=0.5)
-        assert crit.topics == [b"CRIT", b"DROPPED", b"ENGINE"] and everything.topics == [b""]
-        assert everything.wait_connected(5) and crit.wait_connected(5)
-        time.sleep(0.2)   # the gateway takes subscriptions with its next publish
+        assert crit.topics == [b"CRIT", b"MISSED", b"ENGINE"] and everything.topics == [b""]
         assert c.send_json(fleet(TS), ack=True) == 5
         got = [next(everything), next(everything)]
         by_entity = {a["entity"]: a for a in got}
-        assert by_entity["web-17"] == {
+        web17 = by_entity["web-17"]
+        assert {k: v for k, v in web17.items() if k not in ("seq", "topic_seq")} == {
             "topic": "CRIT", "entity": "web-17", "metric": "disk",
             "entity_id": engine.entity_id("web-17"), "metric_id": engine.metric_id("disk"),
             "old": "OK", "new": "CRIT", "stat": "last", "value": 0.97, "ts": TS,
-            "worker": by_entity["web-17"]["worker"]}
+            "worker": web17["worker"]}
+        assert sorted(a["seq"] for a in got) == [1, 2] and web17["topic_seq"] == 1
         assert by_entity["web-09"]["topic"] == "WARN" and by_entity["web-09"]["stat"] == "ewma"
         assert [a["entity"] for a in crit] == ["web-17"]   # ends after 0.5 s of silence
-        assert crit.received == 1 and not crit.closed
+        assert crit.received + crit.filled == 1 and crit.missed == 0 and not crit.closed
         crit.close()
         crit.close()
         assert crit.closed and list(crit) == []
@@ -328,23 +330,63 @@ def test_alerts_follow_filter_and_close():
     assert everything.closed
 
 
-@pytest.mark.timeout(30)
-def test_alerts_dropped_comes_through_any_filter():
-    # A 16-alert ring and 2000 series going CRIT in one batch: the worker
-    # drops most of them, and the gateway says so on topic DROPPED.
+@pytest.mark.timeout(60)
+def test_a_burst_through_a_tiny_alert_ring_reaches_every_filter():
+    """2000 series go CRIT in one batch through a 16-alert ring: the worker
+    waits for room instead of dropping, and a CRIT subscriber and an
+    everything subscriber each get all 2000, numbered without a gap."""
     settings = {"rules": RULES, "alert_capacity": 16}
     with live(workers=1, engine_settings=settings) as (eng, ports), Client(ports=ports) as c:
-        with c.alerts(["OK"], timeout=10) as feed:
-            assert feed.wait_connected(5)
-            time.sleep(0.2)
+        with c.alerts(["CRIT"], timeout=5) as crit, c.alerts(timeout=5) as everything:
             c.send(engine.make_events(np.arange(2000) + 1, "disk", np.full(2000, TS),
                                       np.full(2000, 0.95)), ack=True)
-            message = next(feed)
-        assert message["topic"] == "DROPPED" and message["dropped"] > 0
-        assert message["total"] >= message["dropped"]
-        eng.flush()
-        # The statuses are right regardless.
+            got = [next(crit) for _ in range(2000)]
+            seen = [next(everything) for _ in range(2000)]
+        assert [a["topic_seq"] for a in got] == list(range(1, 2001))
+        assert [a["seq"] for a in seen] == list(range(1, 2001))
+        assert sorted(a["entity_id"] for a in got) == list(range(1, 2001))
+        assert crit.missed == everything.missed == 0
+        s = eng.stats()
+        assert s["alerts_dropped"] == 0 and s["alert_waits"] > 0
         assert c.status("CRIT", limit=1)["total"] == 2000
+
+
+@pytest.mark.timeout(60)
+def test_a_subscriber_that_comes_back_gets_what_it_missed():
+    """A subscriber closes, alerts go on, it comes back with ``since`` set
+    to the last number it had: it gets exactly the alerts in between, then
+    the live ones; with a log too short to hold them it is told how many
+    it missed."""
+    settings = {"rules": RULES, "alert_log": 64}
+    with live(workers=2, engine_settings=settings) as (eng, ports), Client(ports=ports) as c:
+        def crit_then_ok(first: int, n: int, ts: int) -> None:
+            keys = np.arange(first, first + n) + 1
+            c.send(engine.make_events(keys, "disk", np.full(n, ts), np.full(n, 0.95)), ack=True)
+            c.send(engine.make_events(keys, "disk", np.full(n, ts + 1), np.full(n, 0.1)),
+                   ack=True)
+
+        with c.alerts(timeout=5) as feed:
+            crit_then_ok(0, 10, TS)
+            had = [next(feed) for _ in range(20)]
+        last = had[-1]["seq"]
+        assert [a["seq"] for a in had] == list(range(1, 21))
+        crit_then_ok(10, 10, TS + 10)            # 20 alerts while away
+        with c.alerts(timeout=5, since=last) as back:
+            crit_then_ok(20, 5, TS + 20)         # and 10 live ones
+            got = [next(back) for _ in range(30)]
+        assert [a["seq"] for a in got] == list(range(21, 51))
+        assert back.missed == 0
+        crit_then_ok(30, 50, TS + 30)            # 100 more: the log keeps 64
+        # An ack says the events are applied; their alerts reach the log
+        # right after.
+        wait_for(lambda: eng.stats()["alert_log"]["head"] == 150, 10, "150 alerts logged")
+        with c.alerts(timeout=2, since=50) as late:
+            first = next(late)
+            rest = list(late)
+        assert first["topic"] == "MISSED" and first["missed"] == 36
+        assert (first["from"], first["to"]) == (51, 86)
+        assert [a["seq"] for a in rest] == list(range(87, 151))
+        assert late.missed == 36
 
 
 @pytest.mark.timeout(30)

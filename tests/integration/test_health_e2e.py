@@ -100,13 +100,13 @@ EXPECTED = {
         ("WARN", "OK", "win_sum", 30, 0.0),
     ],
 }
-# The silent host: each series goes STALE at last_ts + ttl with its last
-# reading, and back to OK with its rule's stat at the first reading back
+# The silent host: each series goes STALE at last_ts + ttl (the alert's value
+# is the TTL in seconds), and back to OK with its rule's stat at the first reading back
 # (which opens a new window: p99 and win_sum are that reading; the EWMA is it
 # to 1e-10 after 35 half-lives).
 for _m in METRICS:
     EXPECTED[(SILENT, _m)] = [
-        ("OK", "STALE", "ttl", STALE_STEP, SC.reading(SILENT, _m, LAST_SILENT_READING)),
+        ("OK", "STALE", "ttl", STALE_STEP, SC.ttl_ns / 1e9),
         ("STALE", "OK", RULE_STAT[_m], RETURN, SC.reading(SILENT, _m, RETURN)),
     ]
 
@@ -447,4 +447,6 @@ def test_ttl_alone():
             a = next(stream)
         assert (a.entity, a.metric, a.old, a.new, a.stat, a.ts) == (
             "old-host", "cpu", "OK", "STALE", "ttl", ts + SC.ttl_ns)
-        assert a.value == pytest.approx(0.4)
+        assert a.value == SC.ttl_ns / 1e9
+        assert a.silent_since == ts
+        assert f"ttl {SC.ttl_ns / 1e9:g} s" in str(a) and "silent " in str(a)

@@ -12,6 +12,7 @@ import pytest
 
 import engine
 from engine.errors import ConfigError
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -183,35 +184,38 @@ def test_ttl_marks_silent_series_stale_and_an_event_brings_them_back():
             assert transitions(drain(stream, 1)) == [("db-1", "cpu", "STALE", "WARN")]
 
 
-def test_a_full_alert_ring_counts_drops_and_status_stays_right():
+def test_a_full_alert_ring_holds_the_worker_and_no_alert_is_lost():
+    """A worker whose alert ring is full waits for room (counted in
+    alert_waits) instead of dropping: every one of 201 flips arrives, in
+    order, numbered without a gap."""
     rules = {"rule": [{"metric": "cpu", "crit": 2.0, "clear": 0.5}]}
     with engine.Engine(workers=1, rules=rules, alert_capacity=16) as eng:
         hub_in = threading.Event()
         release = threading.Event()
+        got = []
 
-        def stuck(_alert):
+        def stuck(alert):
             # Holds the alert thread, so the worker's ring fills up.
+            got.append(alert)
             hub_in.set()
             release.wait(10)
 
         eng.on_alert(stuck)
-        drops = []
-        eng._alerts.add_drop_callback(lambda new, total: drops.append((new, total)))
         t0 = time.time_ns()
         eng.submit(events("x", "cpu", [3.0], t0))
         eng.flush()
         assert hub_in.wait(5)
-        # 200 flips in one go: 16 fit in the ring, the rest are dropped.
+        # 200 flips in one go: 16 fit in the ring, then the worker waits.
         eng.submit(events("x", "cpu", [0.0, 3.0] * 100, t0 + 1, step=1))
-        eng.flush()
+        wait_for(lambda: eng.stats()["alert_waits"] > 0, 5, "the worker waiting for room")
+        assert eng.series("x", "cpu")["count"] < 201
         release.set()
-        deadline = time.monotonic() + 5
-        while not drops and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eng.flush(10)
+        wait_for(lambda: len(got) == 201, 10, "every alert")
         s = eng.stats()
-        assert s["alerts"] + s["alerts_dropped"] == 201
-        assert s["alerts_dropped"] >= 200 - 16
-        assert drops and drops[-1][1] == s["alerts_dropped"]
+        assert s["alerts"] == 201 and s["alerts_dropped"] == 0
+        assert [a.new for a in got] == ["CRIT"] + ["OK", "CRIT"] * 100
+        assert [a.seq for a in got] == list(range(got[0].seq, got[0].seq + 201))
         assert eng.series("x", "cpu")["status"] == "CRIT"      # the last flip was to 3.0
 
 

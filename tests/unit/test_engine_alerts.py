@@ -23,7 +23,8 @@ def test_an_engine_alert_has_its_own_topic_and_json():
     assert a.topic == ENGINE_TOPIC == "ENGINE"
     d = json.loads(json.dumps(a.to_dict()))
     assert d == {"topic": "ENGINE", "worker": 1, "old": "ok", "new": "down",
-                 "cause": a.cause, "pid": 42, "restarts": 0, "ts": a.ts}
+                 "cause": a.cause, "pid": 42, "restarts": 0, "ts": a.ts, "seq": 0,
+                 "topic_seq": 0}
     assert str(a) == f"ENGINE worker 1: ok -> down ({a.cause})"
     series = Alert("web-1", "cpu", 1, 2, "OK", "CRIT", "last", 0.9, 0, 0)
     assert series.topic == "CRIT"
@@ -37,10 +38,10 @@ def test_ringflow_alerts_prints_an_engine_line():
     assert line.startswith(render.local_time(1_700_000_000_000_000_000))
 
 
-def test_every_status_filter_also_hears_engine_and_dropped():
+def test_every_status_filter_also_hears_engine_and_missed():
     assert _alert_topics(None) == [b""]
-    assert _alert_topics("CRIT") == [b"CRIT", b"DROPPED", b"ENGINE"]
-    assert _alert_topics(["warn", "CRIT"]) == [b"WARN", b"CRIT", b"DROPPED", b"ENGINE"]
+    assert _alert_topics("CRIT") == [b"CRIT", b"MISSED", b"ENGINE"]
+    assert _alert_topics(["warn", "CRIT"]) == [b"WARN", b"CRIT", b"MISSED", b"ENGINE"]
 
 
 def test_exits_are_described_for_people():

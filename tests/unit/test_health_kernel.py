@@ -882,7 +882,7 @@ def test_an_overflowed_stat_is_not_judged():
 def test_ttl_sweep_and_return_from_stale():
     """Rule ttl 30 s (default 20 s for rule-less series, a rule with ttl 0
     never): STALE strictly after ttl, at event time last_ts + ttl, stat 255,
-    value ``last``, rule-less series included; only once; a stale event does
+    value the TTL in seconds, rule-less series included; only once; a stale event does
     not leave STALE; the next in-order event does, at once (no ``for``, no
     hysteresis)."""
     rules = [rule_record(M, S_LAST, warn=0.8, crit=0.95, for_ns=5 * SEC, ttl_ns=30 * SEC),
@@ -893,10 +893,10 @@ def test_ttl_sweep_and_return_from_stale():
     step(h, ev, [A(5, OK, WARN, 0.85)])
     expect(h.sweep(T0 + 20 * SEC), h.last_ref, [])
     expect(h.sweep(T0 + 20 * SEC + 1), h.last_ref,
-           [(K, T0 + 20 * SEC, 99, OK, STALE, STAT_TTL, 0, 1.0)])
+           [(K, T0 + 20 * SEC, 99, OK, STALE, STAT_TTL, 0, 20.0)])
     expect(h.sweep(T0 + 35 * SEC), h.last_ref, [])
     expect(h.sweep(T0 + 35 * SEC + 1), h.last_ref,
-           [A(35, WARN, STALE, 0.85, stat=STAT_TTL)])
+           [A(35, WARN, STALE, 30.0, stat=STAT_TTL)])
     assert (h.row()["status"], h.row()["status_since"]) == (STALE, T0 + 35 * SEC)
     expect(h.sweep(T0 + 1000 * SEC), h.last_ref, [])
     step(h, series_events([(1, 0.99)]), [])
@@ -914,7 +914,7 @@ def test_ttl_clears_a_pending_escalation():
     h = Health(rules=rules_one(warn=0.8, crit=0.95, **{"for_ns": 60 * SEC, "ttl_ns": 10 * SEC}))
     step(h, series_events([(0, 0.9)]), [])
     assert h.row()["pending"] == WARN
-    expect(h.sweep(T0 + 11 * SEC), h.last_ref, [A(10, OK, STALE, 0.9, stat=STAT_TTL)])
+    expect(h.sweep(T0 + 11 * SEC), h.last_ref, [A(10, OK, STALE, 10.0, stat=STAT_TTL)])
     assert h.row()["pending"] == 0
     step(h, series_events([(20, 0.9)]), [A(20, STALE, WARN, 0.9)])
 
@@ -966,8 +966,8 @@ def test_reload_resolves_rules_again():
     expect(h.reload([wild], 0), h.last_ref, [A(0, OK, WARN, 50.0, metric=4)])
     assert [int(r["rule"]) for r in h.check()] == [1, 1]
     expect(h.sweep(T0 + 6 * SEC + 1), h.last_ref,
-           [A(5, WARN, STALE, 50.0, stat=STAT_TTL, metric=4),
-            A(6, OK, STALE, 1.0, stat=STAT_TTL)])
+           [A(5, WARN, STALE, 5.0, stat=STAT_TTL, metric=4),
+            A(6, OK, STALE, 5.0, stat=STAT_TTL)])
 
 
 def test_reload_raising_the_lateness_keeps_an_open_window_open():
@@ -1025,7 +1025,7 @@ def test_reload_leaves_stale_series_stale():
     event arrived); it leaves STALE with its next in-order event."""
     h = Health(rules=rules_one(warn=0.8, **{"ttl_ns": 10 * SEC}))
     h.apply(series_events([(0, 0.9)]))
-    expect(h.sweep(T0 + 11 * SEC), h.last_ref, [A(10, WARN, STALE, 0.9, stat=STAT_TTL)])
+    expect(h.sweep(T0 + 11 * SEC), h.last_ref, [A(10, WARN, STALE, 10.0, stat=STAT_TTL)])
     expect(h.reload(rules_one(warn=0.5, **{"ttl_ns": 10 * SEC})), h.last_ref, [])
     assert h.row()["status"] == STALE
     step(h, series_events([(20, 0.1)]), [A(20, STALE, OK, 0.1)])
@@ -1042,7 +1042,7 @@ def test_alert_buffer_overflow_is_counted_and_status_is_right():
     assert tuple(h.totals[5:]) == (2, 3)
     assert [int(r["status"]) for r in h.check()] == [CRIT] * 5
     got = h.sweep(T0 + 10 * SEC, cap=1)
-    assert got == [(1, T0 + 1 + SEC, M, CRIT, STALE, STAT_TTL, 1, 5.0)]
+    assert got == [(1, T0 + 1 + SEC, M, CRIT, STALE, STAT_TTL, 1, 1.0)]
     assert [int(r["status"]) for r in h.check()] == [STALE] * 5
     assert h.apply(events([(k, M, T0 + 20 * SEC, 0.0) for k in range(1, 6)]), cap=0) == []
     assert [int(r["status"]) for r in h.check()] == [OK] * 5
