@@ -491,9 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
     stats = _command(
         sub, "stats",
         help="show the engine's counters per worker and the gateway's counters",
-        description="Print the counters of a running server: per worker (applied, late, "
-                    "invalid, table full, series, ring backlog) and of the gateway "
-                    "(messages, records accepted, rejections by reason, queries).",
+        description="Print the counters of a running server: per worker (applied; stale: "
+                    "older than their series' newest event; late: the stale ones whose "
+                    "window had closed; invalid; full: refused for want of room in the "
+                    "table; series; alerts written and dropped; table fill, ring backlog), "
+                    "of the gateway (messages, records accepted, rejections by reason, "
+                    "queries) and the engine's totals with the alerts delivered.",
     )
     _add_client_options(stats, v, json="tables")
 
