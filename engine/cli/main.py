@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run
 
         run(workers=args.workers, seconds=args.seconds, hosts=args.hosts, batch=args.batch,
-            wait=args.wait)
+            wait=args.wait, seed=args.seed)
         return 0
     import zmq
 

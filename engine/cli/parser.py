@@ -20,6 +20,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
 def _listed(text: str, allowed, what: str, case=str.upper) -> list[str]:
     """A comma-separated list of names among ``allowed`` (compared after
     ``case``), at least one; else an argparse error naming them."""
@@ -324,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="events per submitted batch (default: 16384)")
     demo.add_argument("--wait", choices=WAIT_STRATEGIES, default="block",
                       help="wait strategy of workers and producers (default: block)")
+    demo.add_argument("--seed", type=_non_negative_int, default=0,
+                      help="seed of the calm hosts' readings (default: 0)")
 
     # --- serve ---
     serve = _command(
