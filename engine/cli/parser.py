@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "full speed while four hosts go through scripted incidents (cpu "
                     "hysteresis, a disk filling up, a p99 latency spike, a host going "
                     "silent and coming back); print each alert as it happens, then the "
-                    "entities not OK and the workers' counters.",
+                    "entities not OK and the workers' counters.  Exits 1 when the alerts "
+                    "are not exactly the script's up to the step reached.",
     )
     demo.add_argument("--workers", type=_positive_int, default=2,
                       help="worker processes (default: 2)")
