@@ -6,26 +6,30 @@ status and the workers' counters."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import numpy as np
 
 from ..core.config import EngineConfig
 from ..core.durations import format_duration
 from ..core.engine import Engine
-from .render import scenario_alert_line, scenario_status_table, workers_table
+from ..health.alerts import Alert
+from .render import counter_legend, scenario_alert_line, scenario_status_table, workers_table
 from .scenario import METRICS as SCENARIO_METRICS
 from .scenario import MIN_HOSTS, STEPS, Background, Scenario
 
-__all__ = ["run"]
+__all__ = ["check_alerts", "run"]
 
 #: The demo plays the scenario at 10x speed (or slower, to fill a longer run).
 MIN_INTERVAL = 0.1
 # Alert lines printed before the rest are only counted.
 _MAX_ALERT_LINES = 200
+# How long the demo waits, at most, for the last alerts after its last step.
+_TAIL_SECONDS = 5.0
 
 
 def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 16384,
-        wait: str = "block", show: int = 10) -> dict:
+        wait: str = "block", show: int = 10, seed: int = 0) -> dict:
     """Run the demo and print what the engine saw.
 
     The scenario (:mod:`engine.cli.scenario`) plays at 10x speed: a sampling
@@ -36,6 +40,9 @@ def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 
     script starts at the last window boundary, up to a window before the
     run, so everything happens up to a second earlier in the run.
     Meanwhile the calm hosts are ingested as fast as the engine takes them.
+
+    The alerts are the script's (:meth:`Scenario.scripted_alerts`) up to
+    the last step played, and no other: the demo checks, and says so.
 
     Parameters
     ----------
@@ -52,13 +59,18 @@ def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 
         Wait strategy of the engine.
     show : int
         Entities to list in the status table.
+    seed : int
+        Seed of the calm hosts' readings.
 
     Returns
     -------
     dict
         ``events`` submitted, ``accepted``, ``seconds``, ``events_per_s``,
-        the engine's ``stats``, the ``alerts`` (as dicts) and the final
-        ``status`` (``Engine.status()``).
+        the engine's ``stats``, the ``alerts`` (as dicts), the final
+        ``status`` (``Engine.status()``), ``start`` (event time of step 0),
+        ``steps`` played, and ``unexpected`` and ``missing``: the alerts
+        that differ from the script's (both empty when the demo told the
+        truth).
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -66,7 +78,7 @@ def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 
     console = Console(highlight=False)
     hosts = max(int(hosts), MIN_HOSTS)
     interval = max(MIN_INTERVAL, seconds / STEPS)
-    sc = Scenario(hosts=hosts, interval=interval)
+    sc = Scenario(hosts=hosts, interval=interval, seed=seed)
     background = Background(sc, batch)
     cfg = EngineConfig(workers=workers, wait=wait,
                        table_capacity=max(1024, hosts * len(SCENARIO_METRICS)),
@@ -98,9 +110,13 @@ def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 
         progress = Progress(*columns, console=console, transient=True,
                             disable=not console.is_terminal)
 
-        def show_alerts() -> None:
+        def show_alerts(timeout: float = 0) -> None:
             nonlocal printed
-            while (alert := stream.get(0)) is not None:
+            while (alert := stream.get(timeout)) is not None:
+                if not isinstance(alert, Alert):
+                    # A shard's fault (docs/faults.md), not a status change.
+                    progress.console.print(str(alert), markup=False)
+                    continue
                 alerts.append(alert)
                 if printed < _MAX_ALERT_LINES:
                     progress.console.print(scenario_alert_line(alert, start))
@@ -119,8 +135,9 @@ def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 
                 accepted += eng.submit(ev)
                 submitted += len(ev)
                 # The scripted hosts read on the scenario's clock: event time
-                # follows the wall clock, which the TTL runs on.  Steps due
-                # together go in one batch.
+                # follows the wall clock, which the TTL runs on.  Step k is
+                # due at start + k * interval; steps due together go in one
+                # batch.
                 due = (time.time_ns() - start) // iv + 1
                 if due > step:
                     ev = np.concatenate([sc.delivery(k, start, hosts=story)
@@ -136,9 +153,17 @@ def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 
                     last_update = now
             eng.flush()
             elapsed = time.perf_counter() - t0
-            # The last alerts: those of the last events and of the TTL check.
-            time.sleep(min(0.3, iv / 1e9))
-            show_alerts()
+            # The last alerts: those of the last events and of the TTL check
+            # (the silent host's STALE is due by the wall clock, within a
+            # tick of its time).  Wait until every alert the workers wrote
+            # and every one the script made up to its last step is here.
+            want = Counter(a[:4] for a in sc.scripted_alerts(0, step))
+            deadline = time.monotonic() + _TAIL_SECONDS
+            while time.monotonic() < deadline:
+                show_alerts(0.05)
+                got = Counter((a.entity, a.metric, a.old, a.new) for a in alerts)
+                if len(alerts) >= eng.stats()["alerts"] and not want - got:
+                    break
         if printed < len(alerts):
             console.print(f"  ... and {len(alerts) - printed} more alerts")
         stream.close()
@@ -146,14 +171,62 @@ def run(workers: int = 2, seconds: float = 5.0, hosts: int = 2000, batch: int = 
         stats = eng.stats()
         console.print(scenario_status_table(status, start, show))
         console.print(workers_table(stats))
+        console.print(counter_legend(), style="dim", markup=False)
 
+    unexpected, missing = check_alerts(sc, alerts, start, step)
     rate = submitted / elapsed
-    scripted = sum(a.entity in sc.scripted_hosts for a in alerts)
     console.print(f"submitted {submitted:,} events in {elapsed:.2f} s: "
                   f"[bold]{rate / 1e6:.1f} M events/s[/] submit-to-applied; "
                   f"{stats['applied']:,} applied, {stats['rejected_invalid']:,} rejected, "
-                  f"{stats['stale']:,} out of order ({stats['late']:,} of them too late for "
-                  f"their window); {len(alerts)} alerts ({scripted} from the scripted hosts)")
+                  f"{stats['stale']:,} stale (out of order), {stats['late']:,} of them late "
+                  f"(their window closed)")
+    if not unexpected and not missing:
+        console.print(f"{len(alerts)} alerts, exactly the script's up to step {step - 1}")
+    else:
+        console.print(f"[bold red]{len(alerts)} alerts, not the script's[/] (steps 0-{step - 1}):"
+                      f" {len(unexpected)} unexpected {sorted(unexpected)[:5]}, "
+                      f"{len(missing)} missing {sorted(missing)[:5]}", markup=False)
     return {"events": submitted, "accepted": accepted, "seconds": elapsed,
             "events_per_s": rate, "stats": stats, "alerts": [a.to_dict() for a in alerts],
-            "status": status, "steps": step}
+            "status": status, "start": start, "steps": step,
+            "unexpected": unexpected, "missing": missing}
+
+
+def check_alerts(sc: Scenario, alerts: list, start: int, steps: int) -> tuple[list, list]:
+    """The alerts that are not the script's, and the script's that are not
+    among the alerts, for a run that played steps ``0 .. steps - 1``.
+
+    An alert whose event time is before step ``steps`` must be one of the
+    script's up to there, and each of those must be there; a later one
+    (the silent host's STALE passes its TTL by the wall clock, maybe after
+    the last step played) must be one of the script's later changes.
+
+    Parameters
+    ----------
+    sc : Scenario
+    alerts : list of engine.Alert
+    start : int
+        Event time of step 0, ns.
+    steps : int
+        Steps played.
+
+    Returns
+    -------
+    unexpected, missing : list of tuple
+        ``(host, metric, old, new, ts)`` and ``(host, metric, old, new,
+        step)``.
+    """
+    bound = sc.time_of(steps, start)
+    want = Counter(a[:4] for a in sc.scripted_alerts(0, steps))
+    later = {a[:4] for a in sc.scripted_alerts(steps)}
+    unexpected = []
+    for a in alerts:
+        key = (a.entity, a.metric, a.old, a.new)
+        if a.ts < bound and want[key] > 0:
+            want[key] -= 1
+        elif a.ts >= bound and key in later:
+            continue
+        else:
+            unexpected.append((*key, a.ts))
+    missing = [a for a in sc.scripted_alerts(0, steps) if want[a[:4]] > 0]
+    return unexpected, missing

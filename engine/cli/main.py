@@ -413,9 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run
 
-        run(workers=args.workers, seconds=args.seconds, hosts=args.hosts, batch=args.batch,
-            wait=args.wait)
-        return 0
+        result = run(workers=args.workers, seconds=args.seconds, hosts=args.hosts,
+                     batch=args.batch, wait=args.wait, seed=args.seed)
+        # The demo promises the script's alerts and no other (CI runs it).
+        return EXIT_FAILED if result["unexpected"] or result["missing"] else 0
     import zmq
 
     from ..errors import EngineError

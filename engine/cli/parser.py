@@ -20,6 +20,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
 def _listed(text: str, allowed, what: str, case=str.upper) -> list[str]:
     """A comma-separated list of names among ``allowed`` (compared after
     ``case``), at least one; else an argparse error naming them."""
@@ -316,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "full speed while four hosts go through scripted incidents (cpu "
                     "hysteresis, a disk filling up, a p99 latency spike, a host going "
                     "silent and coming back); print each alert as it happens, then the "
-                    "entities not OK and the workers' counters.",
+                    "entities not OK and the workers' counters.  Exits 1 when the alerts "
+                    "are not exactly the script's up to the step reached.",
     )
     demo.add_argument("--workers", type=_positive_int, default=2,
                       help="worker processes (default: 2)")
@@ -329,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="events per submitted batch (default: 16384)")
     demo.add_argument("--wait", choices=WAIT_STRATEGIES, default="block",
                       help="wait strategy of workers and producers (default: block)")
+    demo.add_argument("--seed", type=_non_negative_int, default=0,
+                      help="seed of the calm hosts' readings (default: 0)")
 
     # --- serve ---
     serve = _command(
@@ -499,9 +509,12 @@ def build_parser() -> argparse.ArgumentParser:
     stats = _command(
         sub, "stats",
         help="show the engine's counters per worker and the gateway's counters",
-        description="Print the counters of a running server: per worker (applied, late, "
-                    "invalid, table full, series, ring backlog) and of the gateway "
-                    "(messages, records accepted, rejections by reason, queries).",
+        description="Print the counters of a running server: per worker (applied; stale: "
+                    "older than their series' newest event; late: the stale ones whose "
+                    "window had closed; invalid; full: refused for want of room in the "
+                    "table; series; alerts written and dropped; table fill, ring backlog), "
+                    "of the gateway (messages, records accepted, rejections by reason, "
+                    "queries) and the engine's totals with the alerts delivered.",
     )
     _add_client_options(stats, v, json="tables")
 

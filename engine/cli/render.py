@@ -2,9 +2,11 @@
 
 * figures: :func:`num`, :func:`count`, :func:`local_time`, :func:`ago`,
   :func:`since` and the like, each a value as a short string;
-* counters: :func:`workers_table` (every workers table: ``demo``, ``serve``
-  and ``stats``, by their column sets), :func:`counters_line`,
-  :func:`serve_counters`, :func:`serve_status_line`, :func:`final_line`,
+* counters: :func:`counter_cells` renders the worker counters
+  (:data:`WORKER_COUNTER_VIEW`, explained by :func:`counter_legend`)
+  wherever they show: :func:`workers_table` (``demo``, ``serve`` and
+  ``stats``), :func:`engine_counters_line`, :func:`serve_status_line`;
+  :func:`counters_line`, :func:`serve_counters`, :func:`final_line`,
   :func:`show_stats`;
 * health: :func:`show_series` (``query``), :func:`show_status` (``status``),
   :func:`scenario_status_table` (``demo``);
@@ -22,12 +24,11 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
 
 __all__ = [
-    "DEMO_WORKER_COLUMNS", "STATS_WORKER_COLUMNS", "ago", "alert_line", "count",
-    "counters_line", "engine_alert_line", "err_console", "final_line", "local_time", "num",
-    "out_console",
+    "WORKER_COUNTER_VIEW", "ago", "alert_line", "count", "counter_cells", "counter_legend",
+    "counter_totals", "counters_line", "engine_alert_line", "engine_counters_line",
+    "err_console", "final_line", "local_time", "num", "out_console",
     "print_json", "scenario_alert_line", "scenario_status_table", "serve_counters",
     "serve_status_line", "show_bench", "show_series", "show_stats", "show_status", "since",
     "status_text", "workers_table",
@@ -275,55 +276,90 @@ def _table(title: str | None = None, **options):
 
 # --- counters ---------------------------------------------------------------------
 
-#: A column of a workers table: its heading and how one worker's counters
-#: (a dict of ``Engine.stats()["workers"]``) show in it.
-WorkerColumn = tuple[str, Callable[[dict], str]]
-
-
-def _counter(key: str, show: Callable = num) -> Callable[[dict], str]:
-    return lambda w: show(w.get(key))
-
-
-def _demo_counter(key: str) -> Callable[[dict], str]:
-    return lambda w: count(w.get(key, 0))
-
-
-#: The workers table of ``demo`` and ``serve`` (compact: at most 7
-#: characters a counter).  ``stale`` counts events older than their series'
-#: newest (out of order), ``late`` those of them too late for their window
-#: (docs/health.md).
-DEMO_WORKER_COLUMNS: tuple[WorkerColumn, ...] = (
-    ("worker", lambda w: str(w["worker"])),
-    ("pid", lambda w: str(w["pid"])),
-    *((key, _demo_counter(key)) for key in
-      ("applied", "stale", "late", "invalid", "full", "series", "batches", "alerts")),
-)
-
-#: The workers table of ``ringflow stats``: whole counters, liveness and how
-#: full each worker's table and ring are.  Its ``late`` column is the
-#: worker's ``stale`` counter (events older than their series' newest).
-STATS_WORKER_COLUMNS: tuple[WorkerColumn, ...] = (
-    ("worker", _counter("worker", str)),
-    ("pid", _counter("pid", str)),
-    ("alive", lambda w: "yes" if w.get("alive") else "NO"),
-    ("state", lambda w: str(w.get("state", "ok"))),
-    ("restarts", _counter("restarts")),
-    ("applied", _counter("applied")),
-    ("late", _counter("stale")),
-    ("invalid", _counter("invalid")),
-    ("full", _counter("full")),
-    ("series", _counter("series")),
-    ("table fill", lambda w: f"{100 * w.get('table_fill', 0):.1f}%"),
-    ("ring backlog", _counter("ring_pending")),
-    ("batches", _counter("batches")),
+#: The counters of a worker that every view of them shows (``ringflow
+#: stats``, serve's status and final lines, the demo), in order: the key in
+#: a worker's dict of ``Engine.stats()["workers"]`` (the same key sums them
+#: in :func:`counter_totals`), the heading, and what it counts (the legend;
+#: the definitions are docs/health.md's, "What one valid event does").
+WORKER_COUNTER_VIEW: tuple[tuple[str, str, str], ...] = (
+    ("applied", "applied", "events applied to the state"),
+    ("stale", "stale",
+     "events older than their series' newest (out of order), in the lifetime figures "
+     "and (unless late) their window, never in last, EWMA or status"),
+    ("late", "late",
+     "of the stale events, those that found their window closed (its end plus the "
+     "lateness passed), in no window and no quantile"),
+    ("invalid", "invalid", "events refused as invalid"),
+    ("full", "full", "events refused because the table had no room for a new series"),
+    ("series", "series", "series in the table"),
+    ("alerts", "alerts", "status changes written to the alert ring"),
+    ("alerts_dropped", "dropped", "status changes lost because the alert ring was full"),
 )
 
 
-def workers_table(stats: dict, title: str = "workers",
-                  columns: Sequence[WorkerColumn] = DEMO_WORKER_COLUMNS, *,
-                  compact: bool = True):
+# The counters the legend explains (the others say what they are).
+_LEGEND = ("stale", "late", "full", "alerts", "dropped")
+
+
+def counter_cells(counters: dict, compact: bool = False) -> list[tuple[str, str]]:
+    """The worker counters (:data:`WORKER_COUNTER_VIEW`) of one worker, or
+    of the engine (:func:`counter_totals`), as headings and texts: the one
+    renderer of these counters, for every table and line that shows them.
+
+    Parameters
+    ----------
+    counters : dict
+        A worker's dict of ``Engine.stats()["workers"]``, or
+        :func:`counter_totals`.
+    compact : bool
+        At most 7 characters a counter (:func:`count`: ``327k``) instead of
+        the whole number.
+
+    Returns
+    -------
+    list of (str, str)
+    """
+    show = count if compact else num
+    return [(heading, show(counters.get(key, 0))) for key, heading, _ in WORKER_COUNTER_VIEW]
+
+
+def counter_totals(stats: dict) -> dict:
+    """The engine's totals of the worker counters (keys of
+    :data:`WORKER_COUNTER_VIEW`): the sums over its workers, but ``invalid``,
+    which also counts the events refused at submit (``rejected_invalid``).
+
+    Parameters
+    ----------
+    stats : dict
+        :meth:`engine.Engine.stats` (or the gateway's ``stats`` op).
+
+    Returns
+    -------
+    dict
+    """
+    workers = stats.get("workers", [])
+    totals = {key: sum(w.get(key, 0) for w in workers) for key, _, _ in WORKER_COUNTER_VIEW}
+    if "rejected_invalid" in stats:
+        totals["invalid"] = stats["rejected_invalid"]
+    return totals
+
+
+def counter_legend() -> str:
+    """What the worker counters count, in one paragraph (under the tables of
+    ``ringflow stats`` and the demo).
+
+    Returns
+    -------
+    str
+    """
+    return "; ".join(f"{heading}: {meaning}" for _, heading, meaning in WORKER_COUNTER_VIEW
+                     if heading in _LEGEND) + "."
+
+
+def workers_table(stats: dict, title: str = "workers", *, compact: bool = True):
     """A rich table of ``stats["workers"]`` (:meth:`engine.Engine.stats`, or
-    the gateway's ``stats`` op): one row a worker, one column a counter.
+    the gateway's ``stats`` op): one row a worker, its counters by
+    :func:`counter_cells`.
 
     Parameters
     ----------
@@ -331,25 +367,36 @@ def workers_table(stats: dict, title: str = "workers",
         Has ``workers``, a list of dicts.
     title : str
         Above the table.
-    columns : sequence of (str, callable)
-        Heading and cell of each column: :data:`DEMO_WORKER_COLUMNS` or
-        :data:`STATS_WORKER_COLUMNS`.
     compact : bool
-        Collapse the padding between columns and never wrap a cell (the
-        demo's and serve's table).
+        The demo's and serve's table: counters in at most 7 characters,
+        collapsed padding, no cell wrapped (80 columns).  Otherwise
+        ``ringflow stats``': whole counters, and each worker's liveness,
+        state and restarts, how full its table and rings are and the
+        batches it applied.
 
     Returns
     -------
     rich.table.Table
     """
-    table = _table(title, collapse_padding=compact) if compact else _table(title)
-    for heading, _ in columns:
-        if compact:
-            table.add_column(heading, justify="right", no_wrap=True)
-        else:
-            table.add_column(heading, justify="right")
+    table = _table(title, collapse_padding=True) if compact else _table(title)
+    rows = []
     for w in stats.get("workers", []):
-        table.add_row(*(cell(w) for _, cell in columns))
+        cells = [("worker", str(w.get("worker"))), ("pid", str(w.get("pid")))]
+        if not compact:
+            cells += [("alive", "yes" if w.get("alive") else "NO"),
+                      ("state", str(w.get("state", "ok"))),
+                      ("restarts", num(w.get("restarts", 0)))]
+        cells += counter_cells(w, compact)
+        if not compact:
+            cells += [("table fill", f"{100 * w.get('table_fill', 0):.1f}%"),
+                      ("ring backlog", num(w.get("ring_pending", 0)))]
+            cells.append(("batches", num(w.get("batches", 0))))
+        rows.append(cells)
+    headings = [h for h, _ in rows[0]] if rows else ["worker"]
+    for heading in headings:
+        table.add_column(heading, justify="right", no_wrap=compact)
+    for cells in rows:
+        table.add_row(*(text for _, text in cells))
     return table
 
 
@@ -369,6 +416,26 @@ def counters_line(pairs) -> str:
     return "  ".join(f"{name} {num(value)}" for name, value in pairs)
 
 
+def engine_counters_line(stats: dict) -> str:
+    """The engine's totals on one line: the worker counters
+    (:func:`counter_cells` of :func:`counter_totals`), events accepted and
+    the alerts delivered to subscribers.
+
+    Parameters
+    ----------
+    stats : dict
+        :meth:`engine.Engine.stats`.
+
+    Returns
+    -------
+    str
+    """
+    pairs = counter_cells(counter_totals(stats))
+    if "alerts_delivered" in stats:
+        pairs.append(("alerts delivered", num(stats["alerts_delivered"])))
+    return counters_line(pairs)
+
+
 def serve_counters(stats: dict, gw: dict) -> dict:
     """The counters ``ringflow serve`` reports, from the engine's and the
     gateway's statistics.
@@ -383,29 +450,30 @@ def serve_counters(stats: dict, gw: dict) -> dict:
     Returns
     -------
     dict
-        ``messages``, ``accepted``, ``applied``, ``pending`` (in the rings),
-        ``invalid``, ``table_full``, ``late`` (the engine's ``stale``),
-        ``series``, ``rejected_messages`` (but for invalid records),
-        ``queries``.
+        ``messages``, ``accepted``, ``pending`` (in the rings), the worker
+        counters of :func:`counter_totals` (``applied``, ``stale``,
+        ``late``, ``invalid``, ``table_full``, ``series``, ``alerts``,
+        ``alerts_dropped``), ``alerts_delivered``, ``rejected_messages``
+        (but for invalid records), ``queries``.
     """
     rejected = gw.get("rejected", {})
+    totals = counter_totals(stats)
+    totals["table_full"] = totals.pop("full")
     return {
         "messages": gw.get("messages", 0),
         "accepted": gw.get("accepted", 0),
-        "applied": stats["applied"],
         "pending": sum(w["ring_pending"] for w in stats["workers"]),
-        "invalid": stats["rejected_invalid"],
-        "table_full": stats["rejected_table_full"],
-        "late": stats["stale"],
-        "series": stats["series"],
+        **totals,
+        "alerts_delivered": stats.get("alerts_delivered", 0),
         "rejected_messages": sum(v for k, v in rejected.items() if k != "invalid_record"),
         "queries": gw.get("queries", 0),
     }
 
 
 def serve_status_line(counters: dict, prev: dict | None, dt: float) -> str:
-    """``ringflow serve``'s periodic line: the time and the main counters,
-    with the rate of applied events since the previous line.
+    """``ringflow serve``'s periodic line: the time, the worker counters
+    (:func:`counter_cells`) with the rate of applied events since the
+    previous line, the alerts delivered and the gateway's counters.
 
     Parameters
     ----------
@@ -420,14 +488,14 @@ def serve_status_line(counters: dict, prev: dict | None, dt: float) -> str:
     -------
     str
     """
-    rate = ""
+    cells = counter_cells({**counters, "full": counters["table_full"]})
     if prev is not None and dt > 0:
-        rate = f" (+{(counters['applied'] - prev['applied']) / dt:,.0f}/s)"
-    shown = [(name, f"{counters[key]:,}") for name, key in (
-        ("applied", "applied"), ("series", "series"), ("messages", "messages"),
-        ("queries", "queries"), ("invalid", "invalid"), ("rejected", "rejected_messages"))]
-    shown[0] = ("applied", shown[0][1] + rate)
-    return f"{time.strftime('%H:%M:%S')} {counters_line(shown)}"
+        rate = (counters["applied"] - prev["applied"]) / dt
+        cells[0] = (cells[0][0], f"{cells[0][1]} (+{rate:,.0f}/s)")
+    cells += [("delivered", num(counters["alerts_delivered"])),
+              ("messages", num(counters["messages"])), ("queries", num(counters["queries"])),
+              ("rejected", num(counters["rejected_messages"]))]
+    return f"{time.strftime('%H:%M:%S')} {counters_line(cells)}"
 
 
 def final_line(counters: dict) -> str:
@@ -445,11 +513,6 @@ def final_line(counters: dict) -> str:
     return "final: " + " ".join(f"{k}={v}" for k, v in counters.items())
 
 
-#: The engine's totals under ``ringflow stats``' tables.
-STATS_TOTALS = ("state", "accepted", "applied", "rejected_invalid", "rejected_table_full",
-                "stale", "series")
-
-
 def _thread_health(t: dict) -> str:
     """One gateway thread's ``state``, restarts and last error, in a line."""
     text = t.get("state", "?")
@@ -465,7 +528,8 @@ def _thread_health(t: dict) -> str:
 
 def show_stats(out, stats: dict) -> None:
     """Print ``ringflow stats``: the workers table, the gateway's counters
-    (rejections by reason, only those that happened) and the engine's totals.
+    (rejections by reason, only those that happened), the engine's totals
+    and what the worker counters count (:func:`counter_legend`).
 
     Parameters
     ----------
@@ -473,7 +537,7 @@ def show_stats(out, stats: dict) -> None:
     stats : dict
         The gateway's ``stats`` op.
     """
-    out.print(workers_table(stats, columns=STATS_WORKER_COLUMNS, compact=False))
+    out.print(workers_table(stats, compact=False))
     # Why a shard is not ok, or how its last fault ended (docs/faults.md).
     for w in stats.get("workers", []):
         if w.get("cause"):
@@ -496,8 +560,9 @@ def show_stats(out, stats: dict) -> None:
             else:
                 gt.add_row(k, num(val))
         out.print(gt)
-    out.print(counters_line((k, stats.get(k)) for k in STATS_TOTALS if k in stats),
-              soft_wrap=True)
+    out.print(f"engine: {stats.get('state', '?')}, {num(stats.get('accepted'))} accepted; "
+              f"{engine_counters_line(stats)}", soft_wrap=True, markup=False)
+    out.print(counter_legend(), soft_wrap=True, markup=False)
     out.print(journal_line(stats.get("journal")), soft_wrap=True, markup=False)
 
 

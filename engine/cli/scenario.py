@@ -70,6 +70,7 @@ __all__ = [
     "TTL_STEPS",
     "MIN_HOSTS",
     "CALM",
+    "SCRIPTED_ALERTS",
     "Incident",
     "Scenario",
     "Background",
@@ -205,6 +206,29 @@ _SCRIPT_NOISE = {
     ("latency", "latency_ms", 28): (31,),  # within it: the previous window
     ("latency", "latency_ms", 29): (31,),
 }
+
+#: The status changes the script makes, and the only ones: (role, metric,
+#: old, new, step).  ``step`` is the reading that decides the change (its
+#: event time is the alert's), or for STALE the step at which the TTL passes
+#: (the last reading's plus the TTL).  Derived by hand in
+#: tests/integration/test_health_e2e.py, which checks them against the
+#: reference model of docs/health.md; the mem blip makes none (``for``).
+SCRIPTED_ALERTS = (
+    ("cpu", "cpu", "OK", "WARN", 8),
+    ("cpu", "cpu", "WARN", "CRIT", 11),
+    ("cpu", "cpu", "CRIT", "WARN", 12),
+    ("cpu", "cpu", "WARN", "OK", 17),
+    ("latency", "latency_ms", "OK", "WARN", 23),
+    ("latency", "latency_ms", "WARN", "CRIT", 25),
+    ("latency", "errors", "OK", "WARN", 25),
+    ("latency", "latency_ms", "CRIT", "OK", 30),
+    ("latency", "errors", "WARN", "OK", 30),
+    ("disk", "disk_free", "OK", "WARN", 35),
+    ("disk", "disk_free", "WARN", "CRIT", 37),
+    ("disk", "disk_free", "CRIT", "WARN", 44),
+    *(("silent", m, "OK", "STALE", _SILENT_FROM - 1 + TTL_STEPS) for m in METRICS),
+    *(("silent", m, "STALE", "OK", _SILENT_UNTIL) for m in METRICS),
+)
 
 # Random noise on calm hosts: share of readings per kind.
 _REORDER, _LATE, _DUPLICATE = 0.02, 0.01, 0.02
@@ -362,6 +386,25 @@ class Scenario:
     def names(self) -> dict:
         """``{"entities": {id: name}, "metrics": {id: name}}`` of the fleet."""
         return self._names
+
+    def scripted_alerts(self, begin: int = 0, end: int | None = None) -> list[tuple]:
+        """The status changes the script makes (:data:`SCRIPTED_ALERTS`)
+        whose step is in ``[begin, end)``.
+
+        Parameters
+        ----------
+        begin, end : int, optional
+            Steps; default: every change, the whole script.
+
+        Returns
+        -------
+        list of tuple
+            ``(host, metric, old, new, step)``, by step.
+        """
+        end = STEPS if end is None else end
+        return sorted(((self.roles[role], metric, old, new, step)
+                       for role, metric, old, new, step in SCRIPTED_ALERTS
+                       if begin <= step < end), key=lambda a: (a[4], a[0], a[1]))
 
     # --- the script -------------------------------------------------------
 
@@ -566,12 +609,20 @@ class Background:
     Batches come from a pool made once, so that producing load costs far
     less than applying it; each batch gets fresh event times: it spans one
     millisecond from the later of the previous batch's end and the wall
-    clock, so no series ever falls silent for the TTL.  Every calm series is
-    in the cycle of batches once per ``len(calm_hosts) * 5`` readings.
-    Errors read 0 (the rule sums them per window, and a background series
-    gets thousands of readings a window); the other readings stay in their
-    calm ranges, so the rules never fire.  A share ``late`` of the readings
-    arrives up to five windows late.
+    clock.  The pool's in-order readings cycle through the calm series (at
+    most ``pool * batch`` of them a cycle), so a series reads again within a
+    cycle of the pool and never falls silent for the TTL.  Errors read 0
+    (the rule sums them per window, and a background series gets thousands
+    of readings a window); the other readings stay in their calm ranges, so
+    the rules never fire.
+
+    A share ``late`` of a batch's readings are copies, at the end of the
+    batch, of readings of the same batch moved up to five windows into the
+    past: stale (older than their series' newest) and, beyond the
+    lateness, late.  A copy always follows its series' in-order reading, so
+    no series is ever created, or kept, by a reading older than the TTL: an
+    old reading never makes a background series STALE (the demo's alerts
+    are the script's only).
 
     Parameters
     ----------
@@ -581,7 +632,7 @@ class Background:
     pool : int
         Batches in the pool.
     late : float
-        Share of readings that arrive late.
+        Share of a batch's readings that are copies from the past.
     seed : int, optional
         Default: the scenario's.
     """
@@ -591,6 +642,8 @@ class Background:
         self._time = time.time_ns
         if not scenario.calm_hosts:
             raise ValueError("the scenario has no calm hosts")
+        if batch < 1 or pool < 1 or not 0 <= late < 1:
+            raise ValueError("batch and pool must be positive and late in [0, 1)")
         rng = np.random.default_rng((scenario.seed if seed is None else seed, 0xB6))
         keys = np.array([entity_id(h) for h in scenario.calm_hosts], np.uint64)
         mids = np.array([metric_id(m) for m in METRICS], np.uint32)
@@ -599,29 +652,37 @@ class Background:
         lo = np.array([CALM[m][0] for m in METRICS])
         hi = np.array([CALM[m][1] for m in METRICS])
         errors = METRICS.index("errors")
-        self.pool = []
+        copies = int(batch * late)
+        fresh = batch - copies
+        self.batch = batch
+        self.span = 1_000_000
+        self.pool, self.offsets = [], []
         for p in range(pool):
-            at = (p * batch + np.arange(batch)) % nseries
+            at = (p * fresh + np.arange(fresh)) % nseries
             s = order[at]
             h, m = s // len(mids), s % len(mids)
             ev = np.zeros(batch, EVENT_DTYPE)
-            ev["key"] = keys[h]
-            ev["metric"] = mids[m]
-            ev["value"] = np.where(m == errors, 0.0, rng.uniform(lo[m], hi[m]))
+            ev["key"][:fresh] = keys[h]
+            ev["metric"][:fresh] = mids[m]
+            ev["value"][:fresh] = np.where(m == errors, 0.0, rng.uniform(lo[m], hi[m]))
+            offsets = np.empty(batch, np.int64)
+            offsets[:fresh] = np.arange(fresh, dtype=np.int64) * self.span // fresh
+            # The copies: readings of this batch, moved into the past; they
+            # come after every in-order reading of the batch.
+            of = rng.integers(0, fresh, copies)
+            ev[fresh:] = ev[of]
+            offsets[fresh:] = offsets[of] - rng.integers(1, 5 * scenario.window_ns, copies)
             self.pool.append(ev)
-        self.batch = batch
-        self.span = 1_000_000
-        self.offsets = np.arange(batch, dtype=np.int64) * self.span // batch
-        tardy = rng.random(batch) < late
-        self.offsets[tardy] -= rng.integers(0, 5 * scenario.window_ns, int(tardy.sum()))
+            self.offsets.append(offsets)
         self.clock = self._time()
         self.i = 0
 
     def next(self) -> np.ndarray:
         """The next batch, stamped after the previous one (or now, if later).
         The array is reused: submit it before asking for the next."""
-        ev = self.pool[self.i % len(self.pool)]
+        k = self.i % len(self.pool)
+        ev = self.pool[k]
         self.i += 1
         self.clock = max(self.clock + self.span, self._time())
-        np.add(self.offsets, self.clock, out=ev["ts"])
+        np.add(self.offsets[k], self.clock, out=ev["ts"])
         return ev

@@ -584,7 +584,13 @@ def run(settings: Settings, console=None) -> int:
     from rich.console import Console
 
     from ..core.engine import Engine
-    from .render import final_line, serve_counters, serve_status_line, workers_table
+    from .render import (
+        counter_legend,
+        final_line,
+        serve_counters,
+        serve_status_line,
+        workers_table,
+    )
 
     console = console or Console()
 
@@ -661,6 +667,9 @@ def run(settings: Settings, console=None) -> int:
         else:
             say(f"  rules   {settings.rules}: {_rules_summary(eng.rules)}; SIGHUP re-reads it")
         say("  journal " + journal_summary(eng))
+        if not settings.quiet:
+            # Once, for the status lines that follow.
+            say("  counters " + counter_legend())
         for name, url in gateway.endpoints.items():
             say(f"  {name:<7} {_SOCKETS[name]:<7} {url}")
         ready = " ".join(f"{name}={url}" for name, url in gateway.endpoints.items())

@@ -334,14 +334,13 @@ def test_send_synthetic_then_query_and_stats(serve, capsys):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "sent 3,000 events" in r.stdout
 
-    rc, out, _ = run_main(capsys, "stats", "--ports", p, "--json")
-    stats = json.loads(out)
-    deadline = time.monotonic() + 10
-    while stats["applied"] < accepted + 3000 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    def stats_once_applied():
         rc, out, _ = run_main(capsys, "stats", "--ports", p, "--json")
+        assert rc == 0
         stats = json.loads(out)
-    assert rc == 0
+        return stats if stats["applied"] >= accepted + 3000 else None
+
+    stats = wait_for(stats_once_applied, 10, "every event sent applied", every=0.1)
     assert stats["applied"] == accepted + 3000
     assert stats["series"] == 50 * 5
     assert len(stats["workers"]) == 2
@@ -432,13 +431,11 @@ def test_send_json_lines_file_and_stdin(serve, capsys, tmp_path):
     try:
         proc.stdin.write('{"entity": "db-3", "metric": "cpu", "value": 0.125}\n')
         proc.stdin.flush()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+        def query_db3():
             rc, out, _ = run_main(capsys, "query", "db-3", "cpu", "--ports", p, "--json")
-            if rc == 0:
-                break
-            time.sleep(0.05)
-        assert rc == 0 and json.loads(out)["last"] == 0.125
+            return json.loads(out) if rc == 0 else None
+
+        assert wait_for(query_db3, 15, "db-3 cpu known", every=0.05)["last"] == 0.125
         assert proc.poll() is None              # still reading its input
     finally:
         out, err = proc.communicate(timeout=15)
@@ -448,13 +445,11 @@ def test_send_json_lines_file_and_stdin(serve, capsys, tmp_path):
     # Fire-and-forget from a file, in-process: the events arrive.
     rc, out, err = run_main(capsys, "send", str(path), "--ports", p)
     assert rc == 1 and "6 malformed" in out
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def db2_count():
         rc, out, _ = run_main(capsys, "query", "db-2", "cpu", "--ports", p, "--json")
-        if rc == 0 and json.loads(out)["count"] == 2:
-            break
-        time.sleep(0.05)
-    assert rc == 0 and json.loads(out)["count"] == 2
+        return rc == 0 and json.loads(out)["count"] == 2
+
+    wait_for(db2_count, 10, "both db-2 cpu events applied", every=0.05)
 
 
 def test_no_server_is_exit_2(capsys):
@@ -532,9 +527,7 @@ def test_sighup_to_the_group_reloads_and_stops_nothing(serve):
     srv = serve(new_session=True)
     workers = srv.worker_pids()
     os.killpg(srv.pid, signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while "received SIGHUP" not in srv.output and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: "received SIGHUP" in srv.output, 10, f"SIGHUP reported:\n{srv.output}")
     assert "received SIGHUP: no rules file to re-read" in srv.output, srv.output
     assert srv.proc.poll() is None and all(_alive(p) for p in workers)
     r = ringflow("stats", "--ports", ports_arg(srv.ports), "--json")

@@ -410,8 +410,10 @@ def test_async_alerts():
         asyncio.run(main(eng, ports))
 
 
-def _fake_query_server(url: str, delay_first: float, stop: threading.Event) -> None:
-    """A ROUTER that answers like the gateway but holds its first reply back."""
+def _fake_query_server(url: str, delay_first: float, stop: threading.Event,
+                       late_sent: threading.Event | None = None) -> None:
+    """A ROUTER that answers like the gateway but holds its first reply back
+    (``late_sent`` is set once it went out)."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -422,6 +424,8 @@ def _fake_query_server(url: str, delay_first: float, stop: threading.Event) -> N
             if held is not None and time.monotonic() >= held[0]:
                 sock.send_multipart(held[1])
                 held = None
+                if late_sent is not None:
+                    late_sent.set()
             if not sock.poll(10):
                 continue
             identity, frame = sock.recv_multipart()
@@ -448,15 +452,18 @@ def _fake_query_server(url: str, delay_first: float, stop: threading.Event) -> N
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_late_reply_is_never_taken_for_the_next(kind):
     url = f"tcp://127.0.0.1:{free_ports()['query']}"
-    stop = threading.Event()
-    server = threading.Thread(target=_fake_query_server, args=(url, 0.4, stop), daemon=True)
+    stop, late_sent = threading.Event(), threading.Event()
+    server = threading.Thread(target=_fake_query_server, args=(url, 0.4, stop, late_sent),
+                              daemon=True)
     server.start()
     try:
         if kind == "sync":
             with Client(endpoints={"query": url}, timeout=0.2) as c:
                 with pytest.raises(GatewayTimeout):
                     c.query({"op": "ping"})
-                time.sleep(0.5)  # the late reply has been sent by now
+                # The late reply goes out before the server reads the next
+                # request (one connection, in order).
+                assert late_sent.wait(10), "the held reply never went out"
                 # A binary lookup has no id to check: only the new socket saves it.
                 assert c.lookup([1], [2])["count"].tolist() == [2]
                 assert c.query({"op": "ping"})["time_ns"] == 3
@@ -465,7 +472,7 @@ def test_late_reply_is_never_taken_for_the_next(kind):
                 async with AsyncClient(endpoints={"query": url}, timeout=0.2) as c:
                     with pytest.raises(GatewayTimeout):
                         await c.query({"op": "ping"})
-                    await asyncio.sleep(0.5)
+                    assert await asyncio.to_thread(late_sent.wait, 10)
                     assert (await c.lookup([1], [2]))["count"].tolist() == [2]
                     assert (await c.query({"op": "ping"}))["time_ns"] == 3
 
