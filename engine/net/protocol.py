@@ -55,6 +55,7 @@ __all__ = [
     "ProtocolError",
     "pack_events",
     "pack_json",
+    "pack_json_body",
     "pack_lookup",
     "pack_rows",
     "parse_header",
@@ -123,6 +124,13 @@ def pack_json(records, producer: tuple[int, int] | None = None) -> bytes:
     ``producer``: as :func:`pack_events`."""
     body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
     return _producer_header(TYPE_JSON, len(body), producer) + body
+
+
+def pack_json_body(body, producer: tuple[int, int] | None = None) -> bytes:
+    """One JSON-lines ingest frame (type 2) around ``body``, JSON lines
+    encoded already (e.g. a run of whole lines read from a file).
+    ``producer``: as :func:`pack_events`."""
+    return _producer_header(TYPE_JSON, len(body), producer) + bytes(body)
 
 
 def pack_lookup(keys, metrics) -> bytes:
@@ -270,8 +278,7 @@ class JsonLinesDecoder:
         self.strict = strict
         self.max_cached = max_cached
         self._decoder = msgspec.json.Decoder(_Line)
-        self._entity_ids: dict = {}
-        self._metric_ids: dict = {}
+        self._filler = _jsonl.Filler(_Line, entity_id, metric_id, max_cached, strict)
         self._out = np.empty(1024, EVENT_DTYPE)
 
     def decode(self, body, now: int | None = None) -> np.ndarray:
@@ -304,17 +311,12 @@ class JsonLinesDecoder:
                     self._out = np.empty(max(lines, 2 * len(self._out)), EVENT_DTYPE)
                 new_entities: list = []
                 new_metrics: list = []
-                bad = _jsonl.fill(items, self._out, self._entity_ids, self._metric_ids,
-                                  new_entities, new_metrics, entity_id, metric_id, now,
-                                  self.max_cached, self.strict)
+                bad = self._filler.fill(items, self._out, new_entities, new_metrics, now)
                 if bad < 0:
                     self._learn(new_entities, new_metrics)
                     return self._out[:lines]
                 # Names cached from a refused message were never registered.
-                for _, name in new_entities:
-                    self._entity_ids.pop(name, None)
-                for _, name in new_metrics:
-                    self._metric_ids.pop(name, None)
+                self._filler.forget(new_entities, new_metrics)
         out, new_entities, new_metrics = _reference_lines(body, now, self.strict)
         self._learn(new_entities, new_metrics)
         return out
