@@ -174,6 +174,9 @@ cdef class Filler:
         Names cached per kind; a cache is emptied when full.
     strict : bool
         Refuse empty names too.
+    hash_names : bool
+        False: names are checked (``strict``) but not hashed, and their
+        ids are written as 0 (a sender that only checks its lines).
     """
 
     cdef object cls
@@ -181,10 +184,10 @@ cdef class Filler:
     cdef readonly dict entity_ids, metric_ids
     cdef object entity_hasher, metric_hasher
     cdef Py_ssize_t max_cached
-    cdef bint strict
+    cdef bint strict, hash_names
 
     def __cinit__(self, object cls, entity_hasher, metric_hasher, Py_ssize_t max_cached,
-                  bint strict=False):
+                  bint strict=False, bint hash_names=True):
         cdef PyMemberDescrObject *d
         if not isinstance(cls, type):
             raise TypeError(f"cls must be a type, got {cls!r}")
@@ -203,6 +206,7 @@ cdef class Filler:
         self.metric_hasher = metric_hasher
         self.max_cached = max_cached
         self.strict = strict
+        self.hash_names = hash_names
 
     def forget(self, list entities, list metrics):
         """Drop ``(id, name)`` pairs from the caches (names of a message
@@ -252,8 +256,12 @@ cdef class Filler:
             if f is NULL:
                 return i
             if PyUnicode_CheckExact(<object>f):
-                if not name_id(<object>f, self.entity_ids, self.entity_hasher, new_entities,
-                               self.max_cached, self.strict, &ident):
+                if not self.hash_names:
+                    if self.strict and PyUnicode_GET_LENGTH(<object>f) == 0:
+                        return i
+                    ident = 0
+                elif not name_id(<object>f, self.entity_ids, self.entity_hasher,
+                                 new_entities, self.max_cached, self.strict, &ident):
                     return i
             elif not PyLong_CheckExact(<object>f) \
                     or not id_of(<object>f, 0xFFFFFFFFFFFFFFFF, &ident):
@@ -263,8 +271,12 @@ cdef class Filler:
             if f is NULL:
                 return i
             if PyUnicode_CheckExact(<object>f):
-                if not name_id(<object>f, self.metric_ids, self.metric_hasher, new_metrics,
-                               self.max_cached, self.strict, &ident):
+                if not self.hash_names:
+                    if self.strict and PyUnicode_GET_LENGTH(<object>f) == 0:
+                        return i
+                    ident = 0
+                elif not name_id(<object>f, self.metric_ids, self.metric_hasher,
+                                 new_metrics, self.max_cached, self.strict, &ident):
                     return i
             elif not PyLong_CheckExact(<object>f) or not id_of(<object>f, 0xFFFFFFFF, &ident):
                 return i

@@ -401,8 +401,9 @@ def send_lines(client, chunks: Iterable[bytes | None], *, source: str, batch: in
     from ..net.protocol import JsonLinesDecoder, ProtocolError
 
     result = SendResult(ack=ack)
-    # strict: empty names are refused here, as check_record does.
-    decoder = JsonLinesDecoder(strict=True)
+    # strict: empty names are refused here, as check_record does; names
+    # are checked, not hashed (the gateway hashes them).
+    decoder = JsonLinesDecoder(strict=True, check_only=True)
     t0 = time.perf_counter()
 
     def flush(body, count: int) -> None:

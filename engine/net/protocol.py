@@ -270,15 +270,19 @@ class JsonLinesDecoder:
         Also refuse empty names (``ringflow send`` checks its lines so).
     max_cached : int
         Names cached per kind; the cache is emptied when full.
+    check_only : bool
+        Only check the lines (``ringflow send``): names are not hashed nor
+        learnt, and the records' ids for names are 0.
     """
 
     def __init__(self, names: dict | None = None, strict: bool = False,
-                 max_cached: int = 1 << 18) -> None:
-        self.names = names
+                 max_cached: int = 1 << 18, check_only: bool = False) -> None:
+        self.names = None if check_only else names
         self.strict = strict
         self.max_cached = max_cached
         self._decoder = msgspec.json.Decoder(_Line)
-        self._filler = _jsonl.Filler(_Line, entity_id, metric_id, max_cached, strict)
+        self._filler = _jsonl.Filler(_Line, entity_id, metric_id, max_cached, strict,
+                                     not check_only)
         self._out = np.empty(1024, EVENT_DTYPE)
 
     def decode(self, body, now: int | None = None) -> np.ndarray:

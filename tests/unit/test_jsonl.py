@@ -340,3 +340,15 @@ def test_count_lines_on_typical_bodies():
     assert _jsonl.count_lines(b'{"a":1}{"b":2}\n') == -1
     assert _jsonl.count_lines(b'{"a":\n1}\n') == -1
     assert _jsonl.count_lines(b'{"a":"x\\\ny"}') == -1
+
+
+def test_check_only_refuses_what_the_strict_decoder_refuses_without_hashing():
+    names = {"entities": {}, "metrics": {}}
+    dec = P.JsonLinesDecoder(names, strict=True, check_only=True)
+    out = dec.decode(b'{"entity":"a","metric":7,"value":1,"ts":1.5e18}\n')
+    assert (out["key"][0], out["metric"][0], out["ts"][0]) == (0, 7, 1_500_000_000_000_000_000)
+    assert names == {"entities": {}, "metrics": {}} and not dec._filler.entity_ids
+    for bad in (b'{"entity":"","metric":"b","value":1}',
+                b'{"entity":"a","metric":4294967296,"value":1}'):
+        with pytest.raises(P.ProtocolError):
+            dec.decode(bad)
