@@ -526,8 +526,8 @@ def main(argv: list[str] | None = None) -> C.Report:
     p.add_argument("--jsonl", action="store_true",
                    help="also JSON lines: through the gateway, its decoder alone, and "
                         "`ringflow send FILE` (same run)")
-    p.add_argument("--jsonl-batch", type=int, default=1000,
-                   help="JSON lines per frame (default 1000, as `ringflow send`)")
+    p.add_argument("--jsonl-batch", type=int, default=4096,
+                   help="JSON lines per frame (default 4096, as `ringflow send`)")
     C.add_common_args(p)
     args = p.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 5)

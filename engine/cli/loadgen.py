@@ -49,8 +49,9 @@ METRICS = {
 #: Events per frame when neither --batch nor --rate says otherwise: large
 #: enough that ZeroMQ carries tens of millions of events per second.
 DEFAULT_BATCH = 4096
-#: Lines per frame for JSON-lines input.
-DEFAULT_JSON_BATCH = 1000
+#: Lines per frame for JSON-lines input (4096: 1.29-1.40 M lines/s from a
+#: file against 0.99-1.07 M with 1000, the gateway on the same 2 cores).
+DEFAULT_JSON_BATCH = 4096
 _JSON_FIELDS = {"entity", "metric", "value", "ts"}
 
 

@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     limit.add_argument("--events", type=v["int"], metavar="N",
                        help="stop synthetic load after N events")
     send.add_argument("--batch", type=v["int"], metavar="N",
-                      help="events per message (default: 4096 synthetic, 1000 JSON lines; "
+                      help="events (or JSON lines) per message (default: 4096; "
                            "with --rate, about rate/100)")
     send.add_argument("--ack", action="store_true",
                       help="use the acked endpoint: wait for each message's reply and "
