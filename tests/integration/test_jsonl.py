@@ -5,6 +5,7 @@ file's bytes with its bad lines reported and its good lines kept."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 import engine
 from engine.errors import Rejected
+from engine.net.aio import AsyncClient
 from engine.net.client import Client
 from tests.helpers import served_engine, wait_for
 from tests.integration.test_cli import ports_arg, ringflow, serve  # noqa: F401 - fixture
@@ -123,6 +125,14 @@ def test_client_send_json_body_acked_and_rejected(gw):
         assert c.send_json_body(body, 10) is None
     wait_for(lambda: (eng.flush(timeout=5) or eng.get("sb", "cpu")["count"] == 20), 20,
              "the fire-and-forget body to be applied")
+
+    async def aio():
+        async with AsyncClient(ports=ports) as c:
+            return await c.send_json_body(body, 10, ack=True)
+
+    assert asyncio.run(aio()) == 10
+    eng.flush(timeout=5)
+    assert eng.get("sb", "cpu")["count"] == 30
 
 
 def test_ringflow_send_keeps_the_good_lines_of_a_message_with_bad_ones(serve, tmp_path):  # noqa: F811
