@@ -22,7 +22,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("RINGFLOW_DEBUG", "") not in ("", "0")
-MODULES = ["_ring", "_control", "_table", "_query", "_router", "_worker", "_wire"]
+MODULES = ["_ring", "_control", "_table", "_query", "_router", "_worker", "_wire", "_jsonl"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 GENERATED = os.path.join("build", "gen")
 

@@ -18,6 +18,16 @@ Two senders, each measured in the same run:
 Also the acked endpoint (DEALER -> ROUTER; the sender keeps ``--window``
 messages outstanding and sends one more per reply) at 4096 events per frame.
 
+With ``--jsonl`` (``--json PATH`` is every benchmark's report file), JSON
+lines as well, in the same run: type-2 frames of ``--jsonl-batch`` lines
+(names for entity and metric, integer ts, as a collector writes them) from
+the same sender beside the binary rows (ratio: JSON lines/s / binary
+events/s at 4096 events per frame); the gateway's decoder alone
+(``JsonLinesDecoder.decode`` in this process, and the line-by-line
+reference path it falls back to); and ``ringflow send FILE.jsonl`` in a
+subprocess against the same gateway (lines/s applied, and as the command
+reports it).  Target: >= 1 M lines/s for each.
+
 Baselines, same run: ``Engine.submit`` + ``flush`` in this process (the
 embedded engine, batches of 4096: gateway / embedded ratio) and the
 pure-Python dict-of-series fold (``common.python_fold``).
@@ -28,6 +38,7 @@ one event per message (both with the send_copies sender).
     python bench/gateway.py                  # 1, 64, 4096 events per frame; acked windows 1, 16
     python bench/gateway.py --quick
     python bench/gateway.py --batches 1,16,256,4096 --window 4,64 --repeats 7
+    python bench/gateway.py --jsonl --batches 4096 --no-python-sender --window 16
 """
 
 from __future__ import annotations
@@ -37,6 +48,10 @@ import gc
 import json
 import multiprocessing as mp
 import os
+import re
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -149,6 +164,11 @@ def _sender_main(conn, endpoints: dict, nice: int = 0) -> None:
                 frames = [P.pack_events(events[i:i + batch])
                           for i in range(0, len(events) - batch + 1, batch)]
                 copies = max(1, COPIES_EVENTS // batch)
+                conn.send(("loaded", len(frames)))
+            elif op == "load_json":
+                # Bodies of JSON lines, the same number of lines each.
+                frames = [P.pack_json_body(body) for body in cmd[1]]
+                copies = 1
                 conn.send(("loaded", len(frames)))
             elif op == "c":
                 conn.send(_send_c(push, frames, copies, cmd[1]))
@@ -331,7 +351,8 @@ def run_modes(eng, sender: Sender, modes: list[tuple[str, int]], batch: int,
     on all of them alike."""
 
     def cmd(mode, window, n):
-        return ("acked", window, n) if mode == "acked" else (mode, n)
+        # JSON frames go out with the same send_copies loop as binary ones.
+        return ("acked", window, n) if mode == "acked" else ("c" if mode == "json" else mode, n)
 
     sizes = []
     for mode, window in modes:
@@ -386,6 +407,99 @@ def embedded_rate(eng, ev: np.ndarray, batch: int, repeats: int) -> dict:
             "events_per_s": C.median(rates), "rates": rates}
 
 
+# --- JSON lines -----------------------------------------------------------------------
+
+
+def json_bodies(ev: np.ndarray, lines: int) -> tuple[list[bytes], int]:
+    """The events of ``ev`` as JSON-lines bodies of ``lines`` lines each,
+    as a collector writes them: entity and metric as names, integer ts.
+    The entity names (``host-N``) are other series than the binary
+    stream's random ids; the metric names hash to the stream's metric ids.
+    Returns the bodies and the number of distinct entity names."""
+    keys, metrics = ev["key"], ev["metric"]
+    hosts, host_of = np.unique(keys, return_inverse=True)
+    mnames = {engine.metric_id(n): n for n in ("cpu", "mem", "disk", "net_in", "net_out",
+                                                "latency_ms", "errors", "load")}
+    text = [f'{{"entity":"host-{h}","metric":"{mnames[int(m)]}","ts":{t},"value":{v!r}}}\n'
+            for h, m, t, v in zip(host_of.tolist(), metrics.tolist(), ev["ts"].tolist(),
+                                  ev["value"].tolist())]
+    bodies = ["".join(text[i:i + lines]).encode()
+              for i in range(0, len(text) - lines + 1, lines)]
+    return bodies, len(hosts)
+
+
+def decode_alone(bodies: list[bytes], repeats: int, reference_lines: int) -> dict:
+    """Lines/s of the gateway's decoder on ``bodies`` in this process
+    (names registered into a fresh registry), and of the line-by-line
+    reference path on the first ``reference_lines`` lines."""
+    names = {"entities": {}, "metrics": {}}
+    dec = P.JsonLinesDecoder(names)
+    lines = sum(P._jsonl.count_lines(b) for b in bodies)
+
+    def run():
+        for b in bodies:
+            dec.decode(b)
+
+    secs = C.time_repeats(run, repeats, warmup=1)
+    ref_bodies, n = [], 0
+    for b in bodies:
+        if n >= reference_lines:
+            break
+        ref_bodies.append(b)
+        n += P._jsonl.count_lines(b)
+    ref = C.time_repeats(lambda: [P._reference_lines(b, 0) for b in ref_bodies], 3, warmup=0)
+    return {"lines": lines, "lines_per_s": C.median([lines / x for x in secs]),
+            "rates": [lines / x for x in secs],
+            "reference_lines_per_s": C.median([n / x for x in ref])}
+
+
+def send_command(eng, endpoints: dict, bodies: list[bytes], copies: int, repeats: int) -> dict:
+    """``ringflow send FILE`` (fire-and-forget) in a subprocess, ``repeats``
+    times: lines/s from the first applied line to the last, and the rate
+    the command prints."""
+    ports = ",".join(endpoints[n].rsplit(":", 1)[1] for n in ENDPOINT_NAMES)
+    lines = copies * sum(P._jsonl.count_lines(b) for b in bodies)
+    with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as f:
+        for _ in range(copies):
+            for b in bodies:
+                f.write(b)
+        path = f.name
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(engine.__file__))}
+    applied, printed = [], []
+    try:
+        for _ in range(repeats + 1):            # the first is a warm-up
+            base = eng.stats()["applied"]
+            proc = subprocess.Popen([sys.executable, "-m", "engine", "send", path, "--ports",
+                                     ports], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=env)
+            t_first = t_last = None
+            last, last_change = base, time.perf_counter()
+            while True:
+                a = eng.stats()["applied"]
+                now = time.perf_counter()
+                if a != last:
+                    last, last_change = a, now
+                    if t_first is None:
+                        t_first, a_first = now, a
+                if a >= base + lines:
+                    t_last = now
+                    break
+                if now - last_change > STALL_S:
+                    break
+                time.sleep(0.001)
+            out, err = proc.communicate(timeout=60)
+            if proc.returncode != 0 or t_last is None:
+                raise RuntimeError(f"ringflow send failed ({proc.returncode}, applied "
+                                   f"{last - base} of {lines}): {out}{err}")
+            applied.append((base + lines - a_first) / (t_last - t_first))
+            m = re.search(r"\(([\d,]+) events/s\)", out)
+            printed.append(float(m.group(1).replace(",", "")) if m else float("nan"))
+    finally:
+        os.unlink(path)
+    return {"lines": lines, "lines_per_s": C.median(applied[1:]), "rates": applied[1:],
+            "printed_lines_per_s": C.median(printed[1:])}
+
+
 # --- main ----------------------------------------------------------------------------
 
 
@@ -409,6 +523,11 @@ def main(argv: list[str] | None = None) -> C.Report:
                    help="skip the pyzmq Python-loop sender rows")
     p.add_argument("--wait", default="block", choices=engine.WAIT_STRATEGIES,
                    help="wait strategy of the engine (default block)")
+    p.add_argument("--jsonl", action="store_true",
+                   help="also JSON lines: through the gateway, its decoder alone, and "
+                        "`ringflow send FILE` (same run)")
+    p.add_argument("--jsonl-batch", type=int, default=4096,
+                   help="JSON lines per frame (default 4096, as `ringflow send`)")
     C.add_common_args(p)
     args = p.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 5)
@@ -427,7 +546,10 @@ def main(argv: list[str] | None = None) -> C.Report:
     endpoints = free_endpoints()
     sender = None
     t_start = time.perf_counter()
-    with engine.Engine(workers=args.workers, table_capacity=args.series, wait=args.wait) as eng:
+    # JSON lines name their hosts: other series than the binary stream's.
+    capacity = 2 * args.series if args.jsonl else args.series
+    jrows: dict = {}
+    with engine.Engine(workers=args.workers, table_capacity=capacity, wait=args.wait) as eng:
         start_s = time.perf_counter() - t_start
         eng.submit(C.all_series_once(args.series))
         eng.flush()
@@ -437,6 +559,16 @@ def main(argv: list[str] | None = None) -> C.Report:
         stream = replay_events(DISTINCT_EVENTS, args.series, args.seed,
                                int(emb_events["ts"].max()) + 10**9)
         del emb_events
+        bodies = []
+        if args.jsonl:
+            bodies, _ = json_bodies(stream, args.jsonl_batch)
+            jrows["decode"] = decode_alone(bodies, repeats, 20_000)
+            # The named series once, old, so that no timed run creates rows.
+            named = np.concatenate([P.parse_json_lines(b) for b in bodies])
+            named["ts"] = C.TS0 - 10**9
+            eng.submit(named)
+            eng.flush()
+            del named
         gc.collect()
         eng.serve(endpoints=endpoints)
         try:
@@ -449,6 +581,12 @@ def main(argv: list[str] | None = None) -> C.Report:
             nfr = sender.load(stream, args.acked_batch)
             rows += run_modes(eng, sender, [("acked", w) for w in windows], args.acked_batch,
                               nfr, seconds, repeats)
+            if args.jsonl:
+                sender.conn.send(("load_json", bodies))
+                nfr = sender.conn.recv()[1]
+                rows += run_modes(eng, sender, [("json", 0)], args.jsonl_batch, nfr, seconds,
+                                  repeats)
+                jrows["send"] = send_command(eng, endpoints, bodies, 4, repeats)
         finally:
             if sender is not None:
                 sender.close()
@@ -463,7 +601,8 @@ def main(argv: list[str] | None = None) -> C.Report:
 
     from rich.table import Table
 
-    label = {"c": "send_copies (C)", "py": "pyzmq loop", "acked": "acked DEALER"}
+    label = {"c": "send_copies (C)", "py": "pyzmq loop", "acked": "acked DEALER",
+             "json": "JSON lines, send_copies (C)"}
     t = Table(title=f"events/s through the gateway (first to last applied), {args.workers} "
                     f"workers, {args.series:,} series, wait={args.wait}, median of {repeats}")
     for col in ("events/frame", "sender", "M ev/s", "k msg/s", "vs embedded", "vs pure Python",
@@ -503,6 +642,27 @@ def main(argv: list[str] | None = None) -> C.Report:
               f"({psutil.cpu_count()} cores); gateway proc = this process (gateway threads "
               f"and the stats poll).[/]")
 
+    if args.jsonl:
+        binary = next((r for r in rows if r["mode"] == "c" and r["batch"] == 4096), None)
+        jr = next(r for r in rows if r["mode"] == "json")
+        dec, snd = jrows["decode"], jrows["send"]
+        vs = (lambda x: f" ({x / binary['events_per_s']:.3f}x binary at 4096/frame)") \
+            if binary else (lambda x: "")
+        rep.target(f"JSON lines through the gateway, {args.jsonl_batch} lines/frame, PUSH",
+                   ">= 1 M lines/s", f"{jr['events_per_s'] / 1e6:,.2f} M lines/s"
+                   + vs(jr["events_per_s"]), jr["events_per_s"] >= 1e6 and jr["counts_ok"])
+        rep.target("JSON lines, gateway decoder alone (one core)", ">= 1 M lines/s",
+                   f"{dec['lines_per_s'] / 1e6:,.2f} M lines/s ("
+                   f"{dec['lines_per_s'] / dec['reference_lines_per_s']:.1f}x the line-by-line "
+                   f"reference path, {dec['reference_lines_per_s'] / 1e3:,.0f} k lines/s)",
+                   dec["lines_per_s"] >= 1e6)
+        rep.target(f"ringflow send FILE.jsonl ({snd['lines']:,} lines)", ">= 1 M lines/s",
+                   f"{snd['lines_per_s'] / 1e6:,.2f} M lines/s applied"
+                   + vs(snd["lines_per_s"])
+                   + f"; the command printed {snd['printed_lines_per_s'] / 1e6:,.2f} M/s",
+                   snd["lines_per_s"] >= 1e6)
+        rep.notes.append(f"JSON lines: decoder rates {[round(x) for x in dec['rates']]}, "
+                         f"send rates {[round(x) for x in snd['rates']]}")
     for batch, goal in TARGET_RATES.items():
         r = next((r for r in rows if r["mode"] == "c" and r["batch"] == batch), None)
         if r is None:

@@ -75,7 +75,7 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_send(args) -> int:
-    from .loadgen import SyntheticLoad, default_batch, read_lines, send_lines, send_synthetic
+    from .loadgen import SyntheticLoad, default_batch, read_chunks, send_lines, send_synthetic
 
     synthetic = args.source is None
     if not synthetic:
@@ -118,10 +118,10 @@ def _cmd_send(args) -> int:
             else:
                 source = "<stdin>" if args.source == "-" else args.source
                 try:
-                    lines = read_lines(stream.fileno())
+                    chunks = read_chunks(stream.fileno())
                 except OSError:         # no descriptor (a wrapped stream): plain reads
-                    lines = (line.rstrip(b"\n") for line in stream)
-                result = send_lines(client, lines, source=source, batch=batch,
+                    chunks = read_chunks(stream=stream)
+                result = send_lines(client, chunks, source=source, batch=batch,
                                     rate=args.rate, ack=args.ack,
                                     report=lambda m: err.print(f"ringflow send: {m}"))
     finally:

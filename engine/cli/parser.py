@@ -174,8 +174,10 @@ examples:
 SEND_EPILOG = """\
 JSON lines (FILE, or - for stdin): one object per line,
   {"entity": "web-01", "metric": "cpu", "value": 0.93, "ts": 1732300000000000000}
-with ts optional (nanoseconds since the epoch; the gateway's clock if absent).
-Malformed lines are reported with their line numbers and skipped.
+with ts optional (nanoseconds since the epoch, an integer or a number such as
+1.5e18; the gateway's clock if absent).  The file's bytes are sent as they
+are, in messages of --batch lines; malformed lines are reported with their
+line numbers and skipped, the other lines of their message are sent.
 
 exit codes: 0 all sent; 1 malformed lines, or records or messages refused by
 the gateway (--ack); 2 usage error or no gateway answering; 130 interrupted.
@@ -430,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     limit.add_argument("--events", type=v["int"], metavar="N",
                        help="stop synthetic load after N events")
     send.add_argument("--batch", type=v["int"], metavar="N",
-                      help="events per message (default: 4096 synthetic, 1000 JSON lines; "
+                      help="events (or JSON lines) per message (default: 4096; "
                            "with --rate, about rate/100)")
     send.add_argument("--ack", action="store_true",
                       help="use the acked endpoint: wait for each message's reply and "

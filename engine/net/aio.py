@@ -151,6 +151,29 @@ class AsyncClient(_ClientBase):
         async with self._lock("producer"):
             return await self._run(self._plan_send_json(records, ack))
 
+    async def send_json_body(self, body, count: int, ack: bool = False) -> int | None:
+        """Send JSON lines encoded already as one frame; see
+        :meth:`Client.send_json_body`.
+
+        Parameters
+        ----------
+        body : bytes-like
+            Whole UTF-8 JSON lines.
+        count : int
+            The records in ``body``.
+        ack : bool
+            Wait for the acked endpoint's reply.
+
+        Returns
+        -------
+        int or None
+            Records accepted with ``ack``, else ``None``.
+        """
+        if not ack:
+            return await self._run(self._plan_send_json_body(body, count, ack))
+        async with self._lock("producer"):
+            return await self._run(self._plan_send_json_body(body, count, ack))
+
     async def get(self, entity: str | int, metric: str | int) -> dict | None:
         """State of one series; see :meth:`Client.get`.
 

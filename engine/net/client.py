@@ -219,6 +219,36 @@ class Client(_ClientBase):
         with self._producer_lock:
             return self._run(self._plan_send_json(records, ack))
 
+    def send_json_body(self, body, count: int, ack: bool = False) -> int | None:
+        """Send JSON lines encoded already (whole lines, e.g. read from a
+        file) as one type-2 frame, without decoding them here.
+
+        Parameters
+        ----------
+        body : bytes-like
+            UTF-8 JSON lines, each ending in ``\\n`` (the last may not).
+        count : int
+            The records in ``body`` (for the counts of a rejection).
+        ack : bool
+            As for :meth:`send`.
+
+        Returns
+        -------
+        int or None
+            With ``ack``, records accepted; ``None`` without.
+
+        Raises
+        ------
+        engine.errors.Rejected
+            The gateway refused the message (``bad_json``, ``bad_field``, ...).
+        engine.errors.GatewayTimeout
+            No reply within ``timeout``, or no room to queue the frame.
+        """
+        if not ack:
+            return self._run(self._plan_send_json_body(body, count, ack))
+        with self._producer_lock:
+            return self._run(self._plan_send_json_body(body, count, ack))
+
     # --- queries ----------------------------------------------------------------
 
     def get(self, entity: str | int, metric: str | int) -> dict | None:

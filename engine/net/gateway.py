@@ -257,6 +257,8 @@ class Gateway:
         self._pid = os.getpid()
         self.config = config or GatewayConfig()
         self.names = engine.names
+        self._json_pull = P.JsonLinesDecoder(self.names)
+        self._json_acked = P.JsonLinesDecoder(self.names)
         self._reader = engine._reader
         # The query ops that act on the engine rather than read it.
         self._control_ops = {op: getattr(self, f"_op_{op}") for op in _CONTROL_OPS}
@@ -649,7 +651,10 @@ class Gateway:
                 return P.parse_events(frame, count, offset), None, "", producer
             if kind == P.TYPE_JSON:
                 body = memoryview(frame)[offset:]
-                return P.parse_json_lines(body, self.names), None, "", producer
+                # Each ingest thread has its decoder (name cache, buffer);
+                # the records it returns are submitted before its next call.
+                decoder = self._json_acked if acked else self._json_pull
+                return decoder.decode(body), None, "", producer
             raise P.ProtocolError("bad_type", f"message type {kind} is not an ingest type")
         except P.ProtocolError as exc:
             self._c["rejected"][exc.reason] += 1

@@ -284,12 +284,21 @@ class _ClientBase:
             raise TypeError("records must be dicts with entity, metric, value and optionally ts")
         return (yield from self._plan_frames(records, _pack_json, ack))
 
-    def _plan_frames(self, records, pack, ack: bool) -> _Plan:
+    def _plan_send_json_body(self, body, count: int, ack: bool) -> _Plan:
+        if count < 0:
+            raise ValueError(f"count must be the body's number of records, got {count}")
+        return (yield from self._plan_frames(
+            [bytes(body)], lambda chunk, producer=None: P.pack_json_body(chunk[0], producer),
+            ack, size=count))
+
+    def _plan_frames(self, records, pack, ack: bool, size: int | None = None) -> _Plan:
         """Ingest ``records`` (events or JSON dicts) in frames that ``pack``
-        makes of at most ``max_frame_records`` each."""
+        makes of at most ``max_frame_records`` each; ``size``: the records
+        of a frame that ``pack`` makes of one item (a ready JSON body)."""
         accepted = 0
-        for start in range(0, len(records), self.max_frame_records):
-            chunk = records[start:start + self.max_frame_records]
+        step = 1 if size is not None else self.max_frame_records
+        for start in range(0, len(records), step):
+            chunk = records[start:start + step]
             if ack:
                 frame = pack(chunk, (self.producer_id, next(self._sequence)))
                 timeouts = busy = 0
@@ -312,7 +321,8 @@ class _ClientBase:
                         self.retried += 1
                         continue
                     break
-                accepted = self._acked(reply, accepted, start, len(chunk), producer=True)
+                accepted = self._acked(reply, accepted, start,
+                                       len(chunk) if size is None else size, producer=True)
             else:
                 yield _Step("ingest", pack(chunk))
         return accepted if ack else None

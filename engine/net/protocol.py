@@ -15,11 +15,14 @@ language; this module is the one place in Python that packs and parses them.
 from __future__ import annotations
 
 import json
+import math
 import struct
 import time
 
+import msgspec
 import numpy as np
 
+from .. import _jsonl
 from ..core.layout import (
     FRAME_EVENTS,
     FRAME_JSON,
@@ -52,11 +55,13 @@ __all__ = [
     "ProtocolError",
     "pack_events",
     "pack_json",
+    "pack_json_body",
     "pack_lookup",
     "pack_rows",
     "parse_header",
     "parse_events",
     "parse_json_lines",
+    "JsonLinesDecoder",
     "parse_lookup",
     "parse_rows",
 ]
@@ -119,6 +124,13 @@ def pack_json(records, producer: tuple[int, int] | None = None) -> bytes:
     ``producer``: as :func:`pack_events`."""
     body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
     return _producer_header(TYPE_JSON, len(body), producer) + body
+
+
+def pack_json_body(body, producer: tuple[int, int] | None = None) -> bytes:
+    """One JSON-lines ingest frame (type 2) around ``body``, JSON lines
+    encoded already (e.g. a run of whole lines read from a file).
+    ``producer``: as :func:`pack_events`."""
+    return _producer_header(TYPE_JSON, len(body), producer) + bytes(body)
 
 
 def pack_lookup(keys, metrics) -> bytes:
@@ -219,72 +231,204 @@ def parse_rows(frame) -> np.ndarray:
     return np.frombuffer(frame, STATE_DTYPE, count=count, offset=HEADER.size).copy()
 
 
-def parse_json_lines(body: bytes, names: dict | None = None) -> np.ndarray:
-    """Decode a JSON-lines body into EVENT_DTYPE records.
+class _Line(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """One JSON line as msgspec decodes it (the fields of PROTOCOL.md);
+    ``gc=False``: a frame's objects never form cycles, so the collector
+    need not track them."""
 
-    Each non-blank line is an object with ``entity`` (name or id), ``metric``
-    (name or id), ``value`` (number) and optionally ``ts`` (integer ns; the
-    gateway's clock when absent).  A NaN value is kept here and rejected
-    (counted) by the router like any invalid record.
+    entity: int | str
+    metric: int | str
+    value: float
+    ts: int | float | msgspec.UnsetType = msgspec.UNSET
+
+
+#: Names longer than this are hashed each time rather than cached.
+_CACHE_NAME_CHARS = 64
+
+
+class JsonLinesDecoder:
+    """Decodes the bodies of type-2 frames into EVENT_DTYPE records, for
+    one thread (it keeps a name cache and an output buffer).
+
+    The fast path parses the whole body with msgspec (one object per line,
+    fields checked by type) and walks the objects in C (engine._jsonl)
+    straight into the record array; names are hashed once per decoder
+    (a bounded cache) and the new ones are registered in ``names`` in one
+    batch per message, once the message is known to be good.  Anything the
+    fast path does not take (a malformed line, a non-standard literal such
+    as ``NaN``, an id out of range, ...) goes through the line-by-line
+    reference path, which accepts exactly what the fast path accepts and
+    more (``NaN``/``Infinity``, numbers past a double), and raises the
+    error naming the line.
 
     Parameters
     ----------
-    body : bytes
+    names : dict, optional
+        ``{"entities": {id: name}, "metrics": {id: name}}`` (the engine's
+        :class:`engine.core.names.NameRegistry`) to record the names seen.
+    strict : bool
+        Also refuse empty names (``ringflow send`` checks its lines so).
+    max_cached : int
+        Names cached per kind; the cache is emptied when full.
+    check_only : bool
+        Only check the lines (``ringflow send``): names are not hashed nor
+        learnt, and the records' ids for names are 0.
+    """
+
+    def __init__(self, names: dict | None = None, strict: bool = False,
+                 max_cached: int = 1 << 18, check_only: bool = False) -> None:
+        self.names = None if check_only else names
+        self.strict = strict
+        self.max_cached = max_cached
+        self._decoder = msgspec.json.Decoder(_Line)
+        self._filler = _jsonl.Filler(_Line, entity_id, metric_id, max_cached, strict,
+                                     not check_only)
+        self._out = np.empty(1024, EVENT_DTYPE)
+
+    def decode(self, body, now: int | None = None) -> np.ndarray:
+        """The records of ``body`` as a view of this decoder's buffer,
+        valid until its next call.
+
+        Parameters
+        ----------
+        body : bytes-like
+            The body of a type-2 frame.
+        now : int, optional
+            The ``ts`` of lines without one (default: the clock, read once).
+
+        Raises
+        ------
+        ProtocolError
+            ``bad_utf8``, ``bad_json`` or ``bad_field``: the whole message
+            is rejected.
+        """
+        if now is None:
+            now = time.time_ns()
+        lines = _jsonl.count_lines(body)
+        if lines >= 0:
+            try:
+                items = self._decoder.decode_lines(body)
+            except msgspec.DecodeError:        # ValidationError included
+                items = None
+            if items is not None and len(items) == lines:
+                if len(self._out) < lines:
+                    self._out = np.empty(max(lines, 2 * len(self._out)), EVENT_DTYPE)
+                new_entities: list = []
+                new_metrics: list = []
+                bad = self._filler.fill(items, self._out, new_entities, new_metrics, now)
+                if bad < 0:
+                    self._learn(new_entities, new_metrics)
+                    return self._out[:lines]
+                # Names cached from a refused message were never registered.
+                self._filler.forget(new_entities, new_metrics)
+        out, new_entities, new_metrics = _reference_lines(body, now, self.strict)
+        self._learn(new_entities, new_metrics)
+        return out
+
+    def _learn(self, entities: list, metrics: list) -> None:
+        if self.names is None:
+            return
+        for kind, new in (("entities", entities), ("metrics", metrics)):
+            if new:
+                table = self.names[kind]
+                for ident, name in new:
+                    table.setdefault(ident, name)
+
+
+def parse_json_lines(body, names: dict | None = None, now: int | None = None) -> np.ndarray:
+    """Decode a JSON-lines body into a new array of EVENT_DTYPE records.
+
+    Each non-blank line (lines end at ``\\n``) is an object with ``entity``
+    (name or id), ``metric`` (name or id), ``value`` (number) and
+    optionally ``ts`` (nanoseconds: an integer, or a number rounded to the
+    nearest integer; the gateway's clock when absent).  A NaN value, or a
+    ``ts`` that is not finite or past the i64 range, is kept here as an
+    invalid record (value NaN), which the router rejects (counted).
+    The gateway keeps a :class:`JsonLinesDecoder` per thread instead.
+
+    Parameters
+    ----------
+    body : bytes-like
         The body of a type-2 frame.
     names : dict, optional
         ``{"entities": {id: name}, "metrics": {id: name}}`` to record the names seen.
+    now : int, optional
+        The ``ts`` of lines without one (default: the clock).
 
     Raises
     ------
     ProtocolError
         ``bad_utf8``, ``bad_json`` or ``bad_field``: the whole message is rejected.
     """
+    return JsonLinesDecoder(names).decode(body, now).copy()
+
+
+def _reference_lines(body, now: int, strict: bool = False):
+    """The line-by-line decoder: the reference the fast path is tested
+    against, and the path of every message the fast path refuses.
+
+    Returns
+    -------
+    (records, new_entities, new_metrics)
+        The new names as ``(id, name)`` lists, to be registered.
+    """
+    data = bytes(body)
     try:
-        text = bytes(body).decode("utf-8")
+        data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProtocolError("bad_utf8", f"body is not UTF-8: {exc}") from None
-    lines = [line for line in text.splitlines() if line.strip()]
-    out = np.zeros(len(lines), EVENT_DTYPE)
-    now = time.time_ns()
-    for i, line in enumerate(lines):
+    numbered = [(number, line) for number, line in enumerate(data.split(b"\n"), 1)
+                if line.strip(b" \t\r")]
+    out = np.zeros(len(numbered), EVENT_DTYPE)
+    new: dict = {"entities": {}, "metrics": {}}
+    for i, (number, line) in enumerate(numbered):
         try:
             rec = json.loads(line)
         except (ValueError, RecursionError) as exc:
-            raise ProtocolError("bad_json", f"line {i + 1}: {exc}") from None
+            raise ProtocolError("bad_json", f"line {number}: {exc}") from None
         if not isinstance(rec, dict):
-            raise ProtocolError("bad_json", f"line {i + 1}: not a JSON object")
+            raise ProtocolError("bad_json", f"line {number}: not a JSON object")
         extra = set(rec) - _JSON_FIELDS
         if extra:
-            raise ProtocolError("bad_field", f"line {i + 1}: unknown field(s) {sorted(extra)}")
+            raise ProtocolError("bad_field", f"line {number}: unknown field(s) {sorted(extra)}")
         for need in ("entity", "metric", "value"):
             if need not in rec:
-                raise ProtocolError("bad_field", f"line {i + 1}: missing field {need!r}")
-        out[i]["key"] = _id(rec["entity"], entity_id, 64, "entity", i, names, "entities")
-        out[i]["metric"] = _id(rec["metric"], metric_id, 32, "metric", i, names, "metrics")
+                raise ProtocolError("bad_field", f"line {number}: missing field {need!r}")
+        key = _id(rec["entity"], entity_id, 64, "entity", number, new["entities"], strict)
+        metric = _id(rec["metric"], metric_id, 32, "metric", number, new["metrics"], strict)
         value = rec["value"]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ProtocolError("bad_field", f"line {i + 1}: value must be a number")
+            raise ProtocolError("bad_field", f"line {number}: value must be a number")
         try:
-            out[i]["value"] = float(value)
+            value = float(value)
         except OverflowError:
-            raise ProtocolError("bad_field", f"line {i + 1}: value does not fit a double") from None
+            raise ProtocolError("bad_field",
+                                f"line {number}: value does not fit a double") from None
         ts = rec.get("ts", now)
-        if isinstance(ts, bool) or not isinstance(ts, int) or not -(2**63) <= ts < 2**63:
-            raise ProtocolError("bad_field", f"line {i + 1}: ts must be integer nanoseconds")
-        out[i]["ts"] = ts
-    return out
+        if isinstance(ts, float):
+            if math.isfinite(ts) and -(2.0**63) <= ts < 2.0**63:
+                ts = round(ts)          # ties to even, as the fast path's nearbyint
+            else:
+                ts, value = 0, math.nan  # invalid_record, counted by the router
+        elif isinstance(ts, bool) or not isinstance(ts, int) or not -(2**63) <= ts < 2**63:
+            raise ProtocolError("bad_field",
+                                f"line {number}: ts must be a number of nanoseconds in the "
+                                f"i64 range")
+        out[i] = (key, ts, metric, 0, value)
+    return (out, list(new["entities"].items()), list(new["metrics"].items()))
 
 
-def _id(value, hasher, bits: int, field: str, line: int, names: dict | None, kind: str) -> int:
+def _id(value, hasher, bits: int, field: str, line: int, new: dict, strict: bool) -> int:
     if isinstance(value, str):
+        if strict and not value:
+            raise ProtocolError("bad_field", f"line {line}: {field} is an empty name")
         try:
             ident = hasher(value)
         except UnicodeEncodeError:
             raise ProtocolError(
-                "bad_field", f"line {line + 1}: {field} name is not valid Unicode") from None
-        if names is not None:
-            names[kind].setdefault(ident, value)
+                "bad_field", f"line {line}: {field} name is not valid Unicode") from None
+        new.setdefault(ident, value)
         return ident
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**bits:
-        raise ProtocolError("bad_field", f"line {line + 1}: {field} must be a name or a u{bits} id")
+        raise ProtocolError("bad_field", f"line {line}: {field} must be a name or a u{bits} id")
     return value
