@@ -153,6 +153,7 @@ class Reader:
         # A row buffer per thread for reads that return a dict: no NumPy
         # record per call, and no sharing between the gateway's threads.
         self._local = threading.local()
+        self._unavailable_elsewhere = 0
 
     def close(self) -> None:
         """Let go of the tables' memory (their segments may then close)."""
@@ -163,8 +164,15 @@ class Reader:
     @property
     def unavailable(self) -> int:
         """Rows that fleet-wide scans of this reader left out because they
-        stayed mid-write (a row is counted once per scan that met it)."""
-        return sum(t.unavailable for t in self.tables)
+        stayed mid-write (a row is counted once per scan that met it),
+        with those other readers of the same tables reported
+        (:meth:`add_unavailable`)."""
+        return sum(t.unavailable for t in self.tables) + self._unavailable_elsewhere
+
+    def add_unavailable(self, n: int) -> None:
+        """Count ``n`` rows left out by another reader of these tables (the
+        gateway's query process) in :attr:`unavailable`."""
+        self._unavailable_elsewhere += n
 
     def _named(self, exc: SeriesUnavailable, worker: int | None = None) -> SeriesUnavailable:
         """``exc`` again, naming the series by name where the engine knows it."""
