@@ -14,7 +14,7 @@ from layout cimport StateRow, TableHeader, RF_OK
 from sketch cimport sketch_quantile
 from query cimport table_find, lookup_into, row_read, status_seen
 from index cimport table_rows
-from atomic cimport rf_load_acquire_u64, rf_load_relaxed_u64, rf_fence_acquire
+from atomic cimport rf_load_acquire_u64, rf_load_relaxed_u64, rf_fence_acquire, rf_mix64
 from outarrays cimport rows_out
 from engine._table cimport Table
 from engine.errors import raise_for_status
@@ -73,6 +73,39 @@ def row_quantiles(cnp.ndarray rows, double[::1] qs):
             for j in range(m):
                 o[i, j] = sketch_quantile(&src[i], qs[j])
     return out
+
+
+def distinct_count(const uint64_t[::1] keys):
+    """How many distinct values ``keys`` holds, by one pass over an
+    open-addressing set (no sort): the number of entities of a status
+    query, which ranks and reads only the few it returns."""
+    cdef Py_ssize_t n = keys.shape[0], i
+    cdef uint64_t cap = 16, mask, h, k, distinct = 0
+    cdef bint zero = False
+    while cap < <uint64_t>(2 * n):
+        cap <<= 1
+    mask = cap - 1
+    cdef uint64_t *slots = <uint64_t *>PyMem_Malloc(cap * sizeof(uint64_t))
+    if slots == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            memset(slots, 0, cap * sizeof(uint64_t))
+            for i in range(n):
+                k = keys[i]
+                if k == 0:
+                    # 0 marks an empty slot: counted on the side.
+                    zero = True
+                    continue
+                h = rf_mix64(k) & mask
+                while slots[h] != 0 and slots[h] != k:
+                    h = (h + 1) & mask
+                if slots[h] == 0:
+                    slots[h] = k
+                    distinct += 1
+    finally:
+        PyMem_Free(slots)
+    return distinct + zero
 
 
 def sketch_quantile_row(row, double q):
