@@ -30,6 +30,22 @@ Targets: >= 100 k queries/s from many clients (100 and 1,000) with p99 <=
     python bench/query.py                    # 1, 100, 1000 clients; get, lookup1, lookup64
     python bench/query.py --quick
     python bench/query.py --clients 10,100 --kinds get --client-procs 3 --windows 5
+
+``--fleet`` measures the fleet-wide queries instead (issue 16, "queries that
+scale"): in process, ``status`` with limit 10 over 100,000 non-OK series,
+the counts per status (``limit`` 0) and ``status`` over 1 M series, and
+``top``, each against the code these ops had before (a dict per row, then
+the cut) or a NumPy snapshot, in the same run; then over ZeroMQ, a ping's
+latency while ten clients run ``status`` queries (limit 100, what
+``ringflow status`` asks) against an engine with 100,000 CRIT series, for
+the gateway answering them on its query thread (``query_processes`` 0, as
+before), on one or two query processes attached to the tables (the design
+kept), and for the query-threads design: 1, 2 or 4 threads of the gateway's
+process answering status back to back.  Targets: status limit 10 over 100 k non-OK <= 20
+ms; counts over 1 M series <= 20 ms; ping p99 <= 2 ms under the status load.
+
+    python bench/query.py --fleet
+    python bench/query.py --fleet --quick
 """
 
 from __future__ import annotations
@@ -40,6 +56,7 @@ import json
 import multiprocessing as mp
 import resource
 import select
+import threading
 import time
 
 import numpy as np
@@ -438,6 +455,354 @@ def quiesce(eng, still: float = 0.05, limit: float = 10.0) -> None:
 # --- main -----------------------------------------------------------------------------
 
 
+# --- fleet-wide queries: --fleet ------------------------------------------
+
+FLEET_STATUS_MS = 20.0
+FLEET_COUNTS_MS = 20.0
+FLEET_PING_P99_MS = 2.0
+STATUS_CLIENTS = 10
+PING_EVERY_S = 0.001
+
+
+def fleet_reader(series: int, metrics: int, non_ok: float, seed: int, workers: int = 2):
+    """A Reader over ``workers`` in-memory state tables (no engine) holding
+    ``series`` rows: hosts of ``metrics`` series each, a share ``non_ok`` of
+    them WARN, STALE or CRIT since one of 16 sweep instants (so thousands of
+    entities tie on since, as in an outage), every host named."""
+    from engine import _table
+    from engine.core.records import STATE_DTYPE
+    from engine.query.reader import Reader
+
+    rng = np.random.default_rng(seed)
+    hosts = -(-series // metrics)
+    names = [f"host-{i:07d}" for i in range(hosts)]
+    ids = np.array([engine.entity_id(n) for n in names], np.uint64)
+    rows = np.zeros(series, STATE_DTYPE)
+    rows["key"] = np.repeat(ids, metrics)[:series]
+    rows["metric"] = np.tile(np.arange(metrics, dtype=np.uint32), hosts)[:series]
+    bad = rng.random(series) < non_ok
+    rows["status"] = np.where(bad, rng.integers(1, 4, series), 0)
+    rows["status_since"] = np.where(bad, 1_700_000_000 * 10**9 + rng.integers(0, 16, series)
+                                    * 10**9, 0)
+    rows["count"] = 100
+    rows["last"] = rows["mean"] = rows["ewma"] = rng.random(series)
+    rows["last_ts"] = 1_700_000_000 * 10**9
+    rows["win_count"] = 10
+    rows["win_min"], rows["win_max"], rows["win_sum"] = 0.01, 2.0, 5.0
+    rows["sk_base"] = 4088
+    rows["sketch"][:, 3] = 6
+    rows["sketch"][:, 9] = 4
+    shard = _table.mix64(np.ascontiguousarray(rows["key"])) % np.uint64(workers)
+    bufs = []
+    for w in range(workers):
+        part = np.ascontiguousarray(rows[shard == w])
+        limit = 1 << max(8, int(len(part) * 1.25).bit_length())
+        buf = bytearray(_table.table_bytes(2 * limit, limit))
+        _table.init_table(buf, 2 * limit, limit)
+        if _table.Table(buf).load_rows(part) != 0:
+            raise RuntimeError("load_rows failed")
+        bufs.append(buf)
+    return Reader(bufs, {"entities": dict(zip(ids.tolist(), names)), "metrics": {}},
+                  window_ns=10**9)
+
+
+def status_before(reader, min_status: str, limit: int) -> list[dict]:
+    """The status op as it was before issue 16 (a dict per selected row,
+    grouped, sorted, then cut): the baseline."""
+    from engine.core.records import STATE_DTYPE
+    from engine.query.readable import STATUS_CODES, entity_dict
+
+    level = STATUS_CODES[min_status]
+    at = STATE_DTYPE.names.index("key")
+    by_key: dict[int, list] = {}
+    for t in reader.tables:
+        out = np.empty(t.used + 256, STATE_DTYPE)
+        n = t.select_status_into(level, out)
+        for values in out[:n].tolist():
+            by_key.setdefault(values[at], []).append(reader.series_dict(values))
+    entities = [entity_dict(k, rows, reader.names) for k, rows in by_key.items()]
+    entities.sort(key=lambda e: (-STATUS_CODES[e["status"]], e["since"] or 0,
+                                 e["entity"] or ""))
+    return entities[:limit]
+
+
+def top_before(reader, field: str, k: int) -> list[dict]:
+    """The top op before issue 16: a snapshot of every row, argsort, dicts."""
+    snap = reader.snapshot()
+    values = snap[field].astype(np.float64)
+    values = np.where(np.isnan(values), -np.inf, values)
+    idx = np.argsort(-values, kind="stable")[:k]
+    return reader.series_dicts(snap[idx])
+
+
+def counts_numpy(reader) -> dict:
+    """Counts per status the plain NumPy way: a snapshot, then bincount."""
+    return np.bincount(reader.snapshot()["status"], minlength=4)
+
+
+def _time_ms(fn, rounds: int) -> tuple[float, list[float]]:
+    fn()  # warm-up (and the arrays the scans reuse)
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return C.median(times), times
+
+
+def _pinger_main(conn, url: str, seconds: float) -> None:
+    """Ping the gateway one at a time, a millisecond apart, for ``seconds``;
+    send back the latencies (ns)."""
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(url)
+    lat = array.array("q")
+    conn.send("ready")
+    conn.recv()
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        # Paced, one a millisecond: a ping is a health check, and a pinger
+        # going flat out would take a core of the two from the queries.
+        time.sleep(PING_EVERY_S)
+        t0 = time.perf_counter_ns()
+        s.send(b'{"op": "ping"}')
+        if not s.poll(REPLY_TIMEOUT_MS):
+            lat.append(-1)
+            break
+        s.recv()
+        lat.append(time.perf_counter_ns() - t0)
+    conn.send(lat.tobytes())
+    s.close()
+    ctx.term()
+
+
+def _status_main(conn, url: str, clients: int, request: bytes) -> None:
+    """Keep ``clients`` status requests outstanding at the gateway until
+    told to stop; send back how many were answered."""
+    done = 0
+    ctx = zmq.Context()
+    socks = []
+    for _ in range(clients):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(url)
+        socks.append(s)
+    poller = zmq.Poller()
+    for s in socks:
+        poller.register(s, zmq.POLLIN)
+    conn.send("ready")
+    conn.recv()
+    for s in socks:
+        s.send(request)
+    while not conn.poll():
+        for s, _ in poller.poll(100):
+            s.recv()
+            done += 1
+            s.send(request)
+    conn.recv()
+    conn.send(done)
+    for s in socks:
+        s.close()
+    ctx.term()
+
+
+def _status_threads(eng, n: int, request: bytes, stop: threading.Event, done: list) -> list:
+    """The query-threads design, as the gateway would run it: ``n`` threads
+    of the gateway's process answering status requests back to back."""
+    from engine.query import ops
+
+    def loop(i: int) -> None:
+        while not stop.is_set():
+            ops.answer(request, eng._reader)
+            done[i] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def ping_under_status(eng, mode: str, n: int, seconds: float, request: bytes) -> dict:
+    """Ping latency (one pinger process) while status queries run:
+
+    * ``idle``: none (the baseline);
+    * ``inline``: ``STATUS_CLIENTS`` clients (two processes) through a
+      gateway answering them on its query thread (as before issue 16);
+    * ``process``: the same clients through a gateway with ``n`` query
+      processes (the design kept);
+    * ``threads``: ``n`` threads of the gateway's process answering status
+      back to back (the query-threads design: their scans release the GIL,
+      their dicts and JSON do not).
+    """
+    endpoints = G.free_endpoints()
+    gw = eng.serve(endpoints=endpoints,
+                   query_processes=0 if mode == "inline" else max(n, 1))
+    ctx = mp.get_context("spawn")
+    procs, pipes, threads = [], [], []
+    stop, done = threading.Event(), [0] * max(n, 1)
+    try:
+        if mode in ("inline", "process"):
+            for i in range(2):
+                a, b = ctx.Pipe()
+                k = STATUS_CLIENTS // 2 + (i < STATUS_CLIENTS % 2)
+                pr = ctx.Process(target=_status_main,
+                                 args=(b, endpoints["query"], k, request))
+                pr.start()
+                procs.append(pr)
+                pipes.append(a)
+        a, b = ctx.Pipe()
+        pinger = ctx.Process(target=_pinger_main, args=(b, endpoints["query"], seconds))
+        pinger.start()
+        procs.append(pinger)
+        # The query processes are up once they answer.
+        probe = zmq.Context.instance().socket(zmq.DEALER)
+        probe.setsockopt(zmq.LINGER, 0)
+        probe.connect(endpoints["query"])
+        probe.send(json.dumps({"op": "status", "limit": 1}).encode())
+        if not probe.poll(30_000):
+            raise RuntimeError("no status reply within 30 s")
+        probe.recv()
+        probe.close()
+        for conn in (*pipes, a):
+            if conn.recv() != "ready":
+                raise RuntimeError("a bench process did not start")
+        for conn in pipes:
+            conn.send("go")
+        if mode == "threads":
+            threads = _status_threads(eng, n, request, stop, done)
+        t0 = time.perf_counter()
+        a.send("go")
+        raw = a.recv()
+        took = time.perf_counter() - t0
+        lat = np.frombuffer(raw, np.int64)
+        stop.set()
+        answered = sum(done) if mode == "threads" else 0
+        for conn in pipes:
+            conn.send("stop")
+            answered += conn.recv()
+        for t in threads:
+            t.join(30)
+        for pr in procs:
+            pr.join(30)
+    finally:
+        stop.set()
+        for pr in procs:
+            if pr.is_alive():
+                pr.kill()
+                pr.join()
+        gw.close()
+        # Bench only: one engine, one gateway per configuration in turn.
+        eng._gateway = None
+    ok = lat[lat >= 0]
+    return {"mode": mode, "n": n, "pings": len(ok),
+            "timeouts": int((lat < 0).sum()),
+            "p50_ms": float(np.percentile(ok, 50)) / 1e6 if len(ok) else float("nan"),
+            "p99_ms": float(np.percentile(ok, 99)) / 1e6 if len(ok) else float("nan"),
+            "max_ms": float(ok.max()) / 1e6 if len(ok) else float("nan"),
+            "status_per_s": answered / took}
+
+
+def fleet_main(args) -> C.Report:
+    from rich.table import Table
+
+    con = C.console()
+    C.print_header(con, "fleet-wide queries: status, counts, top; ping under status load",
+                   args)
+    rep = C.Report("query-fleet", vars(args))
+    rounds = 3 if args.quick else 7
+    before_rounds = 1 if args.quick else 2
+    t = Table(title=f"in process (Reader over 2 in-memory tables); medians of {rounds} rounds, "
+                    f"baselines of {before_rounds}")
+    for col in ("fleet", "query", "ms", "baseline", "baseline ms", "speed-up"):
+        t.add_column(col, justify="right", no_wrap=True)
+
+    def row(fleet, query, ms, base, base_ms):
+        rep.rows.append(C.Result(f"fleet/{fleet}/{query}", {"fleet": fleet, "query": query},
+                                 {"ms": ms, "baseline": base, "baseline_ms": base_ms,
+                                  "speedup": base_ms / ms}))
+        t.add_row(fleet, query, f"{ms:,.2f}", base, f"{base_ms:,.1f}", f"{base_ms / ms:,.0f}x")
+        return ms
+
+    small = 10_000 if args.quick else 100_000
+    r = fleet_reader(small, 4, 1.0, args.seed)
+    label = f"{small // 1000}k non-OK"
+    status_ms = row(label, "status limit 10",
+                    _time_ms(lambda: r.status_page("WARN", 10), rounds)[0],
+                    "dict per row", _time_ms(lambda: status_before(r, "WARN", 10),
+                                             before_rounds)[0])
+    assert [e["entity_id"] for e in r.status_page("WARN", 10)["entities"]] == \
+        [e["entity_id"] for e in status_before(r, "WARN", 10)], "status disagrees with before"
+    row(label, "status limit 100", _time_ms(lambda: r.status_page("WARN", 100), rounds)[0],
+        "dict per row", _time_ms(lambda: status_before(r, "WARN", 100), before_rounds)[0])
+    row(label, "top last k 10", _time_ms(lambda: r.top("last", 10), rounds)[0],
+        "snapshot+argsort", _time_ms(lambda: top_before(r, "last", 10), before_rounds)[0])
+    r.close()
+    big = 100_000 if args.quick else 1_000_000
+    r2 = fleet_reader(big, 8, 0.01, args.seed + 1)
+    label = f"{big // 1000:,}k, 1% non-OK"
+    counts_ms = row(label, "counts (limit 0)",
+                    _time_ms(lambda: r2.status_page("WARN", 0), rounds)[0],
+                    "snapshot+bincount", _time_ms(lambda: counts_numpy(r2), before_rounds)[0])
+    row(label, "status limit 10", _time_ms(lambda: r2.status_page("WARN", 10), rounds)[0],
+        "dict per row", _time_ms(lambda: status_before(r2, "WARN", 10), before_rounds)[0])
+    r2.close()
+    con.print(t)
+    rep.target(f"status limit 10 over {small:,} non-OK series", f"<= {FLEET_STATUS_MS:g} ms",
+               f"{status_ms:.2f} ms", status_ms <= FLEET_STATUS_MS)
+    rep.target(f"counts per status over {big:,} series", f"<= {FLEET_COUNTS_MS:g} ms",
+               f"{counts_ms:.2f} ms", counts_ms <= FLEET_COUNTS_MS)
+
+    # Over ZeroMQ: an engine whose series are all CRIT (rule: last > 0.5).
+    seconds = 1.5 if args.quick else 4.0
+    series = small
+    hosts = series // 4
+    keys = np.repeat(np.array([engine.entity_id(f"host-{i:07d}") for i in range(hosts)],
+                              np.uint64), 4)
+    metrics = np.tile(np.arange(4, dtype=np.uint32), hosts)
+    ts = 1_700_000_000 * 10**9 + np.arange(series, dtype=np.int64)
+    rules = {"rule": [{"metric": "*", "stat": "last", "crit": 0.5}]}
+    request = json.dumps({"op": "status", "limit": 100}).encode()
+    modes = [("idle", 0), ("inline", 0), ("threads", 1), ("threads", 2), ("threads", 4),
+             ("process", 1), ("process", 2)]
+    pt = Table(title=f"ping latency while {STATUS_CLIENTS} clients run status (limit 100) over "
+                     f"{series:,} CRIT series; {seconds:g} s each; one pinger process")
+    for col in ("status answered by", "pings", "p50 ms", "p99 ms", "max ms", "status/s",
+                "p99 vs idle"):
+        pt.add_column(col, justify="right", no_wrap=True)
+    results = []
+    with engine.Engine(workers=2, table_capacity=2 * series, rules=rules) as eng:
+        eng.register_names(entities=[f"host-{i:07d}" for i in range(hosts)])
+        eng.submit(engine.make_events(keys, metrics, ts, np.ones(series)))
+        eng.flush()
+        C.wait_applied(eng, series)
+        for mode, n in modes:
+            results.append(ping_under_status(eng, mode, n, seconds, request))
+    idle = results[0]["p99_ms"]
+
+    def what(res):
+        return {"idle": "(no status load)", "inline": "the query thread (before)",
+                "threads": f"{res['n']} query thread(s), busy",
+                "process": f"{res['n']} query process(es)"}[res["mode"]]
+
+    for res in results:
+        rep.rows.append(C.Result(f"fleet/ping/{res['mode']}/{res['n']}",
+                                 {"mode": res["mode"], "n": res["n"]}, res))
+        pt.add_row(what(res), f"{res['pings']:,}", f"{res['p50_ms']:.3f}",
+                   f"{res['p99_ms']:.3f}", f"{res['max_ms']:.2f}",
+                   "-" if res["mode"] == "idle" else f"{res['status_per_s']:,.0f}",
+                   f"{res['p99_ms'] / idle:.1f}x",
+                   style="red" if res["timeouts"] else None)
+    con.print(pt)
+    default = next(res for res in results if res["mode"] == "process" and res["n"] == 1)
+    rep.target("ping p99 while 10 clients run status (1 query process, the default)",
+               f"<= {FLEET_PING_P99_MS:g} ms", f"{default['p99_ms']:.3f} ms",
+               default["p99_ms"] <= FLEET_PING_P99_MS and not default["timeouts"])
+    rep.finish(con, args.json)
+    G.check_children(con)
+    return rep
+
+
 def main(argv: list[str] | None = None) -> C.Report:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -465,8 +830,13 @@ def main(argv: list[str] | None = None) -> C.Report:
     p.add_argument("--repeats", type=int, default=None,
                    help="timed repeats of the in-process baselines; the median is reported "
                         "(default 3)")
+    p.add_argument("--fleet", action="store_true",
+                   help="measure the fleet-wide queries (status, counts, top) and a ping "
+                        "under status load instead")
     C.add_common_args(p, repeats=False, baseline_events=False)
     args = p.parse_args(argv)
+    if args.fleet:
+        return fleet_main(args)
     kinds = [k.strip() for k in (args.kinds or ("get,lookup64" if args.quick else
                                                 ",".join(KINDS))).split(",") if k.strip()]
     bad = sorted(set(kinds) - set(KINDS))

@@ -48,6 +48,27 @@ def _connect(args):
     return Client(endpoints=_endpoints(args), timeout=args.timeout)
 
 
+def _timed_out(args, query: str) -> int:
+    """A query got no answer in time: say whether the gateway is down or
+    only slow (it answers a ping), and how long the query waited."""
+    from ..errors import GatewayTimeout
+    from ..net.client import Client
+
+    probe = min(2.0, args.timeout) if args.timeout else 2.0
+    try:
+        with Client(endpoints=_endpoints(args), timeout=probe) as client:
+            rtt = client.ping()
+    except GatewayTimeout:
+        return _no_gateway(args, "query")
+    url = _endpoints(args)["query"]
+    render.err_console().print(
+        f"ringflow {args.command}: error: the {query} query timed out after waiting "
+        f"{args.timeout:g} s; the gateway at {url} is running (it answered a ping in "
+        f"{rtt * 1e3:.1f} ms) but is slow to answer this query: try again, or give it "
+        f"longer with --timeout", soft_wrap=True, markup=False)
+    return EXIT_TIMEOUT
+
+
 def _no_gateway(args, what: str, timeout: float | None = None) -> int:
     url = _endpoints(args)[what]
     timeout = args.timeout if timeout is None else timeout
@@ -175,7 +196,7 @@ def _cmd_query(args) -> int:
                 summary = client.entity(entity, summary=True)
                 rows = summary["series"]
     except GatewayTimeout:
-        return _no_gateway(args, "query")
+        return _timed_out(args, "get" if metric is not None else "entity")
     except QueryError as exc:
         render.err_console().print(f"ringflow query: error: the gateway refused the query: {exc}")
         return EXIT_FAILED
@@ -207,9 +228,10 @@ def _cmd_status(args) -> int:
     min_status = "OK" if args.all else "WARN"
     try:
         with _connect(args) as client:
+            # The server cuts the list: what is not shown is never built.
             reply = client.status(min_status, limit=args.limit)
     except GatewayTimeout:
-        return _no_gateway(args, "query")
+        return _timed_out(args, "status")
     except QueryError as exc:
         render.err_console().print(f"ringflow status: error: the gateway refused the query: {exc}")
         return EXIT_FAILED

@@ -470,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--all", action="store_true",
                         help="every entity, OK ones too")
     status.add_argument("--limit", type=v["int"], default=100, metavar="N",
-                        help="entities to list, at most 100000 (default: 100)")
+                        help="entities to list, at most 100000; the server cuts the list, and "
+                             "0 shows only the counts (default: 100)")
     _add_client_options(status, v, json="a table")
 
     # --- alerts ---

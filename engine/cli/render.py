@@ -661,7 +661,8 @@ def show_status(out, reply: dict, everything: bool, now: int) -> None:
     ----------
     out : rich.console.Console
     reply : dict
-        The gateway's ``status`` op: ``entities`` and ``total``.
+        The gateway's ``status`` op: ``entities``, ``total`` and (from
+        servers that send it) ``counts``, every series by status.
     everything : bool
         OK entities were asked for too (``--all``).
     now : int
@@ -692,6 +693,11 @@ def show_status(out, reply: dict, everything: bool, now: int) -> None:
     head = f"{total} {what}" + ("" if everything else " at WARN or worse") + \
         (f", the {len(entities)} worst shown (--limit)" if len(entities) < total else "")
     out.print(head, soft_wrap=True, markup=False)
+    counts = reply.get("counts")
+    if counts:
+        # Every series, whatever --limit cut: how bad it is overall.
+        out.print("series: " + ", ".join(f"{n:,} {name}" for name, n in reversed(counts.items())
+                                         if n), soft_wrap=True, markup=False)
     table = _table()
     for c in ("entity / metric", "status", "since", "last", "ewma", "p95"):
         table.add_column(c, justify="left" if c in ("entity / metric", "status", "since")

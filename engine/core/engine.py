@@ -1050,11 +1050,19 @@ class Engine:
         """
         return self._reader.quantiles(metric, keys)
 
-    def status(self, min_status: str = "WARN") -> list[dict]:
+    def status(self, min_status: str = "WARN", limit: int | None = None) -> list[dict]:
         """Entities with a series at ``min_status`` or worse, worst first.
 
         An entity's status is the worst of its series' (severity order OK <
-        WARN < STALE < CRIT); ties go to the longest-standing.
+        WARN < STALE < CRIT); ties go to the longest-standing, then by name.
+        The entities are ranked and cut over the rows in C and NumPy: only
+        the ``limit`` returned are made dicts.
+
+        Parameters
+        ----------
+        min_status : {"WARN", "OK", "STALE", "CRIT"}
+        limit : int, optional
+            The first ``limit`` entities only; default all.
 
         Returns
         -------
@@ -1062,7 +1070,7 @@ class Engine:
             ``entity``, ``entity_id``, ``status``, ``since`` and ``series``
             (the series at ``min_status`` or worse, as :meth:`series` gives).
         """
-        return self._reader.status(min_status)
+        return self._reader.status(min_status, limit)
 
     # --- network gateway ------------------------------------------------
 

@@ -215,12 +215,13 @@ class AsyncClient(_ClientBase):
         ----------
         min_status : {"WARN", "OK", "STALE", "CRIT"}
         limit : int
-            Entities to list.
+            Entities to list, 0..100000 (0: ``total`` and ``counts`` only).
 
         Returns
         -------
         dict
-            ``total`` and ``entities``, worst first.
+            ``total``, ``entities`` (worst first), ``counts`` (every series
+            by status), ``series`` and ``recovered``.
         """
         return await self._run(self._plan_status(min_status, limit))
 

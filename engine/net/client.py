@@ -315,14 +315,17 @@ class Client(_ClientBase):
             Severity order is OK < WARN < STALE < CRIT; ``"OK"`` lists every
             entity.
         limit : int
-            Entities to list, 1..100000.
+            Entities to list, 0..100000 (0: ``total`` and ``counts`` only).
+            The server cuts the list: what is not returned is never built.
 
         Returns
         -------
         dict
-            ``total``: entities at ``min_status`` or worse; ``entities``: at
-            most ``limit`` of them, worst first (ties: the longest-standing
-            first), each with ``entity``, ``entity_id``, ``status``,
+            ``total``: entities at ``min_status`` or worse; ``counts``: every
+            series the engine knows counted by status (``OK``, ``WARN``,
+            ``STALE``, ``CRIT``), whatever ``min_status`` and ``limit``;
+            ``entities``: at most ``limit`` of them, worst first (ties: the
+            longest-standing first, then by name), each with ``entity``, ``entity_id``, ``status``,
             ``since`` and ``series`` (its series at ``min_status`` or worse,
             as returned by :meth:`get`); ``series``: how many series the
             engine knows; ``recovered``: ``None``, or what its start

@@ -11,7 +11,11 @@ Two threads, each owning its sockets (ZeroMQ sockets are not thread-safe):
 * the **query** thread answers JSON requests and binary lookups from the
   shared state tables (seqlock reads): queries never wait for ingest.  What
   a request means and reads is :mod:`engine.query.ops`; this module only
-  moves frames.
+  moves frames.  The fleet-wide ops (``status``, ``top``, ``entity``) are
+  forwarded to a **query process** attached to the same tables
+  (:mod:`engine.query.process`), so that a long one never holds this
+  process's GIL, nor so a ping, a ``get`` or a lookup (README, "Queries
+  that scale", has the measurements that chose a process over threads).
 
 Small frames are coalesced: every frame already waiting on the PULL socket
 is received by :mod:`engine._wire` in C, without blocking and without a
@@ -31,8 +35,13 @@ from __future__ import annotations
 import collections
 import datetime
 import functools
+import itertools
 import json
 import os
+import pickle
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 
@@ -85,6 +94,15 @@ _BACKOFF_MAX = 5.0
 # How long a restarted loop keeps trying to bind its endpoint: libzmq closes
 # the old listener on its I/O thread, a moment after the old socket's close().
 _REBIND_S = 2.0
+# JSON ops that read the whole fleet (or a whole entity): answered by the
+# query process, never by the query thread.
+_SLOW_OPS = frozenset({"status", "top", "entity"})
+# Slow queries in flight per query process; past it they are answered
+# ``busy`` at once rather than queued without bound.
+_MAX_SLOW_QUEUED = 256
+# Seconds a query process gets to bind its socket before requests queue
+# for it anyway (ZeroMQ holds them), and to exit when told.
+_QP_STOP_S = 5.0
 
 
 def endpoint_urls(host: str = P.DEFAULT_HOST, ports: dict | None = None) -> dict:
@@ -117,11 +135,17 @@ class GatewayConfig:
     restart_backoff : float
         Seconds before the first restart; each further restart within the
         window waits twice as long as the one before, at most 5 s.
+    query_processes : int
+        Processes answering the fleet-wide JSON ops (``status``, ``top``,
+        ``entity``) from the tables, beside the query thread that answers
+        the rest; 0: the query thread answers them too, one at a time (as
+        before issue 16; ``bench/query.py --fleet`` compares).
     """
 
     def __init__(self, endpoints: dict | None = None, max_message_bytes: int = 64 << 20,
                  ack_timeout: float = 5.0, hwm: int = 1000, max_restarts: int = 5,
-                 restart_window: float = 60.0, restart_backoff: float = 0.1) -> None:
+                 restart_window: float = 60.0, restart_backoff: float = 0.1,
+                 query_processes: int = 1) -> None:
         self.endpoints = {**endpoint_urls(), **(endpoints or {})}
         unknown = set(self.endpoints) - set(P.DEFAULT_PORTS)
         if unknown:
@@ -138,6 +162,10 @@ class GatewayConfig:
         self.max_restarts = int(max_restarts)
         self.restart_window = float(restart_window)
         self.restart_backoff = float(restart_backoff)
+        if isinstance(query_processes, bool) or not isinstance(query_processes, int) \
+                or not 0 <= query_processes <= 16:
+            raise EngineError("query_processes must be an integer in 0..16")
+        self.query_processes = query_processes
 
 
 class _ProducerState:
@@ -294,6 +322,10 @@ class Gateway:
         self._staging = np.empty(_COALESCE_RECORDS, EVENT_DTYPE)
         self._pull_drain = None
         self._lookups = None
+        # Started by the query loop's first run; their sockets are the
+        # query thread's.
+        self._qprocs: list[_QueryProcess] = []
+        self._qp_seq = itertools.count(1)
         self.alerts = None
         self.published = 0
         #: Alerts the publisher fell too far behind the engine's log to send.
@@ -473,6 +505,10 @@ class Gateway:
         self._stop.set()
         for t in self._threads:
             t.join(30)
+        # After the query thread: nothing hands them work any more, and
+        # none may read the tables once the engine lets them go.
+        for qp in self._qprocs:
+            qp.stop()
         self._ctx.term()
         self._query_ctx.term()
         self._pull_producer.release()
@@ -943,6 +979,8 @@ class Gateway:
             # open; kept across restarts, with its count of answers.
             server = self._lookups = _wire.LookupServer(self._reader.header_addresses(),
                                                         self.config.max_message_bytes)
+            for _ in range(self.config.query_processes):
+                self._qprocs.append(_QueryProcess(self, self._query_ctx))
             sock = self._bind(zmq.ROUTER, self.config.endpoints["query"], self._query_ctx)
         else:
             sock = self._bind_again(zmq.ROUTER, self.config.endpoints["query"],
@@ -950,16 +988,28 @@ class Gateway:
             # A request read by the failed run: its sender's connection
             # went with the old socket, so no reply could reach it.
             server.take_pending()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        for qp in self._qprocs:
+            poller.register(qp.sock, zmq.POLLIN)
         up()
         try:
             while not self._stop.is_set():
-                if not sock.poll(_POLL_MS):
+                ready = dict(poller.poll(_POLL_MS))
+                for qp in self._qprocs:
+                    # The query processes' replies, sent on from here: only
+                    # this thread uses the ROUTER.
+                    if qp.sock in ready:
+                        self._forward_replies(sock, qp)
+                    if qp.exited():
+                        self._replace(sock, qp)
+                if sock not in ready:
                     continue
                 for _ in range(_COALESCE_ROUNDS):
                     status = server.serve(sock.underlying, _COALESCE_FRAMES)
                     parts = server.take_pending()
                     if parts is not None:
-                        self._reply(sock, parts)
+                        self._dispatch(sock, parts)
                     if status == _wire.ERROR:
                         raise EngineError(
                             f"receiving on the query socket failed: errno {server.last_errno}")
@@ -967,6 +1017,84 @@ class Gateway:
                         break
         finally:
             sock.close()
+
+    def _forward_replies(self, sock: zmq.Socket, qp: _QueryProcess) -> None:
+        while True:
+            try:
+                seq, unavailable, *envelope, reply = qp.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            skipped = int.from_bytes(unavailable, "little")
+            if skipped > qp.unavailable:
+                self._reader.add_unavailable(skipped - qp.unavailable)
+                qp.unavailable = skipped
+            if qp.inflight.pop(seq, None) is None:
+                continue    # answered already, when its process was replaced
+            if reply.startswith(b'{"ok": false'):
+                self._query_failed()
+            sock.send_multipart([*envelope, reply])
+
+    def _replace(self, sock: zmq.Socket, qp: _QueryProcess) -> None:
+        """A query process exited: answer what it had in flight, start
+        another (it gets every name again)."""
+        code = qp.proc.returncode
+        for envelope in qp.inflight.values():
+            self._query_failed()
+            sock.send_multipart([*envelope, json.dumps(
+                {"ok": False, "reason": "unavailable",
+                 "error": f"the query process exited (code {code}); ask again"}).encode()])
+        qp.inflight.clear()
+        # At most one start a second: a process that cannot start must not
+        # make this thread a fork loop.
+        if time.monotonic() - qp.spawned_at >= 1.0:
+            qp.restarts += 1
+            qp.spawn()
+
+    def _dispatch(self, sock: zmq.Socket, parts: list) -> None:
+        """Answer one JSON request here, or forward it to a query process
+        when its op reads the fleet."""
+        frame = parts[-1]
+        request = self._slow_request(frame) if self._qprocs else None
+        if request is None:
+            self._reply(sock, parts)
+            return
+        self._c["queries"] += 1
+        try:
+            # Answered here when the tables cannot be trusted (a dead
+            # worker, a closed engine), as ops.answer would.
+            self._reader.check()
+            if request.get("op") == "entity" and isinstance(request.get("entity"), str):
+                # A name asked for is a name learnt, in the engine's registry.
+                ops.entity_arg(self._reader, request)
+        except EngineError as exc:
+            self._query_failed()
+            sock.send_multipart([*parts[:-1], _error_frame(ops.error_reply(exc), request)])
+            return
+        qp = min(self._qprocs, key=lambda q: len(q.inflight))
+        if len(qp.inflight) >= _MAX_SLOW_QUEUED:
+            self._query_failed()
+            sock.send_multipart([*parts[:-1], _error_frame(
+                {"ok": False, "reason": "busy",
+                 "error": f"{_MAX_SLOW_QUEUED} fleet-wide queries are in flight; ask again"},
+                request)])
+            return
+        seq = next(self._qp_seq).to_bytes(8, "little")
+        qp.inflight[seq] = parts[:-1]
+        qp.sock.send_multipart([seq, qp.names_delta(self.names), *parts])
+
+    @staticmethod
+    def _slow_request(frame) -> dict | None:
+        """The request, when it is JSON for an op of the query process."""
+        if frame[:2] == P.MAGIC:
+            return None
+        try:
+            request = json.loads(frame)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(request, dict):
+            return None
+        op = request.get("op")
+        return request if isinstance(op, str) and op in _SLOW_OPS else None
 
     def _reply(self, sock: zmq.Socket, parts: list) -> None:
         """Answer one JSON request (its envelope, then the request)."""
@@ -1056,6 +1184,93 @@ class Gateway:
         got = self.engine.alerts_since(since, limit, topics)
         return {"alerts": [a.to_dict() for a in got["alerts"]], "next": got["next"],
                 "missed": got["missed"], "head": got["head"], "topic_heads": got["topic_heads"]}
+
+
+def _error_frame(reply: dict, request: dict) -> bytes:
+    if request.get("id") is not None:
+        reply = {**reply, "id": request["id"]}
+    try:
+        return json.dumps(reply, allow_nan=False).encode()
+    except (ValueError, TypeError):
+        return json.dumps({"ok": False, "error": "id must be a finite JSON value"}).encode()
+
+
+class _QueryProcess:
+    """One query process (engine.query.process) and the query thread's
+    socket to it: what is in flight there, and how many names it has."""
+
+    def __init__(self, gateway: Gateway, ctx: zmq.Context) -> None:
+        eng = gateway.engine
+        self._dir = tempfile.mkdtemp(prefix="ringflow-query-")
+        self.url = f"ipc://{self._dir}/q"
+        self._spec = json.dumps({
+            "url": self.url, "tables": [seg.name for seg in eng._table_segments],
+            "window_ns": gateway._reader.window_ns, "views": list(gateway._reader.views),
+            "recovered": gateway._reader.recovered, "parent": os.getpid()})
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        # Connected, not bound: requests queue until the process binds.
+        self.sock.connect(self.url)
+        #: seq -> the request's envelope, until its reply is sent on.
+        self.inflight: dict[bytes, list] = {}
+        self.restarts = 0
+        self.proc: subprocess.Popen | None = None
+        self.spawn()
+
+    def spawn(self) -> None:
+        # A fresh interpreter, as the workers: never a fork of this
+        # threaded process, never a re-run of the embedding program.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.query.process", self._spec],
+            stdin=subprocess.DEVNULL, close_fds=True)
+        self.spawned_at = time.monotonic()
+        # It starts with no names: all of them go with its first request.
+        self.sent = dict.fromkeys(_NAME_KINDS, 0)
+        # The rows its scans left out, as it last reported them.
+        self.unavailable = 0
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def names_delta(self, names) -> bytes:
+        """The names learnt since the last request to this process, pickled
+        (b"" for none).  Names are only ever added, so the newest are the
+        last ones of each table."""
+        delta = {}
+        for kind in _NAME_KINDS:
+            table = names[kind]
+            while True:
+                have = len(table)
+                new = have - self.sent[kind]
+                items = list(itertools.islice(reversed(table.items()), new)) if new > 0 else []
+                if len(table) == have:
+                    break
+            if items:
+                delta[kind] = items
+                self.sent[kind] = have
+        return pickle.dumps(delta) if delta else b""
+
+    def stop(self) -> None:
+        """Stop the process and close the socket (after the query thread)."""
+        self.sock.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(_QP_STOP_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        try:
+            os.unlink(os.path.join(self._dir, "q"))
+        except OSError:
+            pass
+        try:
+            os.rmdir(self._dir)
+        except OSError:
+            pass
+
+
+_NAME_KINDS = ("entities", "metrics")
 
 
 # Ops answered by the gateway itself (engine.query.ops has the reads).

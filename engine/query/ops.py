@@ -15,8 +15,6 @@ import json
 import time
 from collections.abc import Callable, Mapping
 
-import numpy as np
-
 from ..core.records import entity_id, metric_id
 from ..errors import EngineError, SeriesUnavailable
 from .readable import STATUS_NAMES
@@ -134,11 +132,11 @@ def metric_arg(reader: Reader, request: dict) -> int:
     return _id_arg(reader, request, "metric", "metrics", metric_id, 32)
 
 
-def limit_arg(request: dict, name: str = "limit", default: int = 100) -> int:
-    """The request's count argument ``name``, an integer in 1..100000."""
+def limit_arg(request: dict, name: str = "limit", default: int = 100, least: int = 1) -> int:
+    """The request's count argument ``name``, an integer in least..100000."""
     value = request.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
-        raise ValueError(f"{name} must be an integer in 1..100000")
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= 100_000:
+        raise ValueError(f"{name} must be an integer in {least}..100000")
     return value
 
 
@@ -163,14 +161,16 @@ def op_entity(reader: Reader, request: dict) -> dict:
 
 
 def op_status(reader: Reader, request: dict) -> dict:
-    """``status``: the entities at ``min_status`` or worse, worst first."""
-    limit = limit_arg(request)
+    """``status``: the first ``limit`` entities at ``min_status`` or worse,
+    worst first, how many there are, and every series counted by status."""
+    # 0: the total and the counts alone.
+    limit = limit_arg(request, least=0)
     min_status = request.get("min_status", "WARN")
     if min_status not in STATUS_NAMES:
         raise ValueError(f"min_status must be one of {', '.join(STATUS_NAMES)}")
-    entities = reader.status(min_status)
+    page = reader.status_page(min_status, limit)
     rec = reader.recovered
-    return {"total": len(entities), "entities": entities[:limit],
+    return {"total": page["total"], "entities": page["entities"], "counts": page["counts"],
             # How many series the answer covers, and where the state came
             # from: an empty answer of a restarted server is not "all OK".
             "series": sum(t.used for t in reader.tables),
@@ -187,11 +187,7 @@ def op_top(reader: Reader, request: dict) -> dict:
     order = request.get("order", "desc")
     if order not in ("asc", "desc"):
         raise ValueError("order must be 'asc' or 'desc'")
-    snap = reader.snapshot()
-    values = snap[field].astype(np.float64)
-    values = np.where(np.isnan(values), -np.inf if order == "desc" else np.inf, values)
-    idx = np.argsort(-values if order == "desc" else values, kind="stable")[:k]
-    return {"series": reader.series_dicts(snap[idx])}
+    return {"series": reader.top(field, k, order)}
 
 
 def op_names(reader: Reader, request: dict) -> dict:

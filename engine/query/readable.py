@@ -8,6 +8,7 @@ computed here, when a row is read, so that the hot path never does it."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -119,8 +120,14 @@ def _window(count: int, total: float, lo: float, hi: float) -> dict:
             "mean": finite_or_none(total / count)}
 
 
+@functools.lru_cache(maxsize=64)
+def _view_labels(views: tuple) -> tuple[str, ...]:
+    # Validated and named once per set of horizons, not once per row.
+    return tuple(stat_name(_VIEW0 + j, views) for j in range(len(views)))
+
+
 def series_dict(values, names: dict | None = None, *, window_ns: int = 0,
-                views=(1, 5, 15)) -> dict:
+                views=(1, 5, 15), quantiles=None) -> dict:
     """One state row (a STATE_DTYPE record, or the tuple ``tolist()`` gives)
     as a JSON-ready dict: names where known, derived figures, non-finite
     numbers as ``None``.
@@ -135,6 +142,10 @@ def series_dict(values, names: dict | None = None, *, window_ns: int = 0,
         The engine's window width, to report each window's end.
     views : sequence of 3 numbers
         The view horizons, to name the views.
+    quantiles : sequence of float, optional
+        The row's window quantiles in :data:`QUANTILES` order (NaN for an
+        empty window), decoded already (by ``engine._query.row_quantiles``
+        for a whole array of rows); decoded here when not given.
     """
     v = values if isinstance(values, tuple) else values.tolist()
     g = _INDEX
@@ -175,16 +186,20 @@ def series_dict(values, names: dict | None = None, *, window_ns: int = 0,
             prev["end"] = start
     out["window"] = win
     out["prev_window"] = prev
-    sketch = v[g["sketch"]]
-    out["quantiles"] = {
-        label: sketch_quantile(v[g["sk_base"]], sketch, v[g["win_count"]], v[g["win_min"]],
-                               v[g["win_max"]], q)
-        for label, q in QUANTILES
-    }
+    if quantiles is not None:
+        out["quantiles"] = {label: (None if x != x else x)
+                            for (label, _), x in zip(QUANTILES, quantiles)}
+    else:
+        sketch = v[g["sketch"]]
+        out["quantiles"] = {
+            label: sketch_quantile(v[g["sk_base"]], sketch, v[g["win_count"]],
+                                   v[g["win_min"]], v[g["win_max"]], q)
+            for label, q in QUANTILES
+        }
     folded = v[g["fold_age"]] != FOLD_NONE
     out["views"] = {
-        stat_name(_VIEW0 + j, views): (finite_or_none(float(x)) if folded else None)
-        for j, x in enumerate(v[g["view"]])
+        label: (finite_or_none(float(x)) if folded else None)
+        for label, x in zip(_view_labels(tuple(views)), v[g["view"]])
     }
     return out
 

@@ -137,10 +137,12 @@ def test_queries():
         # No rules: nothing at WARN or worse; every entity is OK.
         # The answer names how many series it covers, and that no journal
         # recovered them.
-        assert c.status() == {"total": 0, "entities": [], "series": 4, "recovered": None}
+        # Every series counted by status, whatever the limit.
+        assert c.status() == {"total": 0, "entities": [], "series": 4, "recovered": None,
+                              "counts": {"OK": 4, "WARN": 0, "STALE": 0, "CRIT": 0}}
         status = c.status("OK", limit=2)
         assert status["total"] == 4 and len(status["entities"]) == 2
-        assert set(status) == {"total", "entities", "series", "recovered"}
+        assert set(status) == {"total", "entities", "series", "recovered", "counts"}
         assert all(e["status"] == "OK" and len(e["series"]) == 1 for e in status["entities"])
         top = c.top("last", k=2)
         assert [s["last"] for s in top] == [99.0, 98.0]
@@ -169,7 +171,9 @@ def test_queries():
         with pytest.raises(QueryError, match="order"):
             c.top(order="sideways")
         with pytest.raises(QueryError, match="limit"):
-            c.status(limit=0)
+            c.status(limit=-1)
+        # limit 0: the total and the counts alone.
+        assert c.status("OK", limit=0)["entities"] == []
         with pytest.raises(QueryError, match="min_status"):
             c.status("BAD")
         assert c.ping() > 0  # the socket still works after errors
