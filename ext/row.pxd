@@ -13,7 +13,7 @@ from params cimport Params, BatchCounters
 from alertsink cimport AlertSink
 from window cimport window_add
 from status cimport status_evaluate, rule_for
-from undo cimport undo_cold
+from undo cimport undo_cold, undo_ids
 
 cdef inline void row_update(StateRow *r, const Event *e, const Params *p,
                             AlertSink *s, BatchCounters *c) noexcept nogil:
@@ -49,7 +49,7 @@ cdef inline void row_update(StateRow *r, const Event *e, const Params *p,
             # of two finite readings near DBL_MAX overflows.
             r.ewma = a * r.ewma + (1.0 - a) * x
         if fresh:
-            undo_cold(p, r)
+            undo_ids(p, r)
             r.first_ts = ts
         r.last = x
         r.last_ts = ts
@@ -62,8 +62,9 @@ cdef inline void row_update(StateRow *r, const Event *e, const Params *p,
         r.stale += 1
         c.stale += 1
         # Only here can first_ts fall (it is never above last_ts), which
-        # keeps its cold tail out of the in-order path (saved just above).
+        # keeps line 4's tail out of the in-order path.
         if ts < r.first_ts:
+            undo_ids(p, r)
             r.first_ts = ts
 
 

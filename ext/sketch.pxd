@@ -58,7 +58,10 @@ cdef inline void sketch_add(StateRow *r, double x, const Params *p) noexcept nog
     if r.win_count == 0:
         # A new window: only the counters the last one used are non-zero.
         undo_sketch(p, r)
-        memset(&r.sketch[r.sk_lo], 0, <size_t>(r.sk_hi - r.sk_lo + 1) * 2)
+        if r.sk_lo == r.sk_hi:
+            r.sketch[r.sk_lo] = 0
+        else:
+            memset(&r.sketch[r.sk_lo], 0, <size_t>(r.sk_hi - r.sk_lo + 1) * 2)
         r.sk_shift = 0
         r.sk_base = <int16_t>(b - SKETCH_FIRST)
         r.sk_lo = SKETCH_FIRST

@@ -13,15 +13,17 @@ from libc.string cimport memcpy, memset
 from atomic cimport rf_store_release_u64, rf_compiler_barrier
 from layout cimport (StateRow, RowUndo, TableHeader, IndexEntry, ROW_USED, VERSION_STEP,
                      VERSION_WRITING, VERSION_APPLIED, VERSION_REPAIRED, SKETCH_BUCKETS,
-                     ROW_SKETCH_OFFSET, ROW_COLD_OFFSET, ROW_COLD_BYTES)
+                     ROW_SKETCH_OFFSET, ROW_COLD_OFFSET, ROW_COLD_BYTES, ROW_IDS_OFFSET,
+                     ROW_IDS_BYTES)
 from params cimport Params
 from index cimport table_index, table_rows, series_hash, index_find
 
 cdef enum:
     # Lines 0-1 of a row: statistics, window and the sketch's header, what
     # every event writes.  The one sketch counter an event counts in is
-    # saved on its own (undo_counter); the whole sketch (undo_sketch) and
-    # the cold tail (undo_cold) only on the paths that write them.
+    # saved on its own (undo_counter); the sketch's counters in use
+    # (undo_sketch), line 5 (undo_cold) and the tail of line 4 (undo_ids)
+    # only on the paths that write them.
     UNDO_HOT_BYTES = 128
     # RowUndo.sk_pos when no single counter was saved.
     UNDO_NO_COUNTER = 0xFFFF
@@ -45,6 +47,7 @@ cdef inline void undo_take(RowUndo *u, const StateRow *r, uint64_t row,
     memcpy(u.image, r, UNDO_HOT_BYTES)
     u.hot = UNDO_HOT_BYTES
     u.cold = 0
+    u.ids = 0
     u.sketch = 0
     u.sk_pos = UNDO_NO_COUNTER
     u.alert_head = alert_head
@@ -55,14 +58,22 @@ cdef inline void undo_take(RowUndo *u, const StateRow *r, uint64_t row,
     rf_compiler_barrier()
 
 cdef inline void undo_cold(const Params *p, const StateRow *r) noexcept nogil:
-    """Save the cold tail of the row being written (from fold_age), once,
-    before a rare path writes it (first and stale events, late events,
-    window rolls, status changes)."""
+    """Save line 5 of the row being written, once, before a rare path
+    writes it (stale and late events, window rolls, status changes)."""
     cdef RowUndo *u = p.undo
     if not u.cold:
         memcpy(u.image + ROW_COLD_OFFSET, (<const char *>r) + ROW_COLD_OFFSET,
                ROW_COLD_BYTES)
         rf_store_release_u64(&u.cold, 1)
+        rf_compiler_barrier()
+
+cdef inline void undo_ids(const Params *p, const StateRow *r) noexcept nogil:
+    """Save the tail of line 4 (key, first_ts, pending_since), once, before
+    a first or stale event moves first_ts or a status starts pending."""
+    cdef RowUndo *u = p.undo
+    if not u.ids:
+        memcpy(u.image + ROW_IDS_OFFSET, (<const char *>r) + ROW_IDS_OFFSET, ROW_IDS_BYTES)
+        rf_store_release_u64(&u.ids, 1)
         rf_compiler_barrier()
 
 cdef inline void undo_counter(const Params *p, const StateRow *r, int64_t i) noexcept nogil:
@@ -85,7 +96,12 @@ cdef inline void undo_sketch(const Params *p, const StateRow *r) noexcept nogil:
     cdef size_t lo
     if not u.sketch:
         lo = ROW_SKETCH_OFFSET + 2 * <size_t>r.sk_lo
-        memcpy(u.image + lo, (<const char *>r) + lo, 2 * <size_t>(r.sk_hi - r.sk_lo + 1))
+        if r.sk_lo == r.sk_hi:
+            # One counter in use (a window of one value, or of equal ones):
+            # a store, not a call to libc's memcpy.
+            (<uint16_t *>(u.image + lo))[0] = r.sketch[r.sk_lo]
+        else:
+            memcpy(u.image + lo, (<const char *>r) + lo, 2 * <size_t>(r.sk_hi - r.sk_lo + 1))
         rf_store_release_u64(&u.sketch, 1)
         rf_compiler_barrier()
 
@@ -111,6 +127,8 @@ cdef inline int table_repair(TableHeader *th, RowUndo *u,
             if u.cold:
                 memcpy((<char *>r) + ROW_COLD_OFFSET, u.image + ROW_COLD_OFFSET,
                        ROW_COLD_BYTES)
+            if u.ids:
+                memcpy((<char *>r) + ROW_IDS_OFFSET, u.image + ROW_IDS_OFFSET, ROW_IDS_BYTES)
             if u.sketch:
                 # sk_lo and sk_hi are back from the hot lines: zero outside.
                 lo = r.sk_lo

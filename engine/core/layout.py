@@ -148,7 +148,7 @@ SHARD_STATES = ("ok", "down", "recovering", "hung", "degraded")
 #: to the bucket (docs/health.md, "The quantile sketch").
 SKETCH_BUCKETS = 85
 #: Where a window's first value lands in the sketch: in the row's line 2
-#: (counters 2..33), the line that is prefetched with the row, so a window
+#: (counters 1..33), the line that is prefetched with the row, so a window
 #: whose values stay within 16x of its first one touches no other.
 SKETCH_FIRST = 17
 #: Sliding views of a row (its ``view`` field).
@@ -267,11 +267,15 @@ STRUCTS: dict[str, Struct] = {
          F("rule", "u1"), F("pending", "u1"), F("sk_shift", "u1"),
          F("sk_lo", "u1", doc="lowest non-zero sketch counter"),
          F("sk_hi", "u1", doc="highest non-zero sketch counter"),
-         F("sketch", "u2", SKETCH_BUCKETS, "from byte 124; lines 2-3 and most of 4"),
-         F("fold_age", "u2", doc="byte 294, line 4: cold from here on"),
-         F("key", "u8"), F("first_ts", "i8"), F("prev_sum", "f8"),
-         F("prev_min", "f8"), F("prev_max", "f8"),
-         F("status_since", "i8", doc="line 5"), F("pending_since", "i8"),
+         F("fold_age", "u2", doc="here, in a line every event writes, so a roll does not"
+           " touch one more"),
+         F("sketch", "u2", SKETCH_BUCKETS, "from byte 126: lines 2-3 and most of 4"),
+         F("key", "u8", doc="byte 296, the tail of line 4: written at a first event, a"
+           " stale one or a pending status"),
+         F("first_ts", "i8"), F("pending_since", "i8"),
+         F("prev_sum", "f8", doc="line 5: what window rolls, late events and status"
+           " changes write"),
+         F("prev_min", "f8"), F("prev_max", "f8"), F("status_since", "i8"),
          F("metric", "u4"),
          F("stale", "u4", doc="events older than last_ts: counted, never \"last\""),
          F("late", "u4", doc="stale events too late for their window"),
@@ -281,11 +285,11 @@ STRUCTS: dict[str, Struct] = {
         "every field).  Ordered by how often an event touches a field: an\n"
         "in-order event in the current window touches lines 0-1 (statistics,\n"
         "window, sketch header) and the one line of the sketch its value counts\n"
-        "in, line 2 for a window that stays within 16x of its first value;\n"
-        "what changes on late, stale or rolling events and status changes\n"
-        "follows the sketch.  With the table larger than the cache, lines\n"
-        "touched per event is what the kernel's speed follows (bench/kernel.py:\n"
-        "4 lines ran at 42% of the plain kernel, 3 lines at over 50%).",
+        "in, line 2 for a window that stays within 16x of its first value; a\n"
+        "window roll, a late event or a status change touches line 5 too.\n"
+        "With the table larger than the cache, lines touched per event is what\n"
+        "the kernel's speed follows (bench/kernel.py: 4 lines ran at 42% of the\n"
+        "plain kernel, 3 lines at over 50%).",
     ),
     "SpanIntent": Struct(
         (F("ring", "u8", doc="index of the ring among the worker's rings"),
@@ -305,19 +309,22 @@ STRUCTS: dict[str, Struct] = {
     "RowUndo": Struct(
         (F("row", "u8", doc="the row being written; its version is odd while it is"),
          F("alert_head", "i8", doc="the alert sink's head before the write"),
-         F("cold", "u8", doc="1 once the row's cold tail (from fold_age) was saved too"),
+         F("cold", "u8", doc="1 once line 5 of the row (from prev_sum) was saved too"),
          F("hot", "u8", doc="bytes of the row saved from its start (lines 0-1)"),
-         F("sketch", "u8", doc="1 once every sketch counter was saved"),
+         F("sketch", "u8", doc="1 once the sketch's counters in use were saved"),
+         F("ids", "u8", doc="1 once the tail of line 4 (key, first_ts, pending_since)"
+           " was saved"),
          F("sk_pos", "u2", doc="the one sketch counter saved, or UNDO_NO_COUNTER"),
          F("sk_old", "u2", doc="its value before the write"),
-         F("_pad", "u4", 5),
+         F("_pad", "u4", 3),
          F("image", "u1", 384, "the row before the write: its hot lines, the rest as saved")),
         448,
         "A worker's undo slot: the pre-image of the one row it is writing, so a\n"
         "worker started after a kill puts a row left mid-write back as it was\n"
         "(docs/faults.md).  An event copies lines 0-1 and the one sketch counter\n"
-        "it counts in; the whole sketch and the cold tail are copied only on the\n"
-        "rare paths that write them, so an event still touches three lines.",
+        "it counts in; the sketch's counters in use, line 5 and the tail of line\n"
+        "4 are copied only on the rare paths that write them, so an event still\n"
+        "touches three lines.",
     ),
     "JournalSegment": Struct(
         (F("magic", "u4", doc="JOURNAL_MAGIC"), F("version", "u4"),
@@ -722,11 +729,13 @@ ENUMS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
       ("ROW_SHARD_DOWN", ROW_SHARD_DOWN), ("PRODUCER_METRIC", PRODUCER_METRIC),
       ("EVENT_MARKER", EVENT_MARKER), ("PRODUCER_MARK_SLOTS", PRODUCER_MARK_SLOTS),
       ("SKETCH_BUCKETS", SKETCH_BUCKETS), ("SKETCH_FIRST", SKETCH_FIRST),
-      # What the undo slot copies (ext/undo.pxd): the sketch, and the cold
-      # tail of a row, from fold_age to its end.
+      # What the undo slot copies (ext/undo.pxd): the sketch, the tail of
+      # line 4 (key to pending_since) and line 5 (from prev_sum).
       ("ROW_SKETCH_OFFSET", field_offset("StateRow", "sketch")),
-      ("ROW_COLD_OFFSET", field_offset("StateRow", "fold_age")),
-      ("ROW_COLD_BYTES", struct_size("StateRow") - field_offset("StateRow", "fold_age")),
+      ("ROW_IDS_OFFSET", field_offset("StateRow", "key")),
+      ("ROW_IDS_BYTES", field_offset("StateRow", "prev_sum") - field_offset("StateRow", "key")),
+      ("ROW_COLD_OFFSET", field_offset("StateRow", "prev_sum")),
+      ("ROW_COLD_BYTES", struct_size("StateRow") - field_offset("StateRow", "prev_sum")),
       ("NVIEWS", NVIEWS), ("FOLD_NONE", FOLD_NONE),
       ("FOLD_CAP", FOLD_CAP))),
     ("A worker block: byte offsets, control words (WC_*) and counters (WK_*).",

@@ -32,7 +32,8 @@ Layout (little-endian)::
     trailer  CRC32C of everything before it, magic "RFSE"
 
 The rows are compressed with zstd (level 1, on every core): a table's rows
-shrink about 9x (1 M series: 256 MB -> 28 MB), so that a snapshot is bound
+shrink about 9x (1 M series: 256 MB -> 28 MB, with the 256-byte rows before
+issue 16), so that a snapshot is bound
 by the copy and the compressor rather than by the disk.
 """
 

@@ -6,8 +6,8 @@ The oracle is the same kernel applying the same events once, on a fresh
 table: a fault (a kill after any prefix of a span, or inside the write of
 any event) followed by repair and replay must end in the same bytes, but
 for the version words.  Random and adversarial streams exercise the rare
-paths that write a row's cold tail (late and stale events, window rolls,
-status changes) or more than one sketch counter (a new window, the sketch's
+paths that write a row's last lines (first, late and stale events, window
+rolls, status changes) or more than one sketch counter (a new window, the sketch's
 range moving up or down), which must save them first."""
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ T0 = 1_700_000_000 * SEC
 SLOTS, LIMIT = 256, 64
 ROW = STATE_DTYPE.itemsize
 HOT = 128  # lines 0-1 of a row: saved before every write
-COLD = field_offset("StateRow", "fold_age")   # the cold tail, saved before a rare write
+IDS = field_offset("StateRow", "key")        # line 4's tail, saved before a rare write
+COLD = field_offset("StateRow", "prev_sum")  # line 5, likewise
 SKETCH = field_offset("StateRow", "sketch")
 NO_COUNTER = 0xFFFF
 FAST = settings(max_examples=150, deadline=None,
@@ -127,7 +128,8 @@ def test_a_span_replayed_after_any_prefix_is_applied_once(items, data):
 @given(event_lists, st.data())
 def test_the_undo_slot_restores_any_row_byte_for_byte(items, data):
     """After each event the undo slot holds what the written row was
-    before: lines 0-1 always, the cold tail whenever the event changed it,
+    before: lines 0-1 always, line 5 and line 4's tail whenever the event
+    changed them,
     the sketch's used counters (every other one is zero) whenever the event
     changed more than one, else the one counter it changed; put back as
     table_repair does, they give the row before, byte for byte."""
@@ -139,7 +141,7 @@ def test_the_undo_slot_restores_any_row_byte_for_byte(items, data):
         before = rows_of(buf).copy()
         used_before = header_used(buf)
         table.apply(ev[i:i + 1], s, sink, base=i + 1)
-        row, cold, image, sketch, sk_pos, sk_old = s.undo_slot()
+        row, cold, image, sketch, sk_pos, sk_old, ids = s.undo_slot()
         after = rows_of(buf)
         if not np.isfinite(ev["value"][i]):
             continue
@@ -152,15 +154,17 @@ def test_the_undo_slot_restores_any_row_byte_for_byte(items, data):
         put_back[8:HOT] = image[8:HOT]
         if cold:
             put_back[COLD:] = image[COLD:]
+        if ids:
+            put_back[IDS:COLD] = image[IDS:COLD]
         restored = np.frombuffer(bytes(put_back), STATE_DTYPE)[0]
-        counters = put_back[SKETCH:COLD]
+        counters = put_back[SKETCH:IDS]
         if sketch:
             lo, hi = int(restored["sk_lo"]), int(restored["sk_hi"])
             counters[:] = bytes(len(counters))
             counters[2 * lo:2 * hi + 2] = image[SKETCH + 2 * lo:SKETCH + 2 * hi + 2]
         elif sk_pos != NO_COUNTER:
             counters[2 * sk_pos:2 * sk_pos + 2] = int(sk_old).to_bytes(2, "little")
-        put_back[SKETCH:COLD] = counters
+        put_back[SKETCH:IDS] = counters
         assert bytes(put_back[8:]) == old[8:], (i, "written without being saved")
 
 
