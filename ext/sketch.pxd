@@ -8,12 +8,16 @@
 from libc.stdint cimport int64_t, uint64_t, uint16_t, int16_t, uint8_t
 from libc.string cimport memcpy, memset
 from libc.math cimport NAN
-from layout cimport StateRow, SKETCH_BUCKETS, SKETCH_FIRST
+from layout cimport StateRow, SKETCH_BUCKETS, SKETCH_FIRST, ROW_SKETCH_OFFSET
 from params cimport Params
-from undo cimport undo_sketch, undo_counter
+from undo cimport undo_sketch, undo_counter, undo_line2
 
 cdef enum:
     SKETCH_MAX = 65535
+    # The counters in the row's line 2 (bytes 128-191), where a window's
+    # first value lands (SKETCH_FIRST).
+    SK_LINE2_LO = (128 - ROW_SKETCH_OFFSET + 1) // 2
+    SK_LINE2_HI = (192 - ROW_SKETCH_OFFSET) // 2 - 1
 
 cdef inline int64_t bucket_of(double x) noexcept nogil:
     # Exponent and top two mantissa bits: four buckets per power of two,
@@ -57,10 +61,13 @@ cdef inline void sketch_add(StateRow *r, double x, const Params *p) noexcept nog
     cdef uint64_t low
     if r.win_count == 0:
         # A new window: only the counters the last one used are non-zero.
-        undo_sketch(p, r)
-        if r.sk_lo == r.sk_hi:
-            r.sketch[r.sk_lo] = 0
+        if r.sk_lo >= SK_LINE2_LO and r.sk_hi <= SK_LINE2_HI:
+            # The last window's counters all in line 2 (the common case):
+            # save and clear the whole line, constant sizes, no libc call.
+            undo_line2(p, r)
+            memset((<char *>r) + 128, 0, 64)
         else:
+            undo_sketch(p, r)
             memset(&r.sketch[r.sk_lo], 0, <size_t>(r.sk_hi - r.sk_lo + 1) * 2)
         r.sk_shift = 0
         r.sk_base = <int16_t>(b - SKETCH_FIRST)

@@ -87,6 +87,15 @@ cdef inline void undo_counter(const Params *p, const StateRow *r, int64_t i) noe
     u.sk_pos = <uint16_t>i
     rf_compiler_barrier()
 
+cdef inline void undo_line2(const Params *p, const StateRow *r) noexcept nogil:
+    """undo_sketch when the counters in use all lie in line 2 of the row:
+    the whole line, a constant size (vector moves, no call to libc)."""
+    cdef RowUndo *u = p.undo
+    if not u.sketch:
+        memcpy(u.image + 128, (<const char *>r) + 128, 64)
+        rf_store_release_u64(&u.sketch, 1)
+        rf_compiler_barrier()
+
 cdef inline void undo_sketch(const Params *p, const StateRow *r) noexcept nogil:
     """Save the sketch, once, before a path that writes more than one
     counter (a new window, a halving, a move of the range).  Only counters
