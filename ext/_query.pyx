@@ -110,7 +110,9 @@ def distinct_count(const uint64_t[::1] keys):
 
 def sketch_quantile_row(row, double q):
     """Quantile ``q`` of the current window of one STATE_DTYPE row, as the
-    rules compute it (NaN for an empty window)."""
+    rules compute it (NaN for an empty window).  The row is a table's:
+    ``sk_lo`` and ``sk_hi`` mark its lowest and highest non-zero counters
+    (docs/health.md), and only those are read."""
     cdef StateRow r
     cdef const unsigned char[::1] raw = memoryview(row).cast("B")
     if raw.shape[0] != sizeof(StateRow):

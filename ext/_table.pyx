@@ -101,10 +101,16 @@ cdef class Settings:
 
     def undo_slot(self):
         """The undo slot the kernels saved the last written row in:
-        ``(row, cold, image)``, image the row's bytes before the write
-        (lines 0-2 always, line 3 when ``cold``) (docs/faults.md)."""
+        ``(row, cold, image, sketch, sk_pos, sk_old, ids)``, image the
+        row's bytes before the write: lines 0-1 always, line 5 (from
+        prev_sum) when ``cold``, the tail of line 4 (key to pending_since)
+        when ``ids``, the sketch's counters sk_lo..sk_hi when ``sketch``,
+        else the one counter ``sk_pos`` (65535: none) was ``sk_old``
+        (docs/faults.md)."""
         return (self.undo.row, bool(self.undo.cold),
-                bytes((<char *>self.undo.image)[:sizeof(StateRow)]))
+                bytes((<char *>self.undo.image)[:sizeof(StateRow)]),
+                bool(self.undo.sketch), self.undo.sk_pos, self.undo.sk_old,
+                bool(self.undo.ids))
 
     def set_rules(self, rules, int64_t ttl_ns, int64_t lateness_ns):
         """Replace the rules, the default TTL and the lateness (call
@@ -161,6 +167,7 @@ def row_offsets():
         "fold_age": <size_t>&r.fold_age - b, "sk_base": <size_t>&r.sk_base - b,
         "status": <size_t>&r.status - b, "pending": <size_t>&r.pending - b,
         "rule": <size_t>&r.rule - b, "sk_shift": <size_t>&r.sk_shift - b,
+        "sk_lo": <size_t>&r.sk_lo - b, "sk_hi": <size_t>&r.sk_hi - b,
         "sketch": <size_t>&r.sketch[0] - b,
     }
 

@@ -138,7 +138,7 @@ cdef inline void apply_batch(TableHeader *th, const Event *ev, int64_t n,
             # Applied before a fault, by the worker this one replaced.
             c.applied += 1
             continue
-        undo_take(p.undo, r, <uint64_t>row, s.head, p.health)
+        undo_take(p.undo, r, <uint64_t>row, s.head)
         rf_store_relaxed_u64(&r.version, version_writing(o))
         rf_fence_release()
         row_update(r, e, p, s, c)
@@ -170,7 +170,7 @@ cdef inline uint64_t table_sweep(TableHeader *th, int64_t now, const Params *p,
         if o == 0:
             # One ordinal for the whole pass, taken only when a row changes.
             o = ordinals_reserve(th, 1)
-        undo_take(p.undo, r, i, s.head, True)
+        undo_take(p.undo, r, i, s.head)
         rf_store_relaxed_u64(&r.version, version_writing(o))
         rf_fence_release()
         status_commit(r, ST_STALE, r.last_ts + ttl, STAT_TTL, <double>ttl / 1e9, p, s)
@@ -195,7 +195,7 @@ cdef inline uint64_t table_reload(TableHeader *th, const Params *p,
         if o == 0:
             o = ordinals_reserve(th, 1)
         r = &rows[i]
-        undo_take(p.undo, r, i, s.head, True)
+        undo_take(p.undo, r, i, s.head)
         rf_store_relaxed_u64(&r.version, version_writing(o))
         rf_fence_release()
         r.rule = rule_for(p, r.metric)

@@ -13,7 +13,7 @@ from params cimport Params, BatchCounters
 from alertsink cimport AlertSink
 from window cimport window_add
 from status cimport status_evaluate, rule_for
-from undo cimport undo_cold, undo_line2
+from undo cimport undo_cold, undo_ids
 
 cdef inline void row_update(StateRow *r, const Event *e, const Params *p,
                             AlertSink *s, BatchCounters *c) noexcept nogil:
@@ -49,7 +49,7 @@ cdef inline void row_update(StateRow *r, const Event *e, const Params *p,
             # of two finite readings near DBL_MAX overflows.
             r.ewma = a * r.ewma + (1.0 - a) * x
         if fresh:
-            undo_line2(p, r)
+            undo_ids(p, r)
             r.first_ts = ts
         r.last = x
         r.last_ts = ts
@@ -62,9 +62,9 @@ cdef inline void row_update(StateRow *r, const Event *e, const Params *p,
         r.stale += 1
         c.stale += 1
         # Only here can first_ts fall (it is never above last_ts), which
-        # keeps its cold line out of the in-order path.
+        # keeps line 4's tail out of the in-order path.
         if ts < r.first_ts:
-            undo_line2(p, r)
+            undo_ids(p, r)
             r.first_ts = ts
 
 
@@ -88,7 +88,9 @@ cdef inline void row_init(StateRow *r, uint64_t key, uint32_t metric,
     r.flags = ROW_USED
 
 cdef inline void row_prefetch(StateRow *r, bint health) noexcept nogil:
-    # Without the health layer an event touches only the first two lines.
+    # Without the health layer an event touches only the first two lines;
+    # with it, the sketch's line 2 too, where a window's first value lands
+    # (SKETCH_FIRST) and, for most windows, all the others.
     cdef char *b = <char *>r
     rf_prefetch_w(b)
     rf_prefetch_w(b + 64)

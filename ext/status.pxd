@@ -13,7 +13,7 @@ from layout cimport (StateRow, Rule, ST_OK, ST_WARN, ST_STALE, ST_CRIT, STAT_LAS
 from params cimport Params
 from alertsink cimport AlertSink, sink_emit
 from sketch cimport sketch_quantile
-from undo cimport undo_cold
+from undo cimport undo_cold, undo_ids
 
 cdef inline double stat_value(const StateRow *r, int stat) noexcept nogil:
     if stat == STAT_LAST:
@@ -97,7 +97,7 @@ cdef inline void status_evaluate(StateRow *r, int64_t ts, const Params *p,
         target = ST_WARN if rule.flags & RULE_HAS_WARN else ST_CRIT
     if target > r.status:
         if r.pending == 0:
-            undo_cold(p, r)
+            undo_ids(p, r)
             r.pending = target
             r.pending_since = ts
         elif target < r.pending:

@@ -104,7 +104,7 @@ cdef inline void window_add(StateRow *r, int64_t ts, double x, int64_t wm,
         r.late += 1
         c.late += 1
         return
-    sketch_add(r, x)
+    sketch_add(r, x, p)
     r.win_count += 1
     r.win_sum += x
     if x < r.win_min:

@@ -2,7 +2,7 @@
 
 Written from the document alone, independently of the compiled kernel
 (``ext/row.pxd`` and its neighbours): per-series lifetime statistics, the event-time EWMA,
-tumbling windows with lateness, the three sliding views, the 22-bucket
+tumbling windows with lateness, the three sliding views, the 85-bucket
 quantile sketch, the rules state machine, TTL (STALE) and reload.  It is
 meant to be obvious, not fast: one event at a time, Python numbers, the
 doc's formulas evaluated in float64 in the doc's order.
@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from engine.core.layout import EVENT_MARKER, PRODUCER_METRIC
+from engine.core.layout import EVENT_MARKER, PRODUCER_METRIC, SKETCH_BUCKETS, SKETCH_FIRST
 
 # --------------------------------------------------------------- constants
 
@@ -35,8 +35,8 @@ RULE_WILDCARD, RULE_HAS_WARN, RULE_HAS_CRIT, RULE_FALLING = 1, 2, 4, 8
 STAT_TTL = 255
 QUANTILE_OF_STAT = {S_P50: 0.5, S_P95: 0.95, S_P99: 0.99}
 
-SKETCH_BUCKETS = 22
-SKETCH_FIRST = 11              # the first value of a window lands in sketch[11]
+# SKETCH_BUCKETS (85) counters; the first value of a window lands in
+# sketch[SKETCH_FIRST] (17).
 COUNTER_MAX = 65535
 FOLD_NONE = 65535              # fold_age: no window folded yet
 FOLD_CAP = 65534               # fold_age saturates here (docs, step 7)
@@ -145,7 +145,8 @@ def _halve(counts: list[int]) -> None:
 
 class Sketch:
     """The current window's sketch: ``base`` (sk_base), ``shift`` (sk_shift)
-    and 22 u16 ``counts``."""
+    and SKETCH_BUCKETS u16 ``counts``; ``lo`` and ``hi`` (sk_lo, sk_hi) are
+    the lowest and highest non-zero counters (0 and 0 when none is)."""
 
     __slots__ = ("base", "shift", "counts")
 
@@ -153,6 +154,14 @@ class Sketch:
         self.base = 0
         self.shift = 0
         self.counts = [0] * SKETCH_BUCKETS
+
+    @property
+    def lo(self) -> int:
+        return next((p for p, c in enumerate(self.counts) if c), 0)
+
+    @property
+    def hi(self) -> int:
+        return max((p for p, c in enumerate(self.counts) if c), default=0)
 
     def _count(self, pos: int) -> None:
         """Count one value in ``pos``.  "A counter that would pass 65535
@@ -267,6 +276,14 @@ class SeriesRef:
     @property
     def sketch(self) -> list[int]:
         return list(self.sk.counts)
+
+    @property
+    def sk_lo(self) -> int:
+        return self.sk.lo
+
+    @property
+    def sk_hi(self) -> int:
+        return self.sk.hi
 
     @property
     def var(self) -> float:

@@ -143,8 +143,14 @@ EVENT_MARKER = 0x4D4B
 #: the shard's rows may not be current.  Code 0 is ``ok``.
 SHARD_STATES = ("ok", "down", "recovering", "hung", "degraded")
 
-#: Buckets of a row's quantile sketch (its ``sketch`` field).
-SKETCH_BUCKETS = 22
+#: Buckets of a row's quantile sketch (its ``sketch`` field): four per power
+#: of two, so 85 keep any window whose max/min is below 2**21 (2.1e6) exact
+#: to the bucket (docs/health.md, "The quantile sketch").
+SKETCH_BUCKETS = 85
+#: Where a window's first value lands in the sketch: in the row's line 2
+#: (counters 1..33), the line that is prefetched with the row, so a window
+#: whose values stay within 16x of its first one touches no other.
+SKETCH_FIRST = 17
 #: Sliding views of a row (its ``view`` field).
 NVIEWS = 3
 #: ``fold_age``: no window folded into the views yet.
@@ -152,8 +158,8 @@ FOLD_NONE = 65535
 #: ``fold_age`` saturates here, one below :data:`FOLD_NONE`.
 FOLD_CAP = 65534
 
-#: Magic of an initialised state table ("RFTABLE3": 256-byte rows).
-TABLE_MAGIC = 0x52465441424C4533
+#: Magic of an initialised state table ("RFTABLE4": 384-byte rows).
+TABLE_MAGIC = 0x52465441424C4534
 #: Magic of an initialised ring header ("RFLRING1").
 RING_MAGIC = 0x52464C52494E4731
 
@@ -259,23 +265,30 @@ STRUCTS: dict[str, Struct] = {
          F("m2", "f8"), F("win_start", "i8"), F("win_sum", "f8"), F("win_min", "f8"),
          F("win_max", "f8"), F("win_count", "u4"), F("sk_base", "i2"), F("status", "u1"),
          F("rule", "u1"), F("pending", "u1"), F("sk_shift", "u1"),
-         F("sketch", "u2", SKETCH_BUCKETS, "runs into line 2"),
-         F("fold_age", "u2", doc="line 2, from byte 166: cold"),
-         F("key", "u8"), F("first_ts", "i8"), F("prev_sum", "f8"),
-         F("prev_min", "f8", doc="line 3"),
-         F("prev_max", "f8"), F("status_since", "i8"), F("pending_since", "i8"),
+         F("sk_lo", "u1", doc="lowest non-zero sketch counter"),
+         F("sk_hi", "u1", doc="highest non-zero sketch counter"),
+         F("fold_age", "u2", doc="here, in a line every event writes, so a roll does not"
+           " touch one more"),
+         F("sketch", "u2", SKETCH_BUCKETS, "from byte 126: lines 2-3 and most of 4"),
+         F("key", "u8", doc="byte 296, the tail of line 4: written at a first event, a"
+           " stale one or a pending status"),
+         F("first_ts", "i8"), F("pending_since", "i8"),
+         F("prev_sum", "f8", doc="line 5: what window rolls, late events and status"
+           " changes write"),
+         F("prev_min", "f8"), F("prev_max", "f8"), F("status_since", "i8"),
          F("metric", "u4"),
          F("stale", "u4", doc="events older than last_ts: counted, never \"last\""),
          F("late", "u4", doc="stale events too late for their window"),
          F("prev_count", "u4"), F("view", "f4", NVIEWS), F("flags", "u4")),
-        256,
-        "256 bytes, four cache lines (engine.STATE_DTYPE; docs/health.md defines\n"
+        384,
+        "384 bytes, six cache lines (engine.STATE_DTYPE; docs/health.md defines\n"
         "every field).  Ordered by how often an event touches a field: an\n"
-        "in-order event in the current window touches lines 0-2 only\n"
-        "(statistics, window, sketch); line 3 and the tail of line 2 hold what\n"
-        "changes on late, stale or rolling events and status changes.  With the\n"
-        "table larger than the cache, lines touched per event is what the\n"
-        "kernel's speed follows (bench/kernel.py: 4 lines ran at 42% of the\n"
+        "in-order event in the current window touches lines 0-1 (statistics,\n"
+        "window, sketch header) and the one line of the sketch its value counts\n"
+        "in, line 2 for a window that stays within 16x of its first value; a\n"
+        "window roll, a late event or a status change touches line 5 too.\n"
+        "With the table larger than the cache, lines touched per event is what\n"
+        "the kernel's speed follows (bench/kernel.py: 4 lines ran at 42% of the\n"
         "plain kernel, 3 lines at over 50%).",
     ),
     "SpanIntent": Struct(
@@ -296,15 +309,22 @@ STRUCTS: dict[str, Struct] = {
     "RowUndo": Struct(
         (F("row", "u8", doc="the row being written; its version is odd while it is"),
          F("alert_head", "i8", doc="the alert sink's head before the write"),
-         F("cold", "u8", doc="1 once line 3 of the row was saved too"),
-         F("hot", "u8", doc="bytes of the row saved from its start (lines 0-1 or 0-2)"),
-         F("_pad", "u8", 4),
-         F("image", "u1", 256, "the row before the write: its first hot bytes, line 3 if cold")),
-        320,
+         F("cold", "u8", doc="1 once line 5 of the row (from prev_sum) was saved too"),
+         F("hot", "u8", doc="bytes of the row saved from its start (lines 0-1)"),
+         F("sketch", "u8", doc="1 once the sketch's counters in use were saved"),
+         F("ids", "u8", doc="1 once the tail of line 4 (key, first_ts, pending_since)"
+           " was saved"),
+         F("sk_pos", "u2", doc="the one sketch counter saved, or UNDO_NO_COUNTER"),
+         F("sk_old", "u2", doc="its value before the write"),
+         F("_pad", "u4", 3),
+         F("image", "u1", 384, "the row before the write: its hot lines, the rest as saved")),
+        448,
         "A worker's undo slot: the pre-image of the one row it is writing, so a\n"
         "worker started after a kill puts a row left mid-write back as it was\n"
-        "(docs/faults.md).  Line 3 of a row is copied only on the rare paths that\n"
-        "write it, so an event still touches three of its lines.",
+        "(docs/faults.md).  An event copies lines 0-1 and the one sketch counter\n"
+        "it counts in; the sketch's counters in use, line 5 and the tail of line\n"
+        "4 are copied only on the rare paths that write them, so an event still\n"
+        "touches three lines.",
     ),
     "JournalSegment": Struct(
         (F("magic", "u4", doc="JOURNAL_MAGIC"), F("version", "u4"),
@@ -494,7 +514,7 @@ ALERT_PRODUCER_BELL = 16
 
 #: A worker block: doorbell line, control line, counters lines, two span
 #: intents, the undo slot (docs/faults.md).
-WORKER_BLOCK_BYTES = 768
+WORKER_BLOCK_BYTES = 1024
 #: Byte offset of a worker block's control words.
 WORKER_CONTROL_OFFSET = 64
 #: Byte offset of a worker block's counters.
@@ -711,7 +731,15 @@ ENUMS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
      (("ROW_USED", ROW_USED), ("ROW_PREV_FINAL", ROW_PREV_FINAL),
       ("ROW_SHARD_DOWN", ROW_SHARD_DOWN), ("PRODUCER_METRIC", PRODUCER_METRIC),
       ("EVENT_MARKER", EVENT_MARKER), ("PRODUCER_MARK_SLOTS", PRODUCER_MARK_SLOTS),
-      ("SKETCH_BUCKETS", SKETCH_BUCKETS), ("NVIEWS", NVIEWS), ("FOLD_NONE", FOLD_NONE),
+      ("SKETCH_BUCKETS", SKETCH_BUCKETS), ("SKETCH_FIRST", SKETCH_FIRST),
+      # What the undo slot copies (ext/undo.pxd): the sketch, the tail of
+      # line 4 (key to pending_since) and line 5 (from prev_sum).
+      ("ROW_SKETCH_OFFSET", field_offset("StateRow", "sketch")),
+      ("ROW_IDS_OFFSET", field_offset("StateRow", "key")),
+      ("ROW_IDS_BYTES", field_offset("StateRow", "prev_sum") - field_offset("StateRow", "key")),
+      ("ROW_COLD_OFFSET", field_offset("StateRow", "prev_sum")),
+      ("ROW_COLD_BYTES", struct_size("StateRow") - field_offset("StateRow", "prev_sum")),
+      ("NVIEWS", NVIEWS), ("FOLD_NONE", FOLD_NONE),
       ("FOLD_CAP", FOLD_CAP))),
     ("A worker block: byte offsets, control words (WC_*) and counters (WK_*).",
      (("WB_BYTES", WORKER_BLOCK_BYTES), ("WB_CONTROL", WORKER_CONTROL_OFFSET),

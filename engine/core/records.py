@@ -36,7 +36,7 @@ __all__ = [
 #: 32-byte event record: little-endian, packed, no padding.
 EVENT_DTYPE = numpy_dtype("Event")
 
-#: 256-byte per-series state row (four cache lines), as kept in a state
+#: 384-byte per-series state row (six cache lines), as kept in a state
 #: table; docs/health.md defines every field.  The variance is
 #: ``m2 / count``; ``stale`` counts events older than ``last_ts`` when they
 #: arrived (they count in the aggregates but never replace ``last`` or the

@@ -24,14 +24,16 @@ Layout (little-endian)::
     header   magic "RFS1", version, shards, meta bytes, rows bytes,
              stored bytes, created (ns)
     meta     JSON: per shard its from-ordinal, row and mark counts; names;
-             rules
+             rules; the state row's layout (``row_layout``: STATE_DTYPE's
+             fields, offsets and size), which a reader must share
     rows     every shard's rows (STATE_DTYPE), shard after shard, then every
              shard's producer marks ((key, mark) u64 pairs), as one zstd
              frame (``stored bytes`` of it)
     trailer  CRC32C of everything before it, magic "RFSE"
 
 The rows are compressed with zstd (level 1, on every core): a table's rows
-shrink about 9x (1 M series: 256 MB -> 28 MB), so that a snapshot is bound
+shrink about 9x (1 M series: 256 MB -> 28 MB, with the 256-byte rows before
+issue 16), so that a snapshot is bound
 by the copy and the compressor rather than by the disk.
 """
 
@@ -51,13 +53,16 @@ import zstandard
 from ..core.records import STATE_DTYPE
 from ..errors import EngineError
 
-__all__ = ["Snapshot", "SnapshotError", "list_snapshots", "load_newest", "write_snapshot"]
+__all__ = ["Snapshot", "SnapshotError", "SnapshotLayoutError", "list_snapshots", "load_newest",
+           "write_snapshot"]
 
 HEADER = struct.Struct("<4sIIIQQQ")
 TRAILER = struct.Struct("<I4s")
 MAGIC = b"RFS1"
 END_MAGIC = b"RFSE"
-VERSION = 1
+#: 2: 384-byte rows and the row layout in the description (issue 16); a
+#: version 1 file holds 256-byte rows.
+VERSION = 2
 PREFIX, SUFFIX = "snapshot-", ".snap"
 #: Snapshots kept: the newest, and the one a damaged newest falls back to.
 KEEP = 2
@@ -66,6 +71,32 @@ KEEP = 2
 class SnapshotError(EngineError):
     """A snapshot file is damaged or not a snapshot (it is skipped, and the
     one before it used)."""
+
+
+class SnapshotLayoutError(SnapshotError):
+    """A whole snapshot written with another state row layout (another
+    version of ringflow): never skipped, since the one before it has the
+    same layout, and never read as rows of this one."""
+
+
+def row_layout() -> dict:
+    """This build's state row layout as a snapshot records it."""
+    return {"bytes": STATE_DTYPE.itemsize,
+            "fields": [[name, STATE_DTYPE.fields[name][1], STATE_DTYPE.fields[name][0].str,
+                        list(STATE_DTYPE.fields[name][0].shape)] for name in STATE_DTYPE.names]}
+
+
+def _check_layout(path, version: int, meta: dict | None) -> None:
+    got = (meta or {}).get("row_layout") if version == VERSION else None
+    if got == row_layout():
+        return
+    size = got.get("bytes", "?") if isinstance(got, dict) else 256 if version == 1 else "?"
+    raise SnapshotLayoutError(
+        f"{path}: written by another version of ringflow, with {size}-byte state rows laid "
+        f"out differently from this one's {STATE_DTYPE.itemsize}-byte rows; its rows cannot "
+        "be read.  Start the ringflow that wrote it, or move the data dir's snapshots "
+        "elsewhere to rebuild the state from the journal alone (only if the journal was "
+        "never pruned: otherwise the start refuses)")
 
 
 @dataclass
@@ -122,6 +153,7 @@ def write_snapshot(root, snap: Snapshot) -> Path:
         "names": {kind: {str(k): v for k, v in table.items()}
                   for kind, table in snap.names.items()},
         "rules": snap.rules,
+        "row_layout": row_layout(),
     }).encode()
     parts = [np.ascontiguousarray(r, STATE_DTYPE) for r in snap.rows] + flat_marks
     rows_bytes = sum(r.nbytes for r in parts)
@@ -161,7 +193,7 @@ def read_snapshot(path) -> Snapshot:
         raise SnapshotError(f"{path}: cut short ({len(data)} bytes)")
     magic, version, shards, meta_len, rows_bytes, stored_bytes, created = \
         HEADER.unpack_from(view, 0)
-    if magic != MAGIC or version != VERSION:
+    if magic != MAGIC or not 1 <= version <= VERSION:
         raise SnapshotError(f"{path}: not a ringflow snapshot (magic {magic!r}, "
                             f"version {version})")
     end = HEADER.size + meta_len + stored_bytes
@@ -173,6 +205,12 @@ def read_snapshot(path) -> Snapshot:
         raise SnapshotError(f"{path}: checksum mismatch")
     try:
         meta = json.loads(bytes(view[HEADER.size:HEADER.size + meta_len]))
+    except ValueError as exc:
+        raise SnapshotError(f"{path}: bad description: {exc}") from None
+    # Before the rows' sizes are checked: rows of another layout are refused
+    # as such, not as damage (a damaged one is skipped, this one must not be).
+    _check_layout(path, version, meta if isinstance(meta, dict) else None)
+    try:
         per_shard = meta["shards"]
         if len(per_shard) != shards or \
                 sum(int(s["rows"]) * STATE_DTYPE.itemsize + int(s["marks"]) * 16
@@ -216,7 +254,12 @@ def read_from_ordinals(path) -> list[int]:
 def load_newest(root) -> tuple[Snapshot | None, list[str]]:
     """The newest snapshot of a data dir that reads whole, and what was
     skipped on the way (``"path: why"`` of each damaged newer one).  The
-    temporary file of a write a crash interrupted is removed first."""
+    temporary file of a write a crash interrupted is removed first.
+
+    Raises
+    ------
+    SnapshotLayoutError
+        The newest whole snapshot holds rows of another layout."""
     skipped = []
     for tmp in Path(root).glob(f".{PREFIX}*{SUFFIX}.tmp"):
         tmp.unlink(missing_ok=True)
@@ -224,6 +267,8 @@ def load_newest(root) -> tuple[Snapshot | None, list[str]]:
     for path in reversed(list_snapshots(root)):
         try:
             return read_snapshot(path), skipped
+        except SnapshotLayoutError:
+            raise
         except (SnapshotError, OSError) as exc:
             skipped.append(str(exc))
     return None, skipped

@@ -7,7 +7,7 @@ import pytest
 import engine
 from engine import _table
 from engine.core.config import EngineConfig
-from engine.core.layout import Layout
+from engine.core.layout import SKETCH_BUCKETS, SKETCH_FIRST, Layout, field_offset
 
 
 def test_event_dtype_matches_the_c_struct():
@@ -18,26 +18,32 @@ def test_event_dtype_matches_the_c_struct():
 
 
 def test_state_dtype_matches_the_c_struct():
-    """256 bytes per series with windows, views, status and the sketch
-    (issue #4's bound), every field where the kernel puts it."""
+    """384 bytes per series with windows, views, status and the sketch
+    (issue 16: quantiles over a 2**21 range), every field where the kernel
+    puts it."""
     offsets = _table.row_offsets()
-    assert engine.STATE_DTYPE.itemsize == _table.ROW_BYTES == 256
+    assert engine.STATE_DTYPE.itemsize == _table.ROW_BYTES == 384
     assert set(offsets) == set(engine.STATE_DTYPE.names)
     for name, off in offsets.items():
         assert engine.STATE_DTYPE.fields[name][1] == off, name
-    assert engine.STATE_DTYPE["sketch"].shape == (_table.SKETCH_SIZE,)
-    # What an in-order event in the current window touches stays in the
-    # first three cache lines; what only late, stale or rolling events and
-    # status changes touch comes after the sketch.
+    assert engine.STATE_DTYPE["sketch"].shape == (_table.SKETCH_SIZE,) == (SKETCH_BUCKETS,)
+    # What every in-order event in the current window touches stays in the
+    # first two cache lines, the line a window's first value counts in is
+    # line 2 (prefetched with the row: ext/row.pxd), and what only late,
+    # stale or rolling events and status changes touch comes after the
+    # sketch: what a roll writes all in line 5.
     sketch_end = offsets["sketch"] + 2 * _table.SKETCH_SIZE
-    assert sketch_end <= 192
+    assert field_offset("StateRow", "sketch") == offsets["sketch"]
+    assert 128 <= offsets["sketch"] + 2 * SKETCH_FIRST < 192
     for name in ("version", "count", "sum", "min", "max", "last", "last_ts", "mean", "m2",
                  "ewma", "win_start", "win_count", "win_sum", "win_min", "win_max", "sk_base",
-                 "status", "rule", "pending", "sk_shift"):
-        assert offsets[name] + engine.STATE_DTYPE[name].itemsize <= 192, name
+                 "status", "rule", "pending", "sk_shift", "sk_lo", "sk_hi", "fold_age"):
+        assert offsets[name] + engine.STATE_DTYPE[name].itemsize <= 128, name
     for name in ("key", "metric", "first_ts", "stale", "late", "prev_count", "prev_sum",
-                 "status_since", "pending_since", "view", "fold_age", "flags"):
+                 "status_since", "pending_since", "view", "flags"):
         assert offsets[name] >= sketch_end, name
+    for name in ("prev_count", "prev_sum", "prev_min", "prev_max", "view", "flags"):
+        assert 320 <= offsets[name] < 384, name
 
 
 def test_alert_and_rule_dtypes_match_the_c_structs():

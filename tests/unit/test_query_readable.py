@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import _query
+from engine.core.layout import SKETCH_BUCKETS
 from engine.core.records import STATE_DTYPE
 from engine.query.readable import (
     QUANTILES,
@@ -28,11 +29,20 @@ def _row(sketch: list[int], base: int = 4092) -> np.ndarray:
     rows["count"] = rows["win_count"] = sum(sketch)
     rows["sk_base"] = base
     rows["sketch"][0, :len(sketch)] = sketch
+    _mark_used(rows, sketch)
     rows["win_min"], rows["win_max"] = 0.1, 1e9
     return rows
 
 
-@pytest.mark.parametrize("sketch", [[3, 1, 0, 2], [40000, 30000, 100], [65535] * 22])
+def _mark_used(rows: np.ndarray, counts) -> None:
+    """sk_lo and sk_hi as a table's row has them: the lowest and highest
+    non-zero counters (0, 0 when none is)."""
+    used = [i for i, c in enumerate(counts) if c]
+    rows["sk_lo"], rows["sk_hi"] = (used[0], used[-1]) if used else (0, 0)
+
+
+@pytest.mark.parametrize("sketch", [[3, 1, 0, 2], [40000, 30000, 100], [65535] * 22,
+                                    [0] * 40 + [7, 0, 1] + [0] * 40 + [2]])
 def test_row_and_merged_quantiles_match_the_reference(sketch):
     rows = _row(sketch)
     got = series_dict(rows[0])["quantiles"]
@@ -45,7 +55,8 @@ def test_row_and_merged_quantiles_match_the_reference(sketch):
 
 @settings(max_examples=300, deadline=None)
 @given(
-    counts=st.lists(st.integers(0, 65535), min_size=22, max_size=22),
+    counts=st.lists(st.integers(0, 65535) | st.just(0), min_size=SKETCH_BUCKETS,
+                    max_size=SKETCH_BUCKETS),
     base=st.integers(-2000, 6000),
     shift=st.integers(0, 3),
     bounds=st.tuples(st.floats(-1e12, 1e12), st.floats(-1e12, 1e12)),
@@ -58,6 +69,7 @@ def test_the_python_decoder_agrees_with_the_kernels(counts, base, shift, bounds,
     rows = np.zeros(1, STATE_DTYPE)
     lo, hi = min(bounds), max(bounds)
     rows["sketch"][0] = counts
+    _mark_used(rows, counts)
     rows["sk_base"], rows["sk_shift"] = base, shift
     rows["win_count"] = rows["count"] = max(1, sum(counts))
     rows["win_min"], rows["win_max"] = lo, hi

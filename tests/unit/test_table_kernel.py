@@ -55,7 +55,7 @@ INDEX_DTYPE = np.dtype([("key", "<u8"), ("metric", "<u4"), ("row1", "<u4")])
 HEADER_DTYPE = np.dtype(
     [("magic", "<u8"), ("slots", "<u8"), ("mask", "<u8"), ("limit", "<u8"), ("used", "<u8")]
 )
-TABLE_MAGIC = 0x52465441424C4533
+TABLE_MAGIC = 0x52465441424C4534
 
 # No explain phase: it re-runs a failing example under a tracer for
 # minutes; the shrunk example and the reproduce blob are enough.

@@ -6,8 +6,9 @@ The oracle is the same kernel applying the same events once, on a fresh
 table: a fault (a kill after any prefix of a span, or inside the write of
 any event) followed by repair and replay must end in the same bytes, but
 for the version words.  Random and adversarial streams exercise the rare
-paths that write a row's fourth cache line (late and stale events, window
-rolls, status changes), which must save it first."""
+paths that write a row's last lines (first, late and stale events, window
+rolls, status changes) or more than one sketch counter (a new window, the sketch's
+range moving up or down), which must save them first."""
 
 from __future__ import annotations
 
@@ -32,7 +33,11 @@ SEC = 10**9
 T0 = 1_700_000_000 * SEC
 SLOTS, LIMIT = 256, 64
 ROW = STATE_DTYPE.itemsize
-HOT = 192  # lines 0-2 of a row: saved before every write
+HOT = 128  # lines 0-1 of a row: saved before every write
+IDS = field_offset("StateRow", "key")        # line 4's tail, saved before a rare write
+COLD = field_offset("StateRow", "prev_sum")  # line 5, likewise
+SKETCH = field_offset("StateRow", "sketch")
+NO_COUNTER = 0xFFFF
 FAST = settings(max_examples=150, deadline=None,
                 phases=[p for p in Phase if p is not Phase.explain])
 
@@ -79,7 +84,7 @@ def header_used(buf: bytearray) -> int:
 event_lists = st.lists(
     st.tuples(st.integers(0, 5), st.sampled_from([M0, 7, 9]),
               st.integers(-20, 60), st.sampled_from([0.0, 0.2, 0.6, 0.95, 7.0, 50.0, 500.0,
-                                                     -1.0, float("nan")])),
+                                                     -1.0, float("nan"), 1e-30, 1e30])),
     min_size=1, max_size=80)
 
 
@@ -122,8 +127,12 @@ def test_a_span_replayed_after_any_prefix_is_applied_once(items, data):
 @FAST
 @given(event_lists, st.data())
 def test_the_undo_slot_restores_any_row_byte_for_byte(items, data):
-    """After each event the undo slot holds the written row as it was
-    before: lines 0-2 always, line 3 whenever the event changed it."""
+    """After each event the undo slot holds what the written row was
+    before: lines 0-1 always, line 5 and line 4's tail whenever the event
+    changed them,
+    the sketch's used counters (every other one is zero) whenever the event
+    changed more than one, else the one counter it changed; put back as
+    table_repair does, they give the row before, byte for byte."""
     ev = to_events(items)
     table, buf = fresh()
     s = settings_()
@@ -132,7 +141,7 @@ def test_the_undo_slot_restores_any_row_byte_for_byte(items, data):
         before = rows_of(buf).copy()
         used_before = header_used(buf)
         table.apply(ev[i:i + 1], s, sink, base=i + 1)
-        row, cold, image = s.undo_slot()
+        row, cold, image, sketch, sk_pos, sk_old, ids = s.undo_slot()
         after = rows_of(buf)
         if not np.isfinite(ev["value"][i]):
             continue
@@ -141,12 +150,22 @@ def test_the_undo_slot_restores_any_row_byte_for_byte(items, data):
             # invisible until whole; nothing to undo.
             continue
         old = before[row].tobytes()
-        new = after[row].tobytes()
-        assert image[8:HOT] == old[8:HOT], i
+        put_back = bytearray(after[row].tobytes())
+        put_back[8:HOT] = image[8:HOT]
         if cold:
-            assert image[HOT:] == old[HOT:], i
-        else:
-            assert new[HOT:] == old[HOT:], (i, "line 3 written without being saved")
+            put_back[COLD:] = image[COLD:]
+        if ids:
+            put_back[IDS:COLD] = image[IDS:COLD]
+        restored = np.frombuffer(bytes(put_back), STATE_DTYPE)[0]
+        counters = put_back[SKETCH:IDS]
+        if sketch:
+            lo, hi = int(restored["sk_lo"]), int(restored["sk_hi"])
+            counters[:] = bytes(len(counters))
+            counters[2 * lo:2 * hi + 2] = image[SKETCH + 2 * lo:SKETCH + 2 * hi + 2]
+        elif sk_pos != NO_COUNTER:
+            counters[2 * sk_pos:2 * sk_pos + 2] = int(sk_old).to_bytes(2, "little")
+        put_back[SKETCH:IDS] = counters
+        assert bytes(put_back[8:]) == old[8:], (i, "written without being saved")
 
 
 @FAST
@@ -166,7 +185,7 @@ def test_a_row_torn_by_a_kill_is_repaired_and_replayed(items, data):
     before = rows_of(buf).copy()
     used_before = header_used(buf)
     table.apply(ev[j:j + 1], s, np.zeros(4096, ALERT_DTYPE), base=1 + j)
-    row, _cold, _image = s.undo_slot()
+    row = s.undo_slot()[0]
     written = np.isfinite(ev["value"][j]) and row < used_before
     if written:
         # Tear it: each byte old or new at random, version odd (writing).
