@@ -92,6 +92,7 @@ def child_calls(eng: engine.Engine, extra: engine.Producer, stream) -> dict:
         "reload_rules": lambda: eng.reload_rules(RULES, timeout=1.0),
         "register_names": lambda: eng.register_names(["web-99"], ["mem"]),
         "alerts": lambda: eng.alerts(timeout=0.1),
+        "alerts_since": lambda: eng.alerts_since(0),
         "on_alert": lambda: eng.on_alert(print),
         "remove_alert_callback": lambda: eng.remove_alert_callback(print),
         "serve": lambda: eng.serve(endpoints),
