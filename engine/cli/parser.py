@@ -132,7 +132,8 @@ config file (TOML); every key is optional, flags win over the file:
   lateness = "10s"            # --lateness (default: 10s, or the window if shorter)
   half_life = "10s"           # --half-life of the EWMA
   views = [1, 5, 15]          # horizons of the sliding views, in windows
-  alert_capacity = 4096       # alerts each worker's alert ring holds
+  alert_capacity = 16384      # alerts each worker's alert ring holds (full: it waits)
+  alert_log = 262144          # numbered alerts kept for subscribers that ask (op alerts)
   tick = "250ms"              # how often workers check TTLs
   worker_timeout = "2s"       # --worker-timeout: a worker silent this long is replaced
   max_restarts = 5            # --max-restarts: failed starts in a row before degraded

@@ -15,7 +15,8 @@ and keys of :data:`SCHEMA` (the flag ``--ring-capacity`` is the key
     lateness = "10s"          # default: 10 s, or the window if shorter
     half_life = "10s"
     views = [1, 5, 15]        # horizons of the sliding views, in windows
-    alert_capacity = 4096
+    alert_capacity = 16384
+    alert_log = 262144
     tick = "250ms"
 
     [health]
@@ -272,6 +273,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "half_life": (duration, EngineConfig.half_life),
         "views": (view_horizons, EngineConfig.views),
         "alert_capacity": (positive_int, EngineConfig.alert_capacity),
+        "alert_log": (positive_int, EngineConfig.alert_log),
         "tick": (duration, EngineConfig.tick),
         "worker_timeout": (duration, EngineConfig.worker_timeout),
         "max_restarts": (positive_int, EngineConfig.max_restarts),
@@ -310,6 +312,7 @@ class Settings:
     half_life: str = EngineConfig.half_life
     views: tuple = EngineConfig.views
     alert_capacity: int = EngineConfig.alert_capacity
+    alert_log: int = EngineConfig.alert_log
     tick: str = EngineConfig.tick
     worker_timeout: str = EngineConfig.worker_timeout
     max_restarts: int = EngineConfig.max_restarts
@@ -338,7 +341,8 @@ class Settings:
                             table_capacity=self.table_capacity, wait=self.wait,
                             window=self.window, lateness=self.lateness,
                             half_life=self.half_life, views=self.views,
-                            alert_capacity=self.alert_capacity, tick=self.tick,
+                            alert_capacity=self.alert_capacity,
+                            alert_log=self.alert_log, tick=self.tick,
                             worker_timeout=self.worker_timeout,
                             max_restarts=self.max_restarts,
                             data_dir=None if self.data_dir == "none" else self.data_dir,
@@ -414,6 +418,7 @@ FLAG_KEYS = {
     "half_life": ("engine", "half_life"),
     "views": ("engine", "views"),
     "alert_capacity": ("engine", "alert_capacity"),
+    "alert_log": ("engine", "alert_log"),
     "tick": ("engine", "tick"),
     "worker_timeout": ("engine", "worker_timeout"),
     "max_restarts": ("engine", "max_restarts"),

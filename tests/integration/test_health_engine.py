@@ -229,9 +229,7 @@ def test_a_failing_callback_is_counted_and_others_still_run(eng):
     eng.on_alert(seen.append)
     eng.submit(events("web-0", "cpu", [0.99]))
     eng.flush()
-    deadline = time.monotonic() + 5
-    while not seen and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: seen, 5, "the alert at the good callback")
     assert transitions(seen) == [("web-0", "cpu", "OK", "CRIT")]
     assert eng.stats()["alert_callback_errors"] == 1
     eng.remove_alert_callback(broken)
