@@ -76,7 +76,11 @@ def fleets(draw, max_rows: int = 60):
                 r["win_min"], r["win_max"] = 0.5, 1000.0
                 r["win_sum"] = 2.0 * wc
                 r["sk_base"] = 4092
-                r["sketch"][0, draw(st.integers(0, 21))] = wc
+                # One used counter, inside the used range the kernel keeps
+                # (sk_lo..sk_hi: the C decoder scans only that range).
+                at = draw(st.integers(0, r["sketch"].shape[1] - 1))
+                r["sketch"][0, at] = wc
+                r["sk_lo"] = r["sk_hi"] = at
     workers = draw(st.integers(1, 3))
     named = draw(st.lists(st.sampled_from(keys), unique=True))
     # Few distinct names: ties by name then by table order.
