@@ -601,3 +601,27 @@ def test_acked_ingest_says_unavailable_while_the_journal_fails(tmp_path):
         sock.close()
     with engine.Engine(workers=1, data_dir=tmp_path) as eng:
         acked_ok.check(eng)
+
+
+def test_alert_numbers_and_the_alert_log_survive_a_restart(tmp_path):
+    """With a data dir the alert log is on disk: after a restart the alerts
+    of the previous run are still there under the same numbers, a consumer
+    asks for them by number, and new alerts go on from the last one."""
+    rules = {"rule": [{"metric": "cpu", "crit": 2.0, "clear": 0.5}]}
+    ts = 1_732_300_000_000_000_000
+    flips = engine.make_events([7] * 6, "cpu", ts + np.arange(6), [3.0, 0.0] * 3)
+    with engine.Engine(workers=2, rules=rules, data_dir=tmp_path) as eng:
+        eng.submit(flips)
+        eng.flush()
+        wait_for(lambda: eng.stats()["alert_log"]["head"] == 6, 10, "six alerts logged")
+        before = [(a.seq, a.new, a.ts) for a in eng.alerts_since(0)["alerts"]]
+    assert [s for s, _, _ in before] == [1, 2, 3, 4, 5, 6]
+    with engine.Engine(workers=2, rules=rules, data_dir=tmp_path) as eng:
+        got = eng.alerts_since(2)
+        assert [(a.seq, a.new, a.ts) for a in got["alerts"]] == before[2:]
+        assert got["topic_heads"]["CRIT"] == 3 and got["missed"] == 0
+        with eng.alerts(timeout=10) as stream:
+            eng.submit(engine.make_events([7], "cpu", [ts + 10], [3.0]))
+            eng.flush()
+            a = next(stream)
+        assert (a.seq, a.topic_seq, a.old, a.new) == (7, 4, "OK", "CRIT")
