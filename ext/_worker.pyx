@@ -89,6 +89,9 @@ cdef class WorkerLoop:
     cdef bint journal_failing
     cdef int64_t next_sync
     cdef int parent
+    # The engine died while this worker waited for room in its alert ring:
+    # nobody will read the ring again, so kernels drop (and count) instead.
+    cdef bint orphaned
 
     def __cinit__(self, control_buffer, table_buffer, rules_buffer, list ring_offsets,
                   Py_ssize_t block_offset, Py_ssize_t alert_ring_offset, dict settings,
@@ -384,7 +387,7 @@ cdef class WorkerLoop:
             # An event changes its row's status at most once: k events need
             # room for k alerts at most, so none is ever dropped.
             room = self.wait_alert_room()
-            if k > room:
+            if room >= 0 and k > room:
                 k = room
             apply_batch(self.th, ev + done, k, base + <uint64_t>done, &self.params,
                         &self.totals, &self.sink)
@@ -420,14 +423,19 @@ cdef class WorkerLoop:
             self.store_alert_counters()
             if at >= rf_load_acquire_u64(&self.th.used):
                 return
-            self.wait_alert_room()
+            if self.wait_alert_room() < 0:
+                return
 
     cdef int64_t wait_alert_room(self) noexcept nogil:
         """Room in the alert ring, waited for when there is none: a status
         change is never dropped (docs/health.md, Alerts).  The wait is
-        progress, not a hang, and ends if the engine is gone (its alerts
-        then have no reader; the kernels count them as dropped)."""
-        cdef int64_t room = sink_room(&self.sink)
+        progress, not a hang.  Returns -1 once the engine is gone: its
+        alerts then have no reader, the kernels drop and count them, and a
+        sweep stops where it is (the worker exits next)."""
+        cdef int64_t room
+        if self.orphaned:
+            return -1
+        room = sink_room(&self.sink)
         if room > 0:
             return room
         rf_store_relaxed_u64(&self.counters[WK_ALERT_WAITS],
@@ -441,7 +449,8 @@ cdef class WorkerLoop:
             if room > 0:
                 return room
             if getppid() != self.parent:
-                return 1
+                self.orphaned = True
+                return -1
 
     cdef void tick(self) noexcept nogil:
         cdef int64_t now = rf_now_ns()
@@ -464,7 +473,8 @@ cdef class WorkerLoop:
             self.store_alert_counters()
             if at >= rf_load_acquire_u64(&self.th.used):
                 break
-            self.wait_alert_room()
+            if self.wait_alert_room() < 0:
+                break
         rf_store_relaxed_u64(&self.counters[WK_SWEEPS], self.counters[WK_SWEEPS] + 1)
 
     cdef int loop(self, int64_t idle_ns) noexcept nogil:
@@ -474,6 +484,9 @@ cdef class WorkerLoop:
             rf_store_relaxed_u64(&self.control[WC_HEARTBEAT], <uint64_t>rf_now_ns())
             self.check_rules()
             self.tick()
+            if self.orphaned:
+                # The caller sees the engine gone and exits.
+                return RF_TIMEOUT
             if self.drain_once():
                 waiter_reset(&self.waiter)
                 idle_deadline = rf_now_ns() + idle_ns

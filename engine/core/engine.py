@@ -985,8 +985,11 @@ class Engine:
         dict
             ``alerts`` (objects, oldest first), ``next`` (``since`` for the
             next call), ``missed`` (alerts above ``since`` no longer kept),
-            ``head`` (the newest alert's number) and ``topic_heads`` (the
-            newest ``topic_seq`` per topic).
+            ``head`` (the newest alert's number), ``topic_heads`` (the
+            newest ``topic_seq`` per topic) and ``log`` (the alert log's id:
+            numbers are comparable only under one id; it changes when the
+            engine restarts without a data dir).  All from one consistent
+            look at the log.
         """
         self._check()
         if not isinstance(since, int) or since < 0:
@@ -998,12 +1001,7 @@ class Engine:
             unknown = [t for t in topics if t not in TOPICS]
             if unknown:
                 raise ConfigError(f"unknown alert topics {unknown}; topics: {', '.join(TOPICS)}")
-        log = self._alerts.log
-        missed = log.missed(since)
-        heads = log.topic_heads()
-        nxt, items = log.read(since, limit, topics) if limit else (since, [])
-        return {"alerts": items, "next": nxt, "missed": missed, "head": log.head - 1,
-                "topic_heads": heads}
+        return self._alerts.log.query(since, limit, topics)
 
     def on_alert(self, callback):
         """Call ``callback(alert)`` for every status change, on the engine's

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -244,6 +245,14 @@ class AlertLog:
         self._topic_heads = np.zeros(len(TOPICS), np.uint64)
         self._file = None
         self.loaded = 0
+        # The oldest number whose slot holds a real alert: above
+        # ``head - capacity``, after a gap in what a start read back.
+        self._low = 1
+        #: The log's identity: alert numbers mean something only within
+        #: one log.  Random per engine without a data dir (numbers restart
+        #: at 1), kept in the data dir with one; a reader that sees it
+        #: change starts over from 0 (PROTOCOL.md, Alerts).
+        self.log_id = secrets.token_hex(8) if file is None else file.log_id()
         if file is not None:
             for frame in file.frames():
                 if frame[0] == "A":
@@ -260,7 +269,7 @@ class AlertLog:
     @property
     def first(self) -> int:
         """The oldest alert's number still kept."""
-        return max(1, self.head - self.capacity)
+        return max(1, self._low, self.head - self.capacity)
 
     def topic_heads(self) -> dict:
         """The last ``topic_seq`` given, per topic."""
@@ -269,9 +278,12 @@ class AlertLog:
 
     # --- the writer -----------------------------------------------------
 
-    def append(self, records: np.ndarray, worker: int) -> int:
+    def append(self, records: np.ndarray, worker: int) -> tuple[int, np.ndarray]:
         """Number and keep one worker's alerts; returns the first one's
-        number."""
+        number and their per-topic numbers.
+
+        The file (if any) is written first: a reader never sees an alert
+        the log on disk lacks, short of a failed write (counted)."""
         n = len(records)
         tseqs = np.empty(n, np.uint64)
         new = records["new"]
@@ -280,28 +292,32 @@ class AlertLog:
             k = int(np.count_nonzero(hit))
             if k:
                 tseqs[hit] = self._topic_heads[t] + np.arange(1, k + 1, dtype=np.uint64)
-        with self.lock:
-            seq = self.head
-            self._put(seq, records, worker, tseqs)
-            self.lock.notify_all()
+        # Only this thread changes head: read without the lock.
+        seq = self.head
         if self._file is not None:
             self._file.append_batch(seq, worker, records, tseqs)
-        return seq
+        with self.lock:
+            self._put(seq, records, worker, tseqs)
+            self.lock.notify_all()
+        return seq, tseqs
 
     def append_engine(self, alert: EngineAlert) -> EngineAlert:
         """Number and keep one engine alert; returns it numbered."""
-        with self.lock:
-            alert = EngineAlert(**{**alert.__dict__, "seq": self.head,
-                                   "topic_seq": int(self._topic_heads[_ENGINE_INDEX]) + 1})
-            self._put_engine(alert)
-            self.lock.notify_all()
+        alert = EngineAlert(**{**alert.__dict__, "seq": self.head,
+                               "topic_seq": int(self._topic_heads[_ENGINE_INDEX]) + 1})
         if self._file is not None:
             self._file.append_engine(alert.seq, alert.topic_seq, alert.to_dict())
+        with self.lock:
+            self._put_engine(alert)
+            self.lock.notify_all()
         return alert
 
     def _put(self, seq: int, records: np.ndarray, worker: int, tseqs: np.ndarray) -> None:
         # A batch from the file may overlap what is already kept, or leave
-        # a gap (a torn frame was cut): numbers always come from the batch.
+        # a gap (a torn frame was cut, an older file rotated away): numbers
+        # always come from the batch, and nothing below a gap is served.
+        if seq > self.head:
+            self._low = seq
         n = len(records)
         if n > self.capacity:
             seq, records, tseqs = seq + n - self.capacity, records[-self.capacity:], \
@@ -320,11 +336,13 @@ class AlertLog:
             hit = tseqs[new == t]
             if len(hit):
                 self._topic_heads[t] = max(int(self._topic_heads[t]), int(hit.max()))
-        self.head = seq + n
+        self.head = max(self.head, seq + n)
         if self._engine:
             self._forget_engine()
 
     def _put_engine(self, alert: EngineAlert) -> None:
+        if alert.seq > self.head:
+            self._low = alert.seq
         at = alert.seq % self.capacity
         self._rec[at] = np.zeros((), ALERT_DTYPE)
         self._worker[at] = _ENGINE_WORKER
@@ -332,7 +350,7 @@ class AlertLog:
         self._engine[alert.seq] = alert
         self._topic_heads[_ENGINE_INDEX] = max(int(self._topic_heads[_ENGINE_INDEX]),
                                                alert.topic_seq)
-        self.head = alert.seq + 1
+        self.head = max(self.head, alert.seq + 1)
         self._forget_engine()
 
     def _forget_engine(self) -> None:
@@ -372,34 +390,36 @@ class AlertLog:
             ``since`` that the log no longer holds are skipped: the caller
             sees the gap in their numbers (see :meth:`missed`).
         """
-        wanted = None
-        if topics is not None:
-            wanted = np.zeros(len(TOPICS) + 1, bool)
-            for t in topics:
-                wanted[TOPICS.index(t)] = True
+        wanted = _wanted(topics)
         with self.lock:
-            start = max(int(since) + 1, self.first)
-            stop = self.head
-            if stop <= start:
-                return max(int(since), stop - 1), []
-            idx = np.arange(start, stop, dtype=np.int64) % self.capacity
-            worker = self._worker[idx]
-            if wanted is not None:
-                topic = np.where(worker == _ENGINE_WORKER, _ENGINE_INDEX, self._rec["new"][idx])
-                keep = np.flatnonzero(wanted[topic])
-            else:
-                keep = np.arange(len(idx))
-            if len(keep) > limit:
-                keep = keep[:limit]
-                stop = start + int(keep[-1]) + 1
-            pos = idx[keep]
-            seqs = start + keep
-            records = self._rec[pos].copy()
-            workers = worker[keep].copy()
-            tseqs = self._tseq[pos].copy()
-            engine_alerts = {int(s): self._engine[int(s)] for s in seqs[workers == _ENGINE_WORKER]
-                             if int(s) in self._engine}
-        return stop - 1, self._objects(seqs, records, workers, tseqs, engine_alerts)
+            nxt, raw = self._slice(since, limit, wanted)
+        return nxt, self._objects(*raw) if raw else []
+
+    def _slice(self, since: int, limit: int, wanted) -> tuple[int, tuple | None]:
+        # Under the lock: copies of what a read returns, made into objects
+        # after the lock is let go (the alert thread waits on it).
+        start = max(int(since) + 1, self.first)
+        stop = self.head
+        if stop <= start:
+            return max(int(since), stop - 1), None
+        idx = np.arange(start, stop, dtype=np.int64) % self.capacity
+        worker = self._worker[idx]
+        if wanted is not None:
+            topic = np.where(worker == _ENGINE_WORKER, _ENGINE_INDEX, self._rec["new"][idx])
+            keep = np.flatnonzero(wanted[topic])
+        else:
+            keep = np.arange(len(idx))
+        if len(keep) > limit:
+            keep = keep[:limit]
+            stop = start + int(keep[-1]) + 1
+        pos = idx[keep]
+        seqs = start + keep
+        records = self._rec[pos].copy()
+        workers = worker[keep].copy()
+        tseqs = self._tseq[pos].copy()
+        engine_alerts = {int(q): self._engine[int(q)] for q in seqs[workers == _ENGINE_WORKER]
+                         if int(q) in self._engine}
+        return stop - 1, (seqs, records, workers, tseqs, engine_alerts)
 
     def _objects(self, seqs, records, workers, tseqs, engine_alerts) -> list:
         out = alerts_from_records(records, workers, self._names, self._views, 0, tseqs)
@@ -413,6 +433,34 @@ class AlertLog:
     def missed(self, since: int) -> int:
         """Alerts numbered above ``since`` the log no longer holds."""
         return max(0, self.first - int(since) - 1)
+
+    def query(self, since: int, limit: int, topics=None) -> dict:
+        """One consistent look at the log (all under one hold of the lock):
+        what :meth:`engine.Engine.alerts_since` and the ``alerts`` op return.
+
+        Returns
+        -------
+        dict
+            ``alerts`` (objects), ``next``, ``missed``, ``head`` (the newest
+            number), ``topic_heads`` and ``log`` (:attr:`log_id`).
+        """
+        wanted = _wanted(topics)
+        with self.lock:
+            missed = self.missed(since)
+            heads = dict(zip(TOPICS, self._topic_heads.tolist()))
+            head = self.head - 1
+            nxt, raw = self._slice(since, limit, wanted) if limit else (since, None)
+        return {"alerts": self._objects(*raw) if raw else [], "next": nxt, "missed": missed,
+                "head": head, "topic_heads": heads, "log": self.log_id}
+
+
+def _wanted(topics) -> np.ndarray | None:
+    if topics is None:
+        return None
+    wanted = np.zeros(len(TOPICS) + 1, bool)
+    for t in topics:
+        wanted[TOPICS.index(t)] = True
+    return wanted
 
 
 def _renumber(alert: Alert, seq: int) -> Alert:
@@ -483,9 +531,10 @@ class AlertStream:
                 if remaining is not None and remaining <= 0:
                     return False
                 log_.lock.wait(remaining)
-        self.missed += log_.missed(self.position)
-        self.position, items = log_.read(self.position, _STREAM_BATCH)
-        self._pending.extend(items)
+        got = log_.query(self.position, _STREAM_BATCH)
+        self.missed += got["missed"]
+        self.position = got["next"]
+        self._pending.extend(got["alerts"])
         return True
 
     def __next__(self) -> Alert:
@@ -565,6 +614,8 @@ class AlertHub:
         self._posted: collections.deque = collections.deque()
         self.delivered = 0
         self.callback_errors = 0
+        #: Failures of the alert thread's drain (logged; the thread goes on).
+        self.errors = 0
         self._thread = threading.Thread(target=self._run, name="ringflow-alerts", daemon=True)
         self._thread.start()
 
@@ -616,11 +667,10 @@ class AlertHub:
                 if not n:
                     break
                 total += n
-                seq = self.log.append(buf[:n], w)
+                seq, tseqs = self.log.append(buf[:n], w)
                 if self._callbacks:
                     self._dispatch(alerts_from_records(
-                        buf[:n], w, self.log._names, self.log._views, seq,
-                        self.log._tseq[np.arange(seq, seq + n) % self.log.capacity]))
+                        buf[:n], w, self.log._names, self.log._views, seq, tseqs))
                 else:
                     self.delivered += n
                 if n < len(buf):
@@ -640,10 +690,22 @@ class AlertHub:
             self.delivered += len(alerts)
 
     def _run(self) -> None:
+        # This thread is the only reader of the workers' alert rings: if it
+        # died, every worker would wait for room for ever.  An error is
+        # logged and counted and the thread goes on.
         while not self._stop.is_set():
-            if self._rings.wait(0.2) or self._posted:
-                self.drain()
-        self.drain()
+            try:
+                if self._rings.wait(0.2) or self._posted:
+                    self.drain()
+            except Exception:
+                self.errors += 1
+                log.exception("alert thread: draining the alert rings failed")
+                self._stop.wait(0.05)
+        try:
+            self.drain()
+        except Exception:
+            self.errors += 1
+            log.exception("alert thread: the last drain failed")
 
     def close(self) -> None:
         """Drain what the workers wrote, stop the thread, end the streams.

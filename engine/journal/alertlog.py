@@ -3,7 +3,8 @@ restarts so that a subscriber can ask for what it missed after the engine
 came back (docs/health.md, Alerts; PROTOCOL.md, op ``alerts``).
 
 Two files in ``DATA_DIR/alerts/``: ``alerts.log``, appended to, and
-``alerts.log.1``, the one before it.  When the current file holds about
+``alerts.log.1``, the one before it; and ``id``, the log's id (alert
+numbers are comparable only under one id).  When the current file holds about
 one in-memory log's worth of alerts it becomes ``alerts.log.1`` (replacing
 the older one) and a new one starts, so the two together always cover the
 in-memory log and the disk use is bounded.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +46,7 @@ __all__ = ["AlertLogFile", "ALERTS_DIR"]
 ALERTS_DIR = "alerts"
 _CURRENT = "alerts.log"
 _PREVIOUS = "alerts.log.1"
+_ID = "id"
 _MAGIC = b"RFAL"
 _HEADER = struct.Struct("<4sII")          # magic, payload bytes, CRC32C
 _BATCH = struct.Struct("<cQhI")           # b"A", first seq, worker, count
@@ -105,6 +108,30 @@ class AlertLogFile:
             if name == _CURRENT:
                 self._records = records
 
+    def log_id(self) -> str:
+        """The log's id, kept in ``alerts/id`` (made at the first start).
+
+        A failed write removes the file (see :meth:`_fail`): the numbers
+        after it may be given again after a restart, so that restart makes
+        a new id and readers start over instead of mistaking one alert for
+        another."""
+        path = self.dir / _ID
+        try:
+            found = path.read_text().strip()
+            if len(found) == 16 and all(c in "0123456789abcdef" for c in found):
+                return found
+        except FileNotFoundError:
+            pass
+        new = secrets.token_hex(8)
+        tmp = self.dir / (_ID + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(new + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _sync_dir(self.dir)
+        return new
+
     # --- writing --------------------------------------------------------
 
     def open(self) -> None:
@@ -125,20 +152,45 @@ class AlertLogFile:
 
     def _write(self, body: bytes, records: int) -> None:
         if self._fd < 0:
+            if self.error is not None:
+                # Broken since an earlier failure: not written, counted.
+                self.errors += 1
             return
         frame = _HEADER.pack(_MAGIC, len(body), _crc.crc32c(body)) + body
+        at = None
         try:
             if self._records >= self.capacity:
                 self._rotate()
+            at = os.lseek(self._fd, 0, os.SEEK_END)
             os.write(self._fd, frame)
             if self.fsync:
                 os.fdatasync(self._fd)
             self._records += records
         except OSError as exc:
-            # The in-memory log still has the alert, and the subscribers get
-            # it: a failing disk costs the copy across a restart, counted.
-            self.errors += 1
-            self.error = f"{type(exc).__name__}: {exc}"
+            self._fail(exc, at)
+
+    def _fail(self, exc: OSError, at: int | None) -> None:
+        # The in-memory log still has the alert, and the subscribers get
+        # it: a failing disk costs the copy across a restart, counted.  The
+        # file stops here (cut back to its last whole frame), and its id
+        # goes, so that a restart numbers under a new one.
+        self.errors += 1
+        self.error = f"{type(exc).__name__}: {exc}"
+        log.error("alert log %s: %s; alerts are no longer kept across a restart "
+                  "(the running engine still serves them)", self.dir, self.error)
+        if self._fd >= 0:
+            try:
+                if at is not None:
+                    os.ftruncate(self._fd, at)
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = -1
+        try:
+            (self.dir / _ID).unlink(missing_ok=True)
+            _sync_dir(self.dir)
+        except OSError:
+            pass
 
     def _rotate(self) -> None:
         os.fdatasync(self._fd)
@@ -147,11 +199,7 @@ class AlertLogFile:
         os.replace(self.dir / _CURRENT, self.dir / _PREVIOUS)
         self.open()
         self._records = 0
-        dirfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        _sync_dir(self.dir)
 
     def close(self) -> None:
         """Sync and close the current file."""
@@ -164,6 +212,14 @@ class AlertLogFile:
             self.error = f"{type(exc).__name__}: {exc}"
         os.close(self._fd)
         self._fd = -1
+
+
+def _sync_dir(path: Path) -> None:
+    dirfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
 
 
 def _parse(data: bytes) -> Iterator[tuple]:

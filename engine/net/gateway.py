@@ -549,20 +549,25 @@ class Gateway:
             sock.close()
 
     def _publish_from_log(self, sock: zmq.Socket, log) -> None:
+        log_id = log.log_id
         while True:
-            missed = log.missed(self._alert_position)
+            got = log.query(self._alert_position, _ALERT_BATCH)
+            missed, items = got["missed"], got["alerts"]
             if missed:
                 first = self._alert_position + 1
                 sock.send_multipart([MISSED_TOPIC, json.dumps(
-                    {"missed": missed, "from": first, "to": first + missed - 1}).encode()])
+                    {"missed": missed, "from": first, "to": first + missed - 1,
+                     "log": log_id}).encode()])
                 self.alerts_missed += missed
-            position, items = log.read(self._alert_position, _ALERT_BATCH)
             for alert in items:
                 # Topic frame first, so that SUB sockets filter on it: a
                 # series alert's new status, or ENGINE for a shard's state.
-                sock.send_multipart([alert.topic.encode(), json.dumps(alert.to_dict()).encode()])
+                # ``log`` names the numbering (a restarted engine without a
+                # data dir starts a new one).
+                sock.send_multipart([alert.topic.encode(),
+                                     json.dumps({**alert.to_dict(), "log": log_id}).encode()])
             self.published += len(items)
-            self._alert_position = position
+            self._alert_position = got["next"]
             if len(items) < _ALERT_BATCH:
                 return
 
@@ -1182,8 +1187,7 @@ class Gateway:
                                    or not all(isinstance(t, str) for t in topics)):
             raise ValueError("topics must be a list of topic names, e.g. [\"CRIT\", \"ENGINE\"]")
         got = self.engine.alerts_since(since, limit, topics)
-        return {"alerts": [a.to_dict() for a in got["alerts"]], "next": got["next"],
-                "missed": got["missed"], "head": got["head"], "topic_heads": got["topic_heads"]}
+        return {**got, "alerts": [a.to_dict() for a in got["alerts"]]}
 
 
 def _error_frame(reply: dict, request: dict) -> bytes:

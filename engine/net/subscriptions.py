@@ -88,17 +88,42 @@ class _Gaps:
         self.topic_last: dict[str, int] = {}
         self.missed = 0
         self.filled = 0
+        #: The alert log the numbers are of (None: not known yet).
+        self.log: str | None = None
+        #: Times the engine's log changed under this subscription (a
+        #: restart without a data dir): numbering started over.
+        self.restarts = 0
 
     def baseline(self, reply: dict) -> None:
         """Start from the log's newest alert (an ``alerts`` reply)."""
         self.last = int(reply["head"])
         self.topic_last = {t: int(n) for t, n in reply["topic_heads"].items()}
+        self.log = reply.get("log")
+
+    def same_log(self, log_id) -> bool:
+        """Check a message's or reply's log id; on a new log (the engine
+        restarted and numbers from 1 again) start over from its first
+        alert and return False."""
+        if not isinstance(log_id, str) or log_id == self.log:
+            return True
+        if self.log is None:
+            self.log = log_id
+            return True
+        self.log = log_id
+        self.restarts += 1
+        self.last = 0
+        # Every topic numbers from 1 in the new log too.
+        self.topic_last = {t: 0 for t in self.topic_last}
+        return False
 
     def seen(self, msg: dict) -> str:
         """``"dup"`` (already delivered), ``"gap"`` (numbers before it are
         missing: fill first) or ``"ok"``."""
         seq = msg.get("seq")
-        if not isinstance(seq, int) or self.last is None:
+        if not isinstance(seq, int):
+            return "ok"
+        self.same_log(msg.get("log"))
+        if self.last is None:
             return "ok"
         if seq <= self.last:
             return "dup"
@@ -119,16 +144,22 @@ class _Gaps:
             if isinstance(tseq, int):
                 self.topic_last[msg["topic"]] = max(self.topic_last.get(msg["topic"], 0), tseq)
 
-    def missed_notice(self, msg: dict) -> None:
-        """The gateway's MISSED notice: those numbers are gone for good."""
-        self.missed += int(msg.get("missed", 0))
+    def missed_notice(self, msg: dict) -> bool:
+        """The gateway's MISSED notice: those numbers are gone for good.
+        Returns whether to deliver it.
+
+        With a topic filter the notice is not passed on: it counts the
+        alerts of every topic.  The next alert of a wanted topic then
+        shows the gap in its ``topic_seq``, and :meth:`finish` reports
+        the exact count of that topic's loss."""
+        self.same_log(msg.get("log"))
         to = msg.get("to")
         if isinstance(to, int):
             self.last = to if self.last is None else max(self.last, to)
         if not self.all:
-            # Which topics the lost ones had is unknown: start the per-topic
-            # numbers afresh rather than fill what cannot be filled.
-            self.topic_last.clear()
+            return False
+        self.missed += int(msg.get("missed", 0))
+        return True
 
     def request(self, trigger: dict | None) -> dict:
         """The next ``alerts`` query of a fill: up to the alert before
@@ -147,6 +178,10 @@ class _Gaps:
         MISSED message first where the log no longer held some), and
         whether to ask again."""
         out = []
+        if not self.same_log(reply.get("log")):
+            # The engine restarted between the trigger and this reply (or
+            # since the last fill): ask again, from the new log's start.
+            return out, True
         since = self.last or 0
         end = None if trigger is None else trigger["seq"] - 1
         gone = int(reply.get("missed", 0))
@@ -159,10 +194,12 @@ class _Gaps:
                             "to": since + gone})
                 self.missed += gone
             self.last = since + gone
+        log_id = reply.get("log")
         for a in reply.get("alerts", []):
             if end is not None and a["seq"] > end:
                 break
-            msg = {"topic": _topic(a), **a}
+            # As published: with the log's id.
+            msg = {"topic": _topic(a), **a, "log": log_id}
             self.take(msg)
             out.append(msg)
             self.filled += 1
@@ -287,8 +324,7 @@ class _SubscriptionBase:
         """What to do with a received message: ``"deliver"``, ``"skip"``
         (a duplicate of a filled alert) or ``"fill"`` (fill first)."""
         if msg.get("topic") == MISSED:
-            self._gaps.missed_notice(msg)
-            return "deliver"
+            return "deliver" if self._gaps.missed_notice(msg) else "skip"
         kind = self._gaps.seen(msg)
         if kind == "dup":
             return "skip"

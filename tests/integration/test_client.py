@@ -318,7 +318,8 @@ def test_alerts_follow_filter_and_close():
         got = [next(everything), next(everything)]
         by_entity = {a["entity"]: a for a in got}
         web17 = by_entity["web-17"]
-        assert {k: v for k, v in web17.items() if k not in ("seq", "topic_seq")} == {
+        assert len(web17["log"]) == 16 and by_entity["web-09"]["log"] == web17["log"]
+        assert {k: v for k, v in web17.items() if k not in ("seq", "topic_seq", "log")} == {
             "topic": "CRIT", "entity": "web-17", "metric": "disk",
             "entity_id": engine.entity_id("web-17"), "metric_id": engine.metric_id("disk"),
             "old": "OK", "new": "CRIT", "stat": "last", "value": 0.97, "ts": TS,

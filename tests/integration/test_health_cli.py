@@ -163,7 +163,8 @@ def test_status_query_and_alerts(server, capsys):
     assert alert == {"topic": "CRIT", "entity": "web-17", "metric": "disk",
                      "entity_id": entity_id("web-17"), "metric_id": metric_id("disk"),
                      "old": "OK", "new": "CRIT", "stat": "last", "value": 0.97, "ts": ts,
-                     "worker": alert["worker"], "seq": alert["seq"], "topic_seq": 1}
+                     "worker": alert["worker"], "seq": alert["seq"], "topic_seq": 1,
+                     "log": alert["log"]}
     assert isinstance(alert["worker"], int) and "Traceback" not in err
 
     # CRIT and WARN at once, STALE once the heartbeat is a second silent.
