@@ -138,3 +138,18 @@ def test_keys_command_writes_a_pair_and_refuses_to_overwrite(tmp_path):
     forced = subprocess.run([*run, "--force"], capture_output=True, text=True, timeout=30)
     assert forced.returncode == 0
     assert load_public_key(tmp_path / "web.key") != key
+
+
+@pytest.mark.timeout(90)
+def test_cli_client_with_and_without_keys(curved):
+    eng, urls, keys = curved
+    ports = [u.rsplit(":", 1)[1] for u in (urls["ingest"], urls["acked"], urls["query"],
+                                            urls["alerts"])]
+    base = [sys.executable, "-m", "engine", "stats", "--ports", ",".join(ports)]
+    ok = subprocess.run([*base, "--curve-secret", str(keys["client"][1]),
+                         "--curve-server", str(keys["server"][0])],
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    anon = subprocess.run([*base, "--timeout", "1"], capture_output=True, text=True, timeout=60)
+    assert anon.returncode == 2
+    assert "CURVE" in anon.stderr
