@@ -503,6 +503,72 @@ def send_command(eng, endpoints: dict, bodies: list[bytes], copies: int, repeats
 # --- main ----------------------------------------------------------------------------
 
 
+def curve_rounds(series: int, events: int, batches: list[int], rounds: int, seed: int,
+                 workers: int) -> dict:
+    """Acked ingest through a real client with CURVE off and on, same run.
+
+    Each round starts one engine per setting (off, then on: alternating
+    within a round, so both see the same noise), and times ``events`` events
+    sent as acked frames of each batch size by :class:`engine.net.client.Client`
+    (one frame in flight: the handshake, encryption and decryption of every
+    frame are on the path).  Returns per batch the median events/s of each
+    setting and their ratio."""
+
+    from engine.net.client import Client
+    from engine.net.security import CurveServer, create_keys
+
+    tmp = tempfile.mkdtemp(prefix="ringflow-curve-bench-")
+    server_sec = create_keys(os.path.join(tmp, "server"), "server")[1]
+    client_pub, client_sec = create_keys(os.path.join(tmp, "clients"), "bench")
+    server_pub = os.path.join(tmp, "server", "server.key")
+    curve = CurveServer.from_files(server_sec, os.path.join(tmp, "clients"))
+    ev = C.gen_events(events, series, seed)
+    rates: dict = {b: {"off": [], "on": []} for b in batches}
+    for _ in range(rounds):
+        for mode in ("off", "on"):
+            with engine.Engine(workers=workers, table_capacity=series) as eng:
+                urls = free_endpoints()
+                eng.serve(urls, curve=curve if mode == "on" else None)
+                keys = {"curve_secret": client_sec, "curve_server": server_pub} \
+                    if mode == "on" else {}
+                with Client(endpoints=urls, timeout=30.0, max_frame_records=max(batches),
+                            **keys) as c:
+                    c.ping()
+                    for b in batches:
+                        C.advance_time(ev)
+                        t0 = time.perf_counter()
+                        for i in range(0, len(ev), b):
+                            c.send(ev[i:i + b], ack=True)
+                        rates[b][mode].append(len(ev) / (time.perf_counter() - t0))
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {b: {"off": C.median(r["off"]), "on": C.median(r["on"]),
+                "ratio": C.median(r["on"]) / C.median(r["off"]), "rounds": rounds}
+            for b, r in rates.items()}
+
+
+def curve_main(argv: list[str]) -> dict:
+    """``bench/gateway.py --curve``: CURVE on against off, same run."""
+    p = argparse.ArgumentParser(description="CURVE on against off, acked ingest")
+    p.add_argument("--curve", action="store_true")
+    p.add_argument("--batches", type=C.parse_int_list, default=[64, 4096])
+    p.add_argument("--events", type=C.parse_count, default=200_000)
+    p.add_argument("--series", type=C.parse_count, default=10_000)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1234)
+    args = p.parse_args(argv)
+    out = curve_rounds(args.series, args.events, args.batches, args.rounds, args.seed,
+                       args.workers)
+    print(f"acked ingest, {args.events:,} events per batch size, {args.rounds} rounds "
+          f"(medians), {args.workers} workers")
+    print(f"{'batch':>6} {'CURVE off ev/s':>15} {'CURVE on ev/s':>15} {'on/off':>7}")
+    for b, r in out.items():
+        print(f"{b:>6} {r['off']:>15,.0f} {r['on']:>15,.0f} {r['ratio']:>7.2f}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> C.Report:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -687,4 +753,7 @@ def main(argv: list[str] | None = None) -> C.Report:
 
 
 if __name__ == "__main__":
-    main()
+    if "--curve" in sys.argv[1:]:
+        curve_main(sys.argv[1:])
+    else:
+        main()

@@ -49,6 +49,8 @@ __all__ = [
     "GatewayDown",
     "TableFull",
     "CorruptState",
+    "SecurityError",
+    "Forbidden",
 ]
 
 
@@ -327,3 +329,13 @@ class GatewayDown(EngineError):
         self.thread = thread
         self.cause = cause
         self.restarts = restarts
+
+
+class SecurityError(ConfigError):
+    """A CURVE key that cannot be loaded, or a bind that would expose an
+    endpoint beyond loopback without CURVE (``--insecure`` allows it)."""
+
+
+class Forbidden(EngineError):
+    """A request for an admin-only op (``reload``, ``names``) from a CURVE
+    key that is not in the server's admin keys."""

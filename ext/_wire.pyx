@@ -47,6 +47,7 @@ ctypedef int (*send_t)(void *, const void *, size_t, int) noexcept nogil
 ctypedef int (*errno_t)() noexcept nogil
 ctypedef int (*msg_more_t)(const rf_zmq_msg_t *) noexcept nogil
 ctypedef int (*msg_send_t)(rf_zmq_msg_t *, void *, int) noexcept nogil
+ctypedef const char *(*msg_gets_t)(const rf_zmq_msg_t *, const char *) noexcept nogil
 
 cdef enum:
     ZMQ_DONTWAIT = 1
@@ -82,13 +83,14 @@ cdef send_t z_send
 cdef errno_t z_errno
 cdef msg_more_t z_msg_more
 cdef msg_send_t z_msg_send
+cdef msg_gets_t z_msg_gets
 cdef bint bound = False
 
 
 def bind_libzmq():
     """Resolve the libzmq entry points from the library pyzmq loaded."""
     global z_msg_init, z_msg_recv, z_msg_data, z_msg_size, z_msg_close, z_send, z_errno, bound
-    global z_msg_more, z_msg_send
+    global z_msg_more, z_msg_send, z_msg_gets
     if bound:
         return
     import ctypes
@@ -118,6 +120,8 @@ def bind_libzmq():
     z_msg_more = <msg_more_t>a
     a = address("zmq_msg_send")
     z_msg_send = <msg_send_t>a
+    a = address("zmq_msg_gets")
+    z_msg_gets = <msg_gets_t>a
     bound = True
 
 
@@ -489,6 +493,17 @@ cdef class LookupServer:
                 status = D_PENDING
                 break
         return status
+
+    def pending_property(self, bytes name):
+        """A metadata property of the pending request (``b"User-Id"``: the
+        ZAP user id, the peer's CURVE key), as bytes, or None."""
+        cdef const char *value
+        if not self.nparts:
+            return None
+        value = z_msg_gets(&self.parts[self.nparts - 1], name)
+        if value == NULL:
+            return None
+        return <bytes>value
 
     def take_pending(self):
         """The pending request as a list of frames (envelope, then the

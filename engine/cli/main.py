@@ -42,10 +42,16 @@ def _endpoints(args) -> dict:
     return endpoint_urls(args.host or DEFAULT_HOST, ports)
 
 
+def _curve(args) -> dict:
+    """The client's CURVE keyword arguments from --curve-secret/--curve-server."""
+    return {"curve_secret": getattr(args, "curve_secret", None),
+            "curve_server": getattr(args, "curve_server", None)}
+
+
 def _connect(args):
     from ..net.client import Client
 
-    return Client(endpoints=_endpoints(args), timeout=args.timeout)
+    return Client(endpoints=_endpoints(args), timeout=args.timeout, **_curve(args))
 
 
 def _timed_out(args, query: str) -> int:
@@ -56,7 +62,7 @@ def _timed_out(args, query: str) -> int:
 
     probe = min(2.0, args.timeout) if args.timeout else 2.0
     try:
-        with Client(endpoints=_endpoints(args), timeout=probe) as client:
+        with Client(endpoints=_endpoints(args), timeout=probe, **_curve(args)) as client:
             rtt = client.ping()
     except GatewayTimeout:
         return _no_gateway(args, "query")
@@ -74,7 +80,10 @@ def _no_gateway(args, what: str, timeout: float | None = None) -> int:
     timeout = args.timeout if timeout is None else timeout
     render.err_console().print(
         f"ringflow {args.command}: error: no answer from the gateway at {url} within "
-        f"{timeout:g} s; is `ringflow serve` running there?")
+        f"{timeout:g} s; is `ringflow serve` running there?"
+        + (" (with CURVE, a key the server does not allow gets no answer at all)"
+           if getattr(args, "curve_secret", None) else
+           " If the server uses CURVE, give --curve-secret and --curve-server."))
     return EXIT_TIMEOUT
 
 
@@ -251,7 +260,7 @@ def _cmd_alerts(args) -> int:
     # query endpoint answers for the gateway.
     connect_timeout = min(5.0, args.timeout) if args.timeout else 5.0
     err = render.err_console()
-    with Client(endpoints=_endpoints(args), timeout=connect_timeout) as client:
+    with Client(endpoints=_endpoints(args), timeout=connect_timeout, **_curve(args)) as client:
         try:
             client.ping()
         except GatewayTimeout:
@@ -413,7 +422,18 @@ def _cmd_repair(args) -> int:
     return EXIT_FAILED if args.check and damaged else EXIT_OK
 
 
-_COMMANDS = {"serve": _cmd_serve, "send": _cmd_send, "query": _cmd_query,
+def _cmd_keys(args) -> int:
+    from ..net.security import create_keys
+
+    public, secret = create_keys(args.dir, args.name, force=args.force)
+    render.out_console().print(
+        f"wrote {public} (public key: copy it into a server's --curve-clients or "
+        f"--curve-admins directory, or hand it to clients as --curve-server) and {secret} "
+        "(secret key, mode 0600: keep it private)", soft_wrap=True, markup=False)
+    return EXIT_OK
+
+
+_COMMANDS = {"keys": _cmd_keys, "serve": _cmd_serve, "send": _cmd_send, "query": _cmd_query,
              "status": _cmd_status, "alerts": _cmd_alerts, "reload": _cmd_reload,
              "stats": _cmd_stats, "bench": _cmd_bench, "repair": _cmd_repair}
 

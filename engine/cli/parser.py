@@ -107,6 +107,28 @@ def _add_endpoint_options(p: argparse.ArgumentParser, v: dict, *, serve: bool) -
                 "query": "queries (ROUTER)", "alerts": "alerts (PUB)"}[name]
         g.add_argument(f"--{name}-port", type=v["port"], default=None, metavar="PORT",
                        help=f"port of {what}; wins over --ports (default: {port})")
+    _add_curve_options(p, serve=serve)
+
+
+def _add_curve_options(p: argparse.ArgumentParser, *, serve: bool) -> None:
+    """CURVE keys (README, "Security"): files from ``ringflow keys``."""
+    g = p.add_argument_group("security (CURVE; keys from `ringflow keys`)")
+    if serve:
+        g.add_argument("--curve-secret", metavar="FILE", default=None,
+                       help="the server's secret key (NAME.key_secret): CURVE on every endpoint")
+        g.add_argument("--curve-clients", metavar="DIR", default=None,
+                       help="public keys (*.key) allowed to connect")
+        g.add_argument("--curve-admins", metavar="DIR", default=None,
+                       help="public keys (*.key) allowed to connect and to change the server "
+                            "(ops reload, names)")
+        g.add_argument("--insecure", action="store_true", default=None,
+                       help="without CURVE, allow binding beyond loopback (logged as a "
+                            "warning at every start)")
+    else:
+        g.add_argument("--curve-secret", metavar="FILE", default=None,
+                       help="this client's secret key (NAME.key_secret)")
+        g.add_argument("--curve-server", metavar="FILE", default=None,
+                       help="the server's public key (its NAME.key)")
 
 
 def _add_client_options(p: argparse.ArgumentParser, v: dict, json: str | None = None) -> None:
@@ -570,4 +592,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0, help="workload seed (default: 0)")
     bench.add_argument("--no-progress", action="store_true",
                        help="no progress bar (it goes to stderr)")
+    keys = _command(
+        sub, "keys", help="write a CURVE certificate pair (NAME.key, NAME.key_secret)",
+        description="Write a ZeroMQ CURVE certificate pair with zmq.auth.create_certificates: "
+                    "DIR/NAME.key (the public key: copy it into the server's --curve-clients "
+                    "or --curve-admins directory, or give a server's to clients as "
+                    "--curve-server) and DIR/NAME.key_secret (keep it private; mode 0600).")
+    keys.add_argument("dir", metavar="DIR", help="directory to write into (created if missing)")
+    keys.add_argument("--name", required=True, help="base name of the two files")
+    keys.add_argument("--force", action="store_true", help="overwrite an existing pair")
     return parser

@@ -32,6 +32,10 @@ and keys of :data:`SCHEMA` (the flag ``--ring-capacity`` is the key
     max_message_bytes = 67108864
     ack_timeout = 5.0
     hwm = 1000
+    curve_secret = "keys/server.key_secret"   # CURVE (README, "Security")
+    curve_clients = "clients"                  # public keys allowed to connect
+    curve_admins = "admins"                    # ... and to change the server
+    insecure = false          # allow binds beyond loopback without CURVE
 
     [serve]
     quiet = false
@@ -261,6 +265,13 @@ def parse_ports(value) -> dict:
     return {name: base + i for i, name in enumerate(PORT_NAMES)}
 
 
+def key_path(value) -> str:
+    """A CURVE key file or key directory (checked when the server starts)."""
+    if not isinstance(value, str) or not value:
+        raise SettingsError(f"must be a path, got {value!r}")
+    return os.path.abspath(os.path.expanduser(value))
+
+
 #: Sections and keys of the TOML file, each with its validator and default.
 SCHEMA: dict[str, dict[str, tuple]] = {
     "engine": {
@@ -290,6 +301,11 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "max_message_bytes": (positive_int, 64 << 20),
         "ack_timeout": (positive_float, 5.0),
         "hwm": (positive_int, 1000),
+        # CURVE (README, "Security"); paths relative to the config file.
+        "curve_secret": (key_path, None),
+        "curve_clients": (key_path, None),
+        "curve_admins": (key_path, None),
+        "insecure": (boolean, False),
     },
     "serve": {
         "quiet": (boolean, False),
@@ -326,6 +342,11 @@ class Settings:
     max_message_bytes: int = 64 << 20
     ack_timeout: float = 5.0
     hwm: int = 1000
+    #: CURVE: the server's secret key file, the client and admin key dirs.
+    curve_secret: str | None = None
+    curve_clients: str | None = None
+    curve_admins: str | None = None
+    insecure: bool = False
     quiet: bool = False
     status_interval: float = 5.0
     #: Where each setting came from: "default", the file's path, or "flag".
@@ -396,7 +417,8 @@ def load_toml(path: str) -> dict:
                     f"{path}: unknown key {key!r} in [{section}] (known keys: "
                     f"{', '.join(known)})")
             check = known[key][0]
-            if (section, key) == ("health", "rules") and isinstance(value, str):
+            if ((section, key) == ("health", "rules") or key.startswith("curve_")) \
+                    and isinstance(value, str):
                 # Relative to the config file, so that the two can move together.
                 value = os.path.join(os.path.dirname(os.path.abspath(path)),
                                      os.path.expanduser(value))
@@ -434,6 +456,10 @@ FLAG_KEYS = {
     "max_message_bytes": ("gateway", "max_message_bytes"),
     "ack_timeout": ("gateway", "ack_timeout"),
     "hwm": ("gateway", "hwm"),
+    "curve_secret": ("gateway", "curve_secret"),
+    "curve_clients": ("gateway", "curve_clients"),
+    "curve_admins": ("gateway", "curve_admins"),
+    "insecure": ("gateway", "insecure"),
     "quiet": ("serve", "quiet"),
     "status_interval": ("serve", "status_interval"),
 }
@@ -577,6 +603,25 @@ class _Reloader:
         self._say(f"received SIGHUP: rules reloaded from {self.path}: {_rules_summary(new)}")
 
 
+def _curve_server(settings: Settings):
+    """The CURVE server of the settings (None without --curve-secret), after
+    the bind check: a usage problem becomes a :class:`ServeError`."""
+    from ..net import security
+
+    try:
+        curve = None
+        if settings.curve_secret is not None:
+            curve = security.CurveServer.from_files(
+                settings.curve_secret, settings.curve_clients, settings.curve_admins)
+        elif settings.curve_clients or settings.curve_admins:
+            raise EngineError("--curve-clients/--curve-admins need --curve-secret "
+                              "(the server's secret key)")
+        security.check_exposure(settings.endpoints, curve, settings.insecure)
+    except EngineError as exc:
+        raise ServeError(str(exc)) from None
+    return curve
+
+
 def run(settings: Settings, console=None) -> int:
     """Serve until SIGINT or SIGTERM, reloading the rules on SIGHUP; returns
     the exit code.
@@ -631,13 +676,16 @@ def run(settings: Settings, console=None) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED_IN_WORKERS)
     eng = None
     try:
+        # Keys and binds are checked before any worker starts.
+        curve = _curve_server(settings)
         try:
             eng = Engine(config=settings.engine_config())
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED_IN_WORKERS)
         try:
             gateway = eng.serve(settings.endpoints, max_message_bytes=settings.max_message_bytes,
-                                ack_timeout=settings.ack_timeout, hwm=settings.hwm)
+                                ack_timeout=settings.ack_timeout, hwm=settings.hwm,
+                                curve=curve, insecure=settings.insecure)
         except EngineError as exc:
             raise ServeError(str(exc)) from None
         reloader = _Reloader(eng, settings.rules, say)
@@ -672,6 +720,14 @@ def run(settings: Settings, console=None) -> int:
         else:
             say(f"  rules   {settings.rules}: {_rules_summary(eng.rules)}; SIGHUP re-reads it")
         say("  journal " + journal_summary(eng))
+        if curve is not None:
+            say(f"  security CURVE on every endpoint: {len(curve.allowed)} keys allowed, "
+                f"{len(curve.admins)} of them admin")
+        elif settings.insecure and gateway.config.exposed:
+            say("  security WARNING: --insecure: endpoints beyond loopback without CURVE; "
+                "anyone who reaches them can change the rules")
+        else:
+            say("  security none: loopback only (serve --curve-secret to authenticate)")
         if not settings.quiet:
             # Once, for the status lines that follow.
             say("  counters " + counter_legend())

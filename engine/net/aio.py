@@ -59,9 +59,11 @@ class AsyncClient(_ClientBase):
 
     def __init__(self, host: str = P.DEFAULT_HOST, *, ports: dict | None = None,
                  endpoints: dict | None = None, timeout: float | None = 10.0,
-                 hwm: int = 1000, linger: float = 5.0, max_frame_records: int = 65536) -> None:
+                 hwm: int = 1000, linger: float = 5.0, max_frame_records: int = 65536,
+                 curve_secret=None, curve_server=None) -> None:
         super().__init__(host, ports=ports, endpoints=endpoints, timeout=timeout, hwm=hwm,
-                         linger=linger, max_frame_records=max_frame_records)
+                         linger=linger, max_frame_records=max_frame_records,
+                         curve_secret=curve_secret, curve_server=curve_server)
         self._locks: dict[str, asyncio.Lock] = {}
 
     def _lock(self, role: str) -> asyncio.Lock:

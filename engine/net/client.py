@@ -69,6 +69,11 @@ class Client(_ClientBase):
         Larger sends and lookups are split into frames of at most this many
         records (keep ``32 * max_frame_records + 8`` under the gateway's
         ``max_message_bytes``).
+    curve_secret, curve_server : str, os.PathLike or bytes, optional
+        CURVE (README, "Security"): this client's secret key (a
+        ``NAME.key_secret`` file or the key) and the server's public key (its
+        ``.key`` file or the key).  Both or neither; every socket of this
+        client, alert subscriptions too, then authenticates with them.
 
     Attributes
     ----------
@@ -97,9 +102,11 @@ class Client(_ClientBase):
 
     def __init__(self, host: str = P.DEFAULT_HOST, *, ports: dict | None = None,
                  endpoints: dict | None = None, timeout: float | None = 10.0,
-                 hwm: int = 1000, linger: float = 5.0, max_frame_records: int = 65536) -> None:
+                 hwm: int = 1000, linger: float = 5.0, max_frame_records: int = 65536,
+                 curve_secret=None, curve_server=None) -> None:
         super().__init__(host, ports=ports, endpoints=endpoints, timeout=timeout, hwm=hwm,
-                         linger=linger, max_frame_records=max_frame_records)
+                         linger=linger, max_frame_records=max_frame_records,
+                         curve_secret=curve_secret, curve_server=curve_server)
         self._locks = {role: threading.Lock() for role in _SOCKET_TYPES}
         self._producer_lock = threading.Lock()
 

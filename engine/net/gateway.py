@@ -63,6 +63,7 @@ from ..errors import (
 )
 from ..query import ops
 from . import protocol as P
+from . import security
 from .subscriptions import MISSED
 
 __all__ = ["Gateway", "GatewayConfig", "endpoint_urls"]
@@ -140,12 +141,18 @@ class GatewayConfig:
         ``entity``) from the tables, beside the query thread that answers
         the rest; 0: the query thread answers them too, one at a time (as
         before issue 16; ``bench/query.py --fleet`` compares).
+    curve : engine.net.security.CurveServer, optional
+        CURVE on every endpoint: the server's keys and the client and admin
+        keys it lets in (README, "Security").  None: no authentication.
+    insecure : bool
+        Without ``curve``, allow endpoints beyond loopback (a warning is
+        logged at every start); otherwise they are refused.
     """
 
     def __init__(self, endpoints: dict | None = None, max_message_bytes: int = 64 << 20,
                  ack_timeout: float = 5.0, hwm: int = 1000, max_restarts: int = 5,
                  restart_window: float = 60.0, restart_backoff: float = 0.1,
-                 query_processes: int = 1) -> None:
+                 query_processes: int = 1, curve=None, insecure: bool = False) -> None:
         self.endpoints = {**endpoint_urls(), **(endpoints or {})}
         unknown = set(self.endpoints) - set(P.DEFAULT_PORTS)
         if unknown:
@@ -166,6 +173,10 @@ class GatewayConfig:
                 or not 0 <= query_processes <= 16:
             raise EngineError("query_processes must be an integer in 0..16")
         self.query_processes = query_processes
+        self.curve = curve
+        self.insecure = bool(insecure)
+        #: Endpoints beyond loopback (bound without CURVE only when insecure).
+        self.exposed = security.check_exposure(self.endpoints, curve, self.insecure)
 
 
 class _ProducerState:
@@ -313,6 +324,16 @@ class Gateway:
         # Queries get a context, and so a libzmq I/O thread, of their own: a
         # request must not queue behind megabytes of ingest on a shared one.
         self._query_ctx = zmq.Context()
+        # ZAP handlers before any bind: without one libzmq lets in any key.
+        self._auth = None
+        if self.config.curve is not None:
+            self._auth = security.Authenticators((self._ctx, self._query_ctx),
+                                                 self.config.curve)
+        elif self.config.exposed:
+            security.log.warning(
+                "insecure: %s bound without CURVE (--insecure): anyone who reaches them "
+                "can ingest, read every series and replace the alert rules",
+                ", ".join(self.config.exposed))
         self._closed = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -479,6 +500,8 @@ class Gateway:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, self.config.hwm)
         sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.config.max_message_bytes)
+        if self.config.curve is not None:
+            self.config.curve.configure(sock)
         try:
             sock.bind(url)
         except zmq.ZMQError as exc:
@@ -509,6 +532,8 @@ class Gateway:
         # none may read the tables once the engine lets them go.
         for qp in self._qprocs:
             qp.stop()
+        if self._auth is not None:
+            self._auth.stop()
         self._ctx.term()
         self._query_ctx.term()
         self._pull_producer.release()
@@ -1012,9 +1037,12 @@ class Gateway:
                     continue
                 for _ in range(_COALESCE_ROUNDS):
                     status = server.serve(sock.underlying, _COALESCE_FRAMES)
+                    # The sender's CURVE key (ZAP User-Id), for the admin ops.
+                    user = None if self.config.curve is None else \
+                        server.pending_property(b"User-Id")
                     parts = server.take_pending()
                     if parts is not None:
-                        self._dispatch(sock, parts)
+                        self._dispatch(sock, parts, user)
                     if status == _wire.ERROR:
                         raise EngineError(
                             f"receiving on the query socket failed: errno {server.last_errno}")
@@ -1055,13 +1083,13 @@ class Gateway:
             qp.restarts += 1
             qp.spawn()
 
-    def _dispatch(self, sock: zmq.Socket, parts: list) -> None:
+    def _dispatch(self, sock: zmq.Socket, parts: list, user: bytes | None = None) -> None:
         """Answer one JSON request here, or forward it to a query process
         when its op reads the fleet."""
         frame = parts[-1]
         request = self._slow_request(frame) if self._qprocs else None
         if request is None:
-            self._reply(sock, parts)
+            self._reply(sock, parts, user)
             return
         self._c["queries"] += 1
         try:
@@ -1101,24 +1129,29 @@ class Gateway:
         op = request.get("op")
         return request if isinstance(op, str) and op in _SLOW_OPS else None
 
-    def _reply(self, sock: zmq.Socket, parts: list) -> None:
+    def _reply(self, sock: zmq.Socket, parts: list, user: bytes | None = None) -> None:
         """Answer one JSON request (its envelope, then the request)."""
         envelope, frame = parts[:-1], parts[-1]
         try:
-            reply = self.answer(frame)
+            reply = self.answer(frame, user)
         except Exception as exc:  # noqa: BLE001 - one query must not stop the rest
             self._c["query_errors"] += 1
             reply = json.dumps({"ok": False, "error": f"internal: {exc!r}"}).encode()
         sock.send_multipart([*envelope, reply])
 
-    def answer(self, frame: bytes) -> bytes:
+    def answer(self, frame: bytes, user: bytes | None = None) -> bytes:
         """The reply to one query frame: a binary lookup (parsed here), or a
-        JSON request (:func:`engine.query.ops.answer`)."""
+        JSON request (:func:`engine.query.ops.answer`).  With CURVE on,
+        ``user`` is the sender's key (ZAP User-Id): the admin-only ops
+        (:data:`engine.net.security.ADMIN_OPS`) are refused unless it is
+        an admin key."""
         self._c["queries"] += 1
         if frame[:2] == P.MAGIC:
             return self._answer_lookup(frame)
+        curve = self.config.curve
+        forbidden = () if curve is None or curve.is_admin(user) else security.ADMIN_OPS
         return ops.answer(frame, self._reader, control=self._control_ops,
-                          on_error=self._query_failed)
+                          on_error=self._query_failed, forbidden=forbidden)
 
     def _answer_lookup(self, frame) -> bytes:
         # Lookups the C server leaves to Python (larger than it takes, or

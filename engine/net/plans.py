@@ -32,6 +32,7 @@ from ..errors import (
     Rejected,
 )
 from . import protocol as P
+from . import security
 
 if TYPE_CHECKING:
     from .subscriptions import _SubscriptionBase
@@ -132,7 +133,10 @@ class _ClientBase:
     def __init__(self, host: str = P.DEFAULT_HOST, *, ports: dict | None = None,
                  endpoints: dict | None = None, timeout: float | None = 10.0,
                  hwm: int = 1000, linger: float = 5.0,
-                 max_frame_records: int = 65536) -> None:
+                 max_frame_records: int = 65536, curve_secret=None,
+                 curve_server=None) -> None:
+        # CURVE keys (engine.net.security): loaded once, used by every socket.
+        self._curve = security.client_keys(curve_secret, curve_server)
         if timeout is not None and not timeout > 0:
             raise ConfigError(f"timeout must be positive seconds or None, got {timeout!r}")
         if not isinstance(hwm, int) or hwm < 0:
@@ -190,6 +194,7 @@ class _ClientBase:
             sock.setsockopt(zmq.SNDHWM, self.hwm)
             sock.setsockopt(zmq.RCVHWM, self.hwm)
             self._configure(sock)
+            security.configure_client(sock, self._curve)
             sock.connect(self.endpoints[role])
             self._sockets[role] = sock
         return sock
@@ -254,7 +259,15 @@ class _ClientBase:
                 f"{endpoint}: could not queue a message for {self.timeout:g}s "
                 f"(send high-water mark {self.hwm} reached; is the gateway running?)"
             )
-        return GatewayTimeout(f"{endpoint}: no reply within {self.timeout:g}s")
+        return GatewayTimeout(f"{endpoint}: no reply within {self.timeout:g}s" + self._curve_hint())
+
+    def _curve_hint(self) -> str:
+        # A failed CURVE handshake is silent: the client only sees no reply.
+        if self._curve is None:
+            return ("; if the server uses CURVE, give curve_secret and curve_server "
+                    "(--curve-secret, --curve-server)")
+        return ("; with CURVE a key the server does not allow (not in its --curve-clients "
+                "or --curve-admins) or a wrong server key gets no answer at all")
 
     def _interpret(self, step: _Step, reply: bytes):
         """What a step's plan receives: bytes (raw) or a decoded JSON reply;

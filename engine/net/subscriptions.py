@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import zmq
 
 from ..errors import ConfigError, EngineError
+from . import security
 
 if TYPE_CHECKING:
     from .plans import _ClientBase
@@ -263,6 +264,7 @@ class _SubscriptionBase:
         sock = client._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, self._RCVHWM)
+        security.configure_client(sock, client._curve)
         for topic in self.topics:
             sock.setsockopt(zmq.SUBSCRIBE, topic)
         # Before connect(), so that the handshake cannot be missed.

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from ..core.records import entity_id, metric_id
-from ..errors import EngineError, SeriesUnavailable
+from ..errors import EngineError, Forbidden, SeriesUnavailable
 from .readable import STATUS_NAMES
 from .reader import Reader
 
@@ -33,7 +33,8 @@ _REQUEST_ERRORS = (ValueError, TypeError, KeyError, RecursionError, EngineError)
 
 def answer(frame, reader: Reader, *,
            control: Mapping[str, Callable[[dict], dict]] | None = None,
-           on_error: Callable[[], None] | None = None) -> bytes:
+           on_error: Callable[[], None] | None = None,
+           forbidden: Collection[str] = ()) -> bytes:
     """The reply to one JSON query.
 
     Parameters
@@ -47,6 +48,9 @@ def answer(frame, reader: Reader, *,
         name to ``handler(request) -> dict``.
     on_error : callable, optional
         Called once for each error the reply reports (counters).
+    forbidden : collection of str
+        Ops this sender may not run (a non-admin CURVE key): answered
+        ``reason: forbidden``.
 
     Returns
     -------
@@ -63,6 +67,9 @@ def answer(frame, reader: Reader, *,
             raise ValueError("a query is a JSON object")
         request_id = request.get("id")
         op = request.get("op")
+        if op in forbidden:
+            raise Forbidden(f"op {op!r} needs an admin key (--curve-admins on the server); "
+                            "this client's key is not one")
         handler = OPS.get(op)
         if handler is not None:
             payload = handler(reader, request)
@@ -105,6 +112,8 @@ def error_reply(exc: BaseException) -> dict:
     """
     if isinstance(exc, SeriesUnavailable):
         return {"ok": False, "reason": "unavailable", "error": str(exc)}
+    if isinstance(exc, Forbidden):
+        return {"ok": False, "reason": "forbidden", "error": str(exc)}
     return {"ok": False, "error": str(exc)}
 
 
