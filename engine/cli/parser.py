@@ -302,6 +302,20 @@ def _command(sub, name: str, *, help: str, description: str,
     return p
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is its one
+    source); ``engine.__version__`` when run from a source tree that was
+    never installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("ringflow")
+    except metadata.PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ringflow`` argument parser: one sub-command per command.
 
@@ -316,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ringflow",
         description="ringflow: a multi-process event engine with a Cython core.",
     )
+    parser.add_argument("--version", action="version", version=f"ringflow {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

@@ -32,6 +32,7 @@ and keys of :data:`SCHEMA` (the flag ``--ring-capacity`` is the key
     max_message_bytes = 67108864
     ack_timeout = 5.0
     hwm = 1000
+    max_queued_bytes = 268435456  # per connection: the hwm is lowered to fit
 
     [serve]
     quiet = false
@@ -290,6 +291,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "max_message_bytes": (positive_int, 64 << 20),
         "ack_timeout": (positive_float, 5.0),
         "hwm": (positive_int, 1000),
+        "max_queued_bytes": (positive_int, 256 << 20),
     },
     "serve": {
         "quiet": (boolean, False),
@@ -326,6 +328,7 @@ class Settings:
     max_message_bytes: int = 64 << 20
     ack_timeout: float = 5.0
     hwm: int = 1000
+    max_queued_bytes: int = 256 << 20
     quiet: bool = False
     status_interval: float = 5.0
     #: Where each setting came from: "default", the file's path, or "flag".
@@ -434,6 +437,7 @@ FLAG_KEYS = {
     "max_message_bytes": ("gateway", "max_message_bytes"),
     "ack_timeout": ("gateway", "ack_timeout"),
     "hwm": ("gateway", "hwm"),
+    "max_queued_bytes": ("gateway", "max_queued_bytes"),
     "quiet": ("serve", "quiet"),
     "status_interval": ("serve", "status_interval"),
 }
@@ -637,7 +641,8 @@ def run(settings: Settings, console=None) -> int:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED_IN_WORKERS)
         try:
             gateway = eng.serve(settings.endpoints, max_message_bytes=settings.max_message_bytes,
-                                ack_timeout=settings.ack_timeout, hwm=settings.hwm)
+                                ack_timeout=settings.ack_timeout, hwm=settings.hwm,
+                                max_queued_bytes=settings.max_queued_bytes)
         except EngineError as exc:
             raise ServeError(str(exc)) from None
         reloader = _Reloader(eng, settings.rules, say)
