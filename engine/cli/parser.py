@@ -151,6 +151,7 @@ config file (TOML); every key is optional, flags win over the file:
   max_message_bytes = 67108864  # --max-message-bytes
   ack_timeout = 5.0           # --ack-timeout (seconds)
   hwm = 1000                  # --hwm (messages)
+  max_queued_bytes = 268435456  # bytes one connection may queue (lowers hwm)
 
   [serve]
   quiet = false               # --quiet
