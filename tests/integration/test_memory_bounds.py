@@ -110,3 +110,22 @@ def test_200mb_frames_cost_no_memory(server):
     assert reply is not None and reply["ok"] is False    # answered: not an ingest frame
     stats = _ask(ctx, urls["query"], {"op": "stats"})
     assert stats["ok"] and stats["stats"]["gateway"]["healthy"]
+
+
+def test_a_1mb_name_is_refused_and_counted(server):
+    proc, ctx, urls = server
+    line = json.dumps({"entity": "h" * (1 << 20), "metric": "cpu", "value": 1.0}).encode()
+    body = line + b"\n"
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(urls["acked"])
+    try:
+        s.send(P.pack_header(P.TYPE_JSON, len(body)) + body)
+        assert s.poll(10_000)
+        reply = json.loads(s.recv())
+    finally:
+        s.close()
+    # The event is taken, by id; the name is not kept.
+    assert reply["ok"] and reply["accepted"] == 1
+    names = _ask(ctx, urls["query"], {"op": "stats"})["stats"]["names"]
+    assert names["dropped_long"] == 1 and names["entities"] == 0
