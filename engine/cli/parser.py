@@ -173,6 +173,7 @@ config file (TOML); every key is optional, flags win over the file:
   max_message_bytes = 67108864  # --max-message-bytes
   ack_timeout = 5.0           # --ack-timeout (seconds)
   hwm = 1000                  # --hwm (messages)
+  max_queued_bytes = 268435456  # bytes one connection may queue (lowers hwm)
 
   [serve]
   quiet = false               # --quiet
@@ -324,6 +325,20 @@ def _command(sub, name: str, *, help: str, description: str,
     return p
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is its one
+    source); ``engine.__version__`` when run from a source tree that was
+    never installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("ringflow")
+    except metadata.PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ringflow`` argument parser: one sub-command per command.
 
@@ -338,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ringflow",
         description="ringflow: a multi-process event engine with a Cython core.",
     )
+    parser.add_argument("--version", action="version", version=f"ringflow {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

@@ -36,6 +36,7 @@ and keys of :data:`SCHEMA` (the flag ``--ring-capacity`` is the key
     curve_clients = "clients"                  # public keys allowed to connect
     curve_admins = "admins"                    # ... and to change the server
     insecure = false          # allow binds beyond loopback without CURVE
+    max_queued_bytes = 268435456  # per connection: the hwm is lowered to fit
 
     [serve]
     quiet = false
@@ -306,6 +307,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "curve_clients": (key_path, None),
         "curve_admins": (key_path, None),
         "insecure": (boolean, False),
+        "max_queued_bytes": (positive_int, 256 << 20),
     },
     "serve": {
         "quiet": (boolean, False),
@@ -347,6 +349,7 @@ class Settings:
     curve_clients: str | None = None
     curve_admins: str | None = None
     insecure: bool = False
+    max_queued_bytes: int = 256 << 20
     quiet: bool = False
     status_interval: float = 5.0
     #: Where each setting came from: "default", the file's path, or "flag".
@@ -460,6 +463,7 @@ FLAG_KEYS = {
     "curve_clients": ("gateway", "curve_clients"),
     "curve_admins": ("gateway", "curve_admins"),
     "insecure": ("gateway", "insecure"),
+    "max_queued_bytes": ("gateway", "max_queued_bytes"),
     "quiet": ("serve", "quiet"),
     "status_interval": ("serve", "status_interval"),
 }
@@ -685,7 +689,8 @@ def run(settings: Settings, console=None) -> int:
         try:
             gateway = eng.serve(settings.endpoints, max_message_bytes=settings.max_message_bytes,
                                 ack_timeout=settings.ack_timeout, hwm=settings.hwm,
-                                curve=curve, insecure=settings.insecure)
+                                curve=curve, insecure=settings.insecure,
+                                max_queued_bytes=settings.max_queued_bytes)
         except EngineError as exc:
             raise ServeError(str(exc)) from None
         reloader = _Reloader(eng, settings.rules, say)

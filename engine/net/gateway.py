@@ -121,13 +121,21 @@ class GatewayConfig:
         ``ingest``, ``acked``, ``query``, ``alerts`` URLs; defaults bind
         127.0.0.1 on ports 7710-7713.
     max_message_bytes : int
-        Larger messages are rejected (``too_large``, with a reply on the acked
-        endpoint).  libzmq drops peers that send more than 4x this.
+        Larger messages (whole frame: header, producer extension and body)
+        are rejected.  It is also every bound socket's ``ZMQ_MAXMSGSIZE``:
+        libzmq reads a larger message's size prefix and drops the
+        connection before allocating it, so an oversized frame costs no
+        memory (PROTOCOL.md, "Limits").
     ack_timeout : float
         Seconds an acked message may wait for room in the rings before it is
         answered with ``backpressure`` (the records taken so far are kept).
     hwm : int
-        ZeroMQ receive high-water mark, in messages, of the ingest sockets.
+        ZeroMQ receive high-water mark, in messages, of the bound sockets.
+    max_queued_bytes : int
+        Bytes that may wait in one connection's receive queue: the
+        high-water mark used is ``min(hwm, max(1, max_queued_bytes //
+        max_message_bytes))``, so no connection queues more than
+        ``max(max_queued_bytes, max_message_bytes)`` bytes of messages.
     max_restarts : int
         Restarts a gateway thread gets within ``restart_window`` seconds;
         the next failure leaves it down (0: never restarted).
@@ -152,7 +160,8 @@ class GatewayConfig:
     def __init__(self, endpoints: dict | None = None, max_message_bytes: int = 64 << 20,
                  ack_timeout: float = 5.0, hwm: int = 1000, max_restarts: int = 5,
                  restart_window: float = 60.0, restart_backoff: float = 0.1,
-                 query_processes: int = 1, curve=None, insecure: bool = False) -> None:
+                 query_processes: int = 1, curve=None, insecure: bool = False,
+                 max_queued_bytes: int = 256 << 20) -> None:
         self.endpoints = {**endpoint_urls(), **(endpoints or {})}
         unknown = set(self.endpoints) - set(P.DEFAULT_PORTS)
         if unknown:
@@ -163,6 +172,9 @@ class GatewayConfig:
         self.max_message_bytes = int(max_message_bytes)
         self.ack_timeout = float(ack_timeout)
         self.hwm = int(hwm)
+        if int(max_queued_bytes) < 1:
+            raise EngineError("max_queued_bytes must be >= 1")
+        self.max_queued_bytes = int(max_queued_bytes)
         if int(max_restarts) < 0 or not restart_window > 0 or not restart_backoff >= 0:
             raise EngineError("max_restarts must be >= 0, restart_window > 0 and "
                               "restart_backoff >= 0")
@@ -177,6 +189,13 @@ class GatewayConfig:
         self.insecure = bool(insecure)
         #: Endpoints beyond loopback (bound without CURVE only when insecure).
         self.exposed = security.check_exposure(self.endpoints, curve, self.insecure)
+
+
+    @property
+    def rcvhwm(self) -> int:
+        """The receive high-water mark in messages: ``hwm``, lowered so that
+        ``rcvhwm * max_message_bytes`` stays within ``max_queued_bytes``."""
+        return min(self.hwm, max(1, self.max_queued_bytes // self.max_message_bytes))
 
 
 class _ProducerState:
@@ -498,8 +517,10 @@ class Gateway:
     def _bind(self, kind: int, url: str, ctx: zmq.Context | None = None) -> zmq.Socket:
         sock = (ctx or self._ctx).socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, self.config.hwm)
-        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.config.max_message_bytes)
+        sock.setsockopt(zmq.RCVHWM, self.config.rcvhwm)
+        # Exactly the protocol's limit: a larger message is dropped by
+        # libzmq from its size prefix, before any allocation.
+        sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
         if self.config.curve is not None:
             self.config.curve.configure(sock)
         try:

@@ -394,8 +394,6 @@ def _rejection_cases() -> list[tuple[str, bytes, int, int]]:
         ("bad_length", ok_bin[:-1], 0, 0),
         ("bad_length", frame(2, 10, b'{"a": 1}\n'), 0, 0),
         ("bad_length", frame(1, 2**32 - 1, body), 0, 0),
-        ("too_large", binary(events("big", "cpu", MAX_BYTES // 32)), 0, 0),
-        ("too_large", b"\0" * (MAX_BYTES + 1), 0, 0),
         ("bad_utf8", frame(2, 4, b"\xff\xfe\xfd\n"), 0, 0),
         ("bad_utf8", json_frame([b'{"entity": "\xc3(", "metric": "cpu", "value": 1}']), 0, 0),
         ("bad_json", json_frame(["not json"]), 0, 0),
@@ -434,7 +432,9 @@ def _good(i: int) -> tuple[bytes, np.ndarray]:
 @pytest.mark.parametrize("endpoint", ["acked", "ingest"])
 def test_every_rejection_is_counted_exactly_and_valid_frames_around_it_are_applied(endpoint):
     cases = _rejection_cases()
-    not_by_message = {"invalid_record", "backpressure", "unavailable", "ok"}
+    # too_large: a frame over max_message_bytes is dropped by libzmq
+    # (ZMQ_MAXMSGSIZE), connection and all, before the gateway sees it.
+    not_by_message = {"invalid_record", "backpressure", "unavailable", "ok", "too_large"}
     assert {c[0] for c in cases} >= set(P.REASONS) - not_by_message
     with live(max_message_bytes=MAX_BYTES) as gw:
         sock = gw.sock(zmq.DEALER if endpoint == "acked" else zmq.PUSH, endpoint)
@@ -979,20 +979,20 @@ def test_line_separators_inside_json_strings_escaped_work_and_raw_too():
         assert r == {"ok": True, "accepted": 2, "rejected": 0}
 
 
-def test_a_frame_over_four_times_the_limit_drops_that_connection_only():
-    """libzmq's MAXMSGSIZE (4 x max_message_bytes) disconnects the sender:
-    no reply, nothing counted, and every other client carries on."""
+def test_a_frame_over_the_limit_drops_that_connection_only():
+    """libzmq's MAXMSGSIZE (= max_message_bytes) disconnects the sender of
+    a larger frame before allocating it: no reply, nothing counted, and
+    every other client carries on."""
     with live(max_message_bytes=1024) as gw:
         huge = gw.sock(zmq.DEALER, "acked")
         other = gw.sock(zmq.DEALER, "acked")
         assert gw.ask_json(other, binary(events("a", "cpu", 2)))["accepted"] == 2
-        huge.send(binary(events("huge", "cpu", 200)))      # 6408 bytes > 4096
+        huge.send(binary(events("huge", "cpu", 32)))       # 1032 bytes > 1024
         assert not huge.poll(500)
         assert gw.ask_json(other, binary(events("b", "cpu", 31)))["accepted"] == 31
-        assert gw.ask_json(other, binary(events("c", "cpu", 32)))["reason"] == "too_large"
-        gw.settle(messages=3, records=33)
+        gw.settle(messages=2, records=33)
         assert gw.eng.get("huge", "cpu") is None
-        assert gw.gateway_stats()["rejected"]["too_large"] == 1
+        assert gw.gateway_stats()["rejected"]["too_large"] == 0
 
 
 @pytest.mark.timeout(60)
