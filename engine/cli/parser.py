@@ -411,6 +411,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "the file)")
     o.add_argument("--status-interval", type=v["float"], metavar="SECONDS",
                    help="seconds between status lines (default: 5)")
+    m = serve.add_argument_group("metrics (docs/metrics.md)")
+    m.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics "
+                        "(default: off; 0 picks a free port)")
+    m.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                   help="address of the metrics endpoint (default: 127.0.0.1; "
+                        "non-loopback needs --insecure)")
+    m.add_argument("--insecure", action="store_true", default=None,
+                   help="allow binding a non-loopback address (no authentication)")
 
     # --- send ---
     send = _command(

@@ -328,6 +328,10 @@ class Settings:
     hwm: int = 1000
     quiet: bool = False
     status_interval: float = 5.0
+    #: Prometheus endpoint (docs/metrics.md): None is off.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    insecure: bool = False
     #: Where each setting came from: "default", the file's path, or "flag".
     origin: dict = field(default_factory=dict)
 
@@ -471,7 +475,25 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         s.engine_config()
     except ConfigError as exc:
         raise SettingsError(str(exc)) from None
+    _metrics_settings(s, args)
     return s
+
+
+def _metrics_settings(s: Settings, args: argparse.Namespace) -> None:
+    """The metrics flags (flags only, not in the TOML file), checked now so
+    that a refused bind is a usage error before anything starts."""
+    from ..observe.metrics import MetricsError, check_bind
+
+    s.metrics_port = getattr(args, "metrics_port", None)
+    s.metrics_host = getattr(args, "metrics_host", None) or s.metrics_host
+    s.insecure = bool(getattr(args, "insecure", False))
+    if s.metrics_port is not None:
+        if not 0 <= s.metrics_port <= 65535:
+            raise SettingsError(f"--metrics-port {s.metrics_port} is not a port (0..65535)")
+        try:
+            check_bind(s.metrics_host, s.insecure)
+        except MetricsError as exc:
+            raise SettingsError(str(exc)) from None
 
 
 # --- running --------------------------------------------------------------
@@ -577,6 +599,16 @@ class _Reloader:
         self._say(f"received SIGHUP: rules reloaded from {self.path}: {_rules_summary(new)}")
 
 
+def _start_metrics(eng, gateway, settings: Settings):
+    from ..observe.metrics import MetricsError, MetricsServer
+
+    try:
+        return MetricsServer(eng, gateway, port=settings.metrics_port,
+                             host=settings.metrics_host, insecure=settings.insecure)
+    except MetricsError as exc:
+        raise ServeError(str(exc)) from None
+
+
 def run(settings: Settings, console=None) -> int:
     """Serve until SIGINT or SIGTERM, reloading the rules on SIGHUP; returns
     the exit code.
@@ -630,6 +662,7 @@ def run(settings: Settings, console=None) -> int:
     resource_tracker.ensure_running()
     signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED_IN_WORKERS)
     eng = None
+    metrics = None
     try:
         try:
             eng = Engine(config=settings.engine_config())
@@ -677,6 +710,9 @@ def run(settings: Settings, console=None) -> int:
             say("  counters " + counter_legend())
         for name, url in gateway.endpoints.items():
             say(f"  {name:<7} {_SOCKETS[name]:<7} {url}")
+        if settings.metrics_port is not None:
+            metrics = _start_metrics(eng, gateway, settings)
+            say(f"  metrics HTTP    {metrics.url}")
         ready = " ".join(f"{name}={url}" for name, url in gateway.endpoints.items())
         say(f"ringflow serving on {ready} (pid {os.getpid()}); Ctrl-C or SIGTERM to stop, "
             "SIGHUP to reload the rules")
@@ -720,6 +756,8 @@ def run(settings: Settings, console=None) -> int:
     except (WorkerDied, GatewayDown) as exc:
         raise ServeError(f"{exc}; stopping") from None
     finally:
+        if metrics is not None:
+            metrics.close()
         if eng is not None:
             eng.close()
         for s, h in old_handlers.items():
