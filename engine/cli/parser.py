@@ -418,6 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                    help="address of the metrics endpoint (default: 127.0.0.1; "
                         "non-loopback needs --insecure)")
+    lg = serve.add_argument_group("logs")
+    lg.add_argument("--log-format", choices=("logfmt", "json", "rich"),
+                    help="events (status, faults, reloads) on stderr, one per line "
+                         "(default: rich on a terminal, else logfmt)")
+    lg.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                    help="least level logged (default: info)")
     m.add_argument("--insecure", action="store_true", default=None,
                    help="allow binding a non-loopback address (no authentication)")
 

@@ -1120,9 +1120,10 @@ class Gateway:
         except Exception as exc:  # noqa: BLE001 - one query must not stop the rest
             self._c["query_errors"] += 1
             reply = json.dumps({"ok": False, "error": f"internal: {exc!r}"}).encode()
-        sock.send_multipart([*envelope, reply])
         if observer is not None:
+            # Before the send: a client that has its reply sees it counted.
             observer("local", time.perf_counter() - t0)
+        sock.send_multipart([*envelope, reply])
 
     def answer(self, frame: bytes) -> bytes:
         """The reply to one query frame: a binary lookup (parsed here), or a

@@ -3,6 +3,9 @@ gateway: real HTTP GETs on 127.0.0.1, parsed by prometheus_client's parser."""
 
 from __future__ import annotations
 
+import json
+import re
+import signal
 import urllib.request
 
 import numpy as np
@@ -12,6 +15,7 @@ import engine
 from engine.net.client import Client
 from engine.observe.metrics import MetricsError, MetricsServer, check_bind
 from tests.helpers import served_engine, wait_for
+from tests.integration.test_cli import ringflow, serve  # noqa: F401 - fixture
 
 pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
@@ -76,3 +80,29 @@ def test_non_loopback_needs_insecure():
         check_bind("0.0.0.0", False)
     with pytest.raises(MetricsError, match="--insecure"):
         check_bind("10.1.2.3", False)
+
+
+@pytest.mark.timeout(60)
+def test_serve_metrics_port_and_json_logs(serve):  # noqa: F811 - the fixture
+    """``ringflow serve --metrics-port 0 --log-format json``: the endpoint
+    answers, and every event line (status, signal) is one JSON object."""
+    srv = serve("--metrics-port", "0", "--log-format", "json", "--no-quiet",
+                "--status-interval", "0.2")
+    url = re.search(r"metrics HTTP\s+(http://\S+)", srv.output).group(1)
+    assert "127.0.0.1" in url
+    fams = scrape(url)
+    assert fams["ringflow_events_applied"].type == "counter"
+    wait_for(lambda: '"msg": "applied' in srv.output, 10, f"a status event:\n{srv.output}")
+    assert srv.stop(signal.SIGTERM) == 0, srv.output
+    events = [json.loads(x) for x in srv.lines if x.startswith("{")]
+    status = [e for e in events if e.get("event") == "status"]
+    assert status and status[0]["level"] == "info" and status[0]["applied"] == 0
+    assert any(e["msg"].startswith("received SIGTERM") for e in events)
+    assert "ringflow stopped cleanly" in srv.output
+
+
+def test_serve_refuses_non_loopback_metrics_without_insecure():
+    r = ringflow("serve", "--data-dir", "none", "--metrics-port", "0",
+                 "--metrics-host", "0.0.0.0")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--insecure" in r.stderr and "Traceback" not in r.stderr
