@@ -32,6 +32,17 @@ def _fields(record: logging.LogRecord) -> dict:
     return dict(fields) if fields else {}
 
 
+def _one_line(text: str) -> str:
+    """JSON text with its unprintable characters escaped: NEL, U+2028 and
+    the like break lines for some readers even though JSON allows them raw
+    (only inside strings, where ``\\uXXXX`` means the same)."""
+    if text.isprintable():
+        return text
+    # json.dumps escapes them as ensure_ascii would (surrogate pairs past
+    # the BMP); every other character stays as it is.
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
+
+
 def _logfmt_value(value) -> str:
     if value is None:
         return ""
@@ -39,8 +50,8 @@ def _logfmt_value(value) -> str:
         return "true" if value else "false"
     text = value if isinstance(value, str) else str(value)
     # Quoted when it would not read back as one bare token.
-    if text == "" or any(c in text for c in ' ="\\') or any(ord(c) < 32 for c in text):
-        return json.dumps(text, ensure_ascii=False)
+    if text == "" or any(c in text for c in ' ="\\') or not text.isprintable():
+        return _one_line(json.dumps(text, ensure_ascii=False))
     return text
 
 
@@ -69,7 +80,7 @@ class JsonFormatter(logging.Formatter):
         out = {"ts": _ts(record), "level": record.levelname.lower(), "msg": msg}
         for k, v in _fields(record).items():
             out.setdefault(str(k), v)
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return _one_line(json.dumps(out, ensure_ascii=False, default=str))
 
 
 def default_format(stream=None) -> str:
