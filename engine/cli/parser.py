@@ -449,6 +449,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "the file)")
     o.add_argument("--status-interval", type=v["float"], metavar="SECONDS",
                    help="seconds between status lines (default: 5)")
+    m = serve.add_argument_group("metrics (docs/metrics.md)")
+    m.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics "
+                        "(default: off; 0 picks a free port)")
+    m.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                   help="address of the metrics endpoint (default: 127.0.0.1; "
+                        "non-loopback needs --insecure: /metrics has no authentication)")
+    lg = serve.add_argument_group("logs")
+    lg.add_argument("--log-format", choices=("logfmt", "json", "rich"),
+                    help="events (status, faults, reloads) on stderr, one per line "
+                         "(default: rich on a terminal, else logfmt)")
+    lg.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                    help="least level logged (default: info)")
 
     # --- send ---
     send = _command(

@@ -352,6 +352,12 @@ class Settings:
     max_queued_bytes: int = 256 << 20
     quiet: bool = False
     status_interval: float = 5.0
+    #: Prometheus endpoint (docs/metrics.md): None is off.
+    metrics_port: int | None = None
+    #: --log-format (None: rich on a terminal, else logfmt) and --log-level.
+    log_format: str | None = None
+    log_level: str = "info"
+    metrics_host: str = "127.0.0.1"
     #: Where each setting came from: "default", the file's path, or "flag".
     origin: dict = field(default_factory=dict)
 
@@ -501,7 +507,26 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         s.engine_config()
     except ConfigError as exc:
         raise SettingsError(str(exc)) from None
+    _metrics_settings(s, args)
     return s
+
+
+def _metrics_settings(s: Settings, args: argparse.Namespace) -> None:
+    """The metrics flags (flags only, not in the TOML file), checked now so
+    that a refused bind is a usage error before anything starts."""
+    from ..observe.metrics import MetricsError, check_bind
+
+    s.metrics_port = getattr(args, "metrics_port", None)
+    s.metrics_host = getattr(args, "metrics_host", None) or s.metrics_host
+    s.log_format = getattr(args, "log_format", None)
+    s.log_level = getattr(args, "log_level", None) or s.log_level
+    if s.metrics_port is not None:
+        if not 0 <= s.metrics_port <= 65535:
+            raise SettingsError(f"--metrics-port {s.metrics_port} is not a port (0..65535)")
+        try:
+            check_bind(s.metrics_host, s.insecure)
+        except MetricsError as exc:
+            raise SettingsError(str(exc)) from None
 
 
 # --- running --------------------------------------------------------------
@@ -551,10 +576,12 @@ class _Reloader:
     segment under one generation word, so two concurrent reloads could
     leave the workers a mix of both rule sets."""
 
-    def __init__(self, engine, path: str | None, say) -> None:
+    def __init__(self, engine, path: str | None, say, warn=None) -> None:
         self.engine = engine
         self.path = path
         self._say = say
+        # Refused and failed reloads: a warning when serve logs (--log-level).
+        self._warn = warn or say
         self._lock = threading.Lock()
 
     def _reload(self, rules):
@@ -572,10 +599,10 @@ class _Reloader:
         try:
             new = self._reload(Path(self.path) if rules is None else rules)
         except ConfigError as exc:
-            self._say(f"a client's rules reload ({what}) refused, keeping the old rules: {exc}")
+            self._warn(f"a client's rules reload ({what}) refused, keeping the old rules: {exc}")
             raise
         except EngineError as exc:
-            self._say(f"a client's rules reload ({what}) failed: {exc}")
+            self._warn(f"a client's rules reload ({what}) failed: {exc}")
             raise
         if rules is None:
             self._say(f"rules reloaded from {self.path} at a client's request: "
@@ -598,11 +625,11 @@ class _Reloader:
         except WorkerDied:
             raise
         except ConfigError as exc:
-            self._say(f"received SIGHUP: rules file {self.path} not reloaded, keeping the old "
+            self._warn(f"received SIGHUP: rules file {self.path} not reloaded, keeping the old "
                       f"rules: {exc}")
             return
         except EngineError as exc:
-            self._say(f"received SIGHUP: rules reload failed: {exc}")
+            self._warn(f"received SIGHUP: rules reload failed: {exc}")
             return
         self._say(f"received SIGHUP: rules reloaded from {self.path}: {_rules_summary(new)}")
 
@@ -624,6 +651,14 @@ def _curve_server(settings: Settings):
     except EngineError as exc:
         raise ServeError(str(exc)) from None
     return curve
+def _start_metrics(eng, gateway, settings: Settings):
+    from ..observe.metrics import MetricsError, MetricsServer
+
+    try:
+        return MetricsServer(eng, gateway, port=settings.metrics_port,
+                             host=settings.metrics_host, insecure=settings.insecure)
+    except MetricsError as exc:
+        raise ServeError(str(exc)) from None
 
 
 def run(settings: Settings, console=None) -> int:
@@ -647,6 +682,12 @@ def run(settings: Settings, console=None) -> int:
     )
 
     console = console or Console()
+    # Events (status, faults, reloads, signals) are log lines on stderr
+    # (engine/observe/logs.py); the banner, the ready line, the workers
+    # table and the final line stay plain text on stdout for scripts.
+    from ..observe import logs
+
+    log = logs.setup(settings.log_format, settings.log_level)
 
     def say(text: str = "", markup: bool = False) -> None:
         console.print(text, soft_wrap=True, highlight=False, markup=markup)
@@ -679,6 +720,7 @@ def run(settings: Settings, console=None) -> int:
     resource_tracker.ensure_running()
     signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED_IN_WORKERS)
     eng = None
+    metrics = None
     try:
         # Keys and binds are checked before any worker starts.
         curve = _curve_server(settings)
@@ -693,14 +735,14 @@ def run(settings: Settings, console=None) -> int:
                                 max_queued_bytes=settings.max_queued_bytes)
         except EngineError as exc:
             raise ServeError(str(exc)) from None
-        reloader = _Reloader(eng, settings.rules, say)
+        reloader = _Reloader(eng, settings.rules, log.info, log.warning)
         gateway.reload_hook = reloader
 
         def on_fault(thread: str, cause: str, restarting: bool) -> None:
             # From the failed gateway thread: report now; a thread that
             # stays down wakes the main loop, which then stops the server.
             if restarting:
-                say(cause)
+                log.warning(cause, extra={"fields": {"thread": thread, "restarting": True}})
             wake.set()
 
         gateway.fault_hook = on_fault
@@ -709,7 +751,7 @@ def run(settings: Settings, console=None) -> int:
             # A worker's death, hang, replacement and return (docs/faults.md):
             # serve goes on through all of them, and says so.
             if isinstance(alert, EngineAlert):
-                say(str(alert))
+                log.warning(str(alert))
 
         eng.on_alert(on_engine_alert)
         cfg = eng.config
@@ -738,6 +780,9 @@ def run(settings: Settings, console=None) -> int:
             say("  counters " + counter_legend())
         for name, url in gateway.endpoints.items():
             say(f"  {name:<7} {_SOCKETS[name]:<7} {url}")
+        if settings.metrics_port is not None:
+            metrics = _start_metrics(eng, gateway, settings)
+            say(f"  metrics HTTP    {metrics.url}")
         ready = " ".join(f"{name}={url}" for name, url in gateway.endpoints.items())
         say(f"ringflow serving on {ready} (pid {os.getpid()}); Ctrl-C or SIGTERM to stop, "
             "SIGHUP to reload the rules")
@@ -763,12 +808,15 @@ def run(settings: Settings, console=None) -> int:
             now = time.monotonic()
             if not settings.quiet and now >= next_status:
                 counters = serve_counters(stats, gateway.stats())
-                say(serve_status_line(counters, prev, now - t_prev))
+                # The line without its leading clock time (the log's ts),
+                # and its counters as fields.
+                line = serve_status_line(counters, prev, now - t_prev).split(" ", 1)[1]
+                log.info(line, extra={"fields": {"event": "status", **counters}})
                 prev, t_prev = counters, now
                 next_status = now + settings.status_interval
 
-        say(f"received {received[0] if received else 'stop'}: stopping the gateway, "
-            "draining the rings")
+        log.info(f"received {received[0] if received else 'stop'}: stopping the gateway, "
+                 "draining the rings")
         gateway.close()                 # stop reading; what was read is submitted
         eng.flush(30.0)                 # everything accepted is applied
         stats = eng.stats()
@@ -781,6 +829,9 @@ def run(settings: Settings, console=None) -> int:
     except (WorkerDied, GatewayDown) as exc:
         raise ServeError(f"{exc}; stopping") from None
     finally:
+        logs.teardown()
+        if metrics is not None:
+            metrics.close()
         if eng is not None:
             eng.close()
         for s, h in old_handlers.items():

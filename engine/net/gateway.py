@@ -310,6 +310,12 @@ class Gateway:
     #: the failure and to wake its main loop.  It must not block.
     fault_hook = None
 
+    #: Called as ``query_observer(path, seconds)`` by the query thread after
+    #: each JSON query it answers (``path`` ``"local"``) or forwards to a
+    #: query process (``"fleet"``, timed to the reply), for the latency
+    #: histogram of :mod:`engine.observe.metrics`; None: nothing is timed.
+    query_observer = None
+
     def __init__(self, engine, config: GatewayConfig | None = None) -> None:
         self.engine = engine
         self._pid = os.getpid()
@@ -366,6 +372,8 @@ class Gateway:
         # query thread's.
         self._qprocs: list[_QueryProcess] = []
         self._qp_seq = itertools.count(1)
+        # seq -> perf_counter() at forwarding, only with a query_observer.
+        self._qp_started: dict = {}
         self.alerts = None
         self.published = 0
         #: Alerts the publisher fell too far behind the engine's log to send.
@@ -1082,8 +1090,11 @@ class Gateway:
             if skipped > qp.unavailable:
                 self._reader.add_unavailable(skipped - qp.unavailable)
                 qp.unavailable = skipped
+            t0 = self._qp_started.pop(seq, None)
             if qp.inflight.pop(seq, None) is None:
                 continue    # answered already, when its process was replaced
+            if t0 is not None and self.query_observer is not None:
+                self.query_observer("fleet", time.perf_counter() - t0)
             if reply.startswith(b'{"ok": false'):
                 self._query_failed()
             sock.send_multipart([*envelope, reply])
@@ -1092,7 +1103,8 @@ class Gateway:
         """A query process exited: answer what it had in flight, start
         another (it gets every name again)."""
         code = qp.proc.returncode
-        for envelope in qp.inflight.values():
+        for seq, envelope in qp.inflight.items():
+            self._qp_started.pop(seq, None)
             self._query_failed()
             sock.send_multipart([*envelope, json.dumps(
                 {"ok": False, "reason": "unavailable",
@@ -1134,6 +1146,8 @@ class Gateway:
             return
         seq = next(self._qp_seq).to_bytes(8, "little")
         qp.inflight[seq] = parts[:-1]
+        if self.query_observer is not None:
+            self._qp_started[seq] = time.perf_counter()
         qp.sock.send_multipart([seq, qp.names_delta(self.names), *parts])
 
     @staticmethod
@@ -1153,11 +1167,16 @@ class Gateway:
     def _reply(self, sock: zmq.Socket, parts: list, user: bytes | None = None) -> None:
         """Answer one JSON request (its envelope, then the request)."""
         envelope, frame = parts[:-1], parts[-1]
+        observer = self.query_observer
+        t0 = time.perf_counter() if observer is not None else 0.0
         try:
             reply = self.answer(frame, user)
         except Exception as exc:  # noqa: BLE001 - one query must not stop the rest
             self._c["query_errors"] += 1
             reply = json.dumps({"ok": False, "error": f"internal: {exc!r}"}).encode()
+        if observer is not None:
+            # Before the send: a client that has its reply sees it counted.
+            observer("local", time.perf_counter() - t0)
         sock.send_multipart([*envelope, reply])
 
     def answer(self, frame: bytes, user: bytes | None = None) -> bytes:

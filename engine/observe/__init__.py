@@ -1,0 +1,1 @@
+"""Watching ringflow itself: Prometheus metrics (:mod:`.metrics`)."""
