@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 import time
 
 from .shm import _SHM_DIR, PREFIX
@@ -66,6 +67,9 @@ class EngineInfo:
         from shared_memory_dict.serializers import JSONSerializer
 
         self._pid = os.getpid()
+        # The engine's threads (start, serve, the supervisor's state
+        # changes) write rarely; one at a time, so no update is lost.
+        self._lock = threading.Lock()
         self._dict = SharedMemoryDict(info_name(self._pid), _INFO_BYTES,
                                       serializer=JSONSerializer())
         self.name = self._dict.shm.name
@@ -73,9 +77,10 @@ class EngineInfo:
 
     def update(self, fields: dict) -> None:
         """Merge ``fields`` into the record (one write of the whole dict)."""
-        if os.getpid() != self._pid or self._dict is None:
-            return
-        self._dict.update({**fields, "updated": time.time()})
+        with self._lock:
+            if os.getpid() != self._pid or self._dict is None:
+                return
+            self._dict.update({**fields, "updated": time.time()})
 
     @property
     def shm(self):
@@ -84,7 +89,8 @@ class EngineInfo:
 
     def drop(self) -> None:
         """Forget the dict; the segment is closed and unlinked by the engine."""
-        self._dict = None
+        with self._lock:
+            self._dict = None
 
 
 def read_info(pid: int, retries: int = 20) -> dict | None:

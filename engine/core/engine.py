@@ -415,7 +415,7 @@ class Engine:
         self._default = self.producer()
         self._supervisor = Supervisor(
             self._procs, spawn, buf, [seg.buf for seg in self._table_segments], lay, cfg,
-            self._alerts.post,
+            self._post_engine_alert,
         )
         self._stoppers.append(self._supervisor.close)
         if self._data_dir is not None and cfg.snapshot_interval_ns:
@@ -436,7 +436,8 @@ class Engine:
 
         self._info = EngineInfo({
             "pid": self._pid, "version": __version__, "record": RECORD_VERSION,
-            "started": time.time(), "state": "running", "workers": cfg.workers,
+            "started": time.time(), "state": "ok", "workers": cfg.workers,
+            "name": os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python",
             "data_dir": None if cfg.data_dir is None else os.fspath(cfg.data_dir),
             "tables": [seg.name for seg in self._table_segments],
             "control": self._control_segment.name,
@@ -445,6 +446,17 @@ class Engine:
         })
         shm = self._info.shm
         self._segments.append(Segment(shm.name, shm.size, shm.buf, True, shm))
+
+    def _post_engine_alert(self, alert) -> None:
+        """A shard changed state (supervisor thread): tell the alert
+        subscribers, and ``ringflow ls`` through the record."""
+        self._alerts.post(alert)
+        info = self._info
+        if info is not None and not self._closing:
+            try:
+                info.update({"state": self._supervisor.state})
+            except Exception:  # noqa: BLE001 - the record is informative; the alert went out
+                pass
 
     def _recover(self, cfg: EngineConfig) -> Recovery:
         """Load the newest good snapshot into the fresh tables and replay

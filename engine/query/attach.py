@@ -30,9 +30,12 @@ def _find(pid_or_name) -> int:
     text = str(pid_or_name)
     if text.isdigit():
         return int(text)
-    for rec in running_engines():
-        if rec.get("name") == text:
-            return rec["pid"]
+    pids = [rec["pid"] for rec in running_engines() if rec.get("name") == text]
+    if len(pids) > 1:
+        raise AttachError(f"{len(pids)} engines are named {text!r} (pids "
+                          f"{', '.join(map(str, pids))}): attach by pid")
+    if pids:
+        return pids[0]
     raise AttachError(f"no running engine named {text!r} on this host "
                       "(`ringflow ls` lists them)")
 
