@@ -99,6 +99,13 @@ def _snapshot_loop(ref, stop: threading.Event, interval: float) -> None:
         del eng
 
 
+def _program_name() -> str:
+    """What ``ringflow ls`` calls this process: its program, ``ringflow``
+    for ``python -m engine``."""
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "ringflow" if prog in ("__main__.py", "ringflow") else (prog or "python")
+
+
 def _cleanup(owner_pid: int, procs: list, segments: list, stoppers: list) -> None:
     """Last-resort cleanup (garbage collection, interpreter exit, failed
     start): kill what still runs and unlink what was created.
@@ -437,7 +444,7 @@ class Engine:
         self._info = EngineInfo({
             "pid": self._pid, "version": __version__, "record": RECORD_VERSION,
             "started": time.time(), "state": "ok", "workers": cfg.workers,
-            "name": os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python",
+            "name": _program_name(),
             "data_dir": None if cfg.data_dir is None else os.fspath(cfg.data_dir),
             "tables": [seg.name for seg in self._table_segments],
             "control": self._control_segment.name,
