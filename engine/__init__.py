@@ -45,6 +45,7 @@ _PUBLIC = {
     "AsyncClient": ".net.aio",
     "Client": ".net.client",
     "Gateway": ".net.gateway",
+    "attach": ".query.attach",
 }
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "STATUS_NAMES",
     "WAIT_STRATEGIES",
     "__version__",
+    "attach",
     "entity_id",
     "errors",
     "list_segments",
@@ -110,3 +112,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing runs here
     from .net.aio import AsyncClient
     from .net.client import Client
     from .net.gateway import Gateway
+    from .query.attach import attach

@@ -31,6 +31,7 @@ STATUS_CORRUPT = 6
 __all__ = [
     "EngineError",
     "ConfigError",
+    "AttachError",
     "EngineClosed",
     "ForkedProcess",
     "Backpressure",
@@ -64,6 +65,11 @@ class ConfigError(EngineError, ValueError):
 
 class EngineClosed(EngineError):
     """The engine was used after :meth:`engine.Engine.close`."""
+
+
+class AttachError(EngineError):
+    """:func:`engine.attach` found no such engine, the engine it read has
+    closed or died, or its record or table layout is not this version's."""
 
 
 class ForkedProcess(EngineError):

@@ -22,10 +22,11 @@ def orphan_segments() -> list[str]:
     """Segments named ringflow-<pid>-... whose creator pid no longer runs."""
     found = []
     for name in sorted(os.listdir(SHM)):
-        if not name.startswith("ringflow-"):
+        # sm_ringflow-<pid>-info: an engine's record (shared-memory-dict's name).
+        if not name.removeprefix("sm_").startswith("ringflow-"):
             continue
         try:
-            pid = int(name.split("-")[1])
+            pid = int(name.removeprefix("sm_").split("-")[1])
         except (IndexError, ValueError):
             continue
         if not os.path.exists(f"/proc/{pid}"):

@@ -33,7 +33,8 @@ def _our_workers() -> list[psutil.Process]:
 def _our_segments() -> set[str]:
     # Segment names carry the creator's pid: other ringflow users of this
     # machine (a benchmark running beside the tests) are not our leaks.
-    return {n for n in engine.list_segments() if n.startswith(f"ringflow-{os.getpid()}-")}
+    return {n for n in engine.list_segments()
+            if n.removeprefix("sm_").startswith(f"ringflow-{os.getpid()}-")}
 
 
 @pytest.fixture(autouse=True)

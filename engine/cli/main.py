@@ -433,9 +433,23 @@ def _cmd_keys(args) -> int:
     return EXIT_OK
 
 
+def _cmd_top(args) -> int:
+    from .top import run_top
+
+    with _connect(args) as client:
+        return run_top(client, _endpoints(args)["query"], args.interval, args.once, args.limit)
+
+
+def _cmd_ls(args) -> int:
+    from .top import run_ls
+
+    return run_ls(args.json)
+
+
 _COMMANDS = {"keys": _cmd_keys, "serve": _cmd_serve, "send": _cmd_send, "query": _cmd_query,
              "status": _cmd_status, "alerts": _cmd_alerts, "reload": _cmd_reload,
              "stats": _cmd_stats, "bench": _cmd_bench, "repair": _cmd_repair}
+_COMMANDS.update(top=_cmd_top, ls=_cmd_ls)  # issue 17 (engine/cli/top.py)
 
 
 def main(argv: list[str] | None = None) -> int:

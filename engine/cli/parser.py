@@ -573,6 +573,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_client_options(stats, v, json="tables")
 
+    # --- top, ls (issue 17) ---
+    top = _command(sub, "top", help="a live view of a running server",
+                   description="Refresh, every --interval seconds, the ingest and query "
+                               "rates, the workers' counters, table and ring fill, restarts, "
+                               "alert counters and the worst entities; q or Ctrl-C quits.")
+    top.add_argument("--interval", type=v["float"], default=1.0, metavar="SECONDS",
+                     help="seconds between frames (default: 1)")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.add_argument("--limit", type=_positive_int, default=10, metavar="N",
+                     help="worst entities shown (default: 10)")
+    _add_client_options(top, v)
+    ls = _command(sub, "ls", help="list the engines running on this host",
+                  description="List the ringflow engines running on this host (from the "
+                              "record each publishes in shared memory): pid, name, state, "
+                              "workers, uptime, data dir and endpoints.")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     # --- repair ---
     repair = _command(
         sub, "repair",

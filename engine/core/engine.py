@@ -99,6 +99,13 @@ def _snapshot_loop(ref, stop: threading.Event, interval: float) -> None:
         del eng
 
 
+def _program_name() -> str:
+    """What ``ringflow ls`` calls this process: its program, ``ringflow``
+    for ``python -m engine``."""
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "ringflow" if prog in ("__main__.py", "ringflow") else (prog or "python")
+
+
 def _cleanup(owner_pid: int, procs: list, segments: list, stoppers: list) -> None:
     """Last-resort cleanup (garbage collection, interpreter exit, failed
     start): kill what still runs and unlink what was created.
@@ -295,6 +302,7 @@ class Engine:
         )
         self._producers: list[Producer | None] = [None] * cfg.producers
         self._gateway = None
+        self._info = None
         self._data_dir: DataDir | None = None
         self._recovery: Recovery | None = None
         # Snapshots (periodic thread, snapshot_now, close) one at a time.
@@ -410,10 +418,11 @@ class Engine:
                               window_ns=cfg.window_ns, views=cfg.views, check=self._check)
         if self._recovery is not None:
             self._reader.recovered = self._recovery.to_dict()
+        self._publish(cfg)
         self._default = self.producer()
         self._supervisor = Supervisor(
             self._procs, spawn, buf, [seg.buf for seg in self._table_segments], lay, cfg,
-            self._alerts.post,
+            self._post_engine_alert,
         )
         self._stoppers.append(self._supervisor.close)
         if self._data_dir is not None and cfg.snapshot_interval_ns:
@@ -424,6 +433,37 @@ class Engine:
                              cfg.snapshot_interval_ns / 1e9),
                              name="ringflow-snapshots", daemon=True).start()
             self._stoppers.insert(0, stop.set)
+
+    def _publish(self, cfg: EngineConfig) -> None:
+        """Write this engine's record for ``ringflow ls`` and
+        :func:`engine.attach` (engine/core/discovery.py); its segment is
+        cleaned up with the others."""
+        from .. import __version__
+        from .discovery import RECORD_VERSION, EngineInfo
+
+        self._info = EngineInfo({
+            "pid": self._pid, "version": __version__, "record": RECORD_VERSION,
+            "started": time.time(), "state": "ok", "workers": cfg.workers,
+            "name": _program_name(),
+            "data_dir": None if cfg.data_dir is None else os.fspath(cfg.data_dir),
+            "tables": [seg.name for seg in self._table_segments],
+            "control": self._control_segment.name,
+            "table_bytes": cfg.table_bytes(), "state_itemsize": STATE_DTYPE.itemsize,
+            "window_ns": cfg.window_ns, "views": list(cfg.views), "endpoints": None,
+        })
+        shm = self._info.shm
+        self._segments.append(Segment(shm.name, shm.size, shm.buf, True, shm))
+
+    def _post_engine_alert(self, alert) -> None:
+        """A shard changed state (supervisor thread): tell the alert
+        subscribers, and ``ringflow ls`` through the record."""
+        self._alerts.post(alert)
+        info = self._info
+        if info is not None and not self._closing:
+            try:
+                info.update({"state": self._supervisor.state})
+            except Exception:  # noqa: BLE001 - the record is informative; the alert went out
+                pass
 
     def _recover(self, cfg: EngineConfig) -> Recovery:
         """Load the newest good snapshot into the fresh tables and replay
@@ -1098,6 +1138,8 @@ class Engine:
 
         gateway = Gateway(self, GatewayConfig(endpoints, **settings))
         self._gateway = gateway
+        if self._info is not None:
+            self._info.update({"endpoints": gateway.endpoints})
         return gateway
 
     @property
@@ -1158,6 +1200,10 @@ class Engine:
             self._finalizer.detach()
             return
         self._closing = True
+        if self._info is not None:
+            # First: attached readers and ``ringflow ls`` stop trusting it now.
+            self._info.update({"state": "closed"})
+            self._info.drop()
         try:
             if self._gateway is not None:
                 # Stop reading the network first; what was read is submitted.

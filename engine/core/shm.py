@@ -33,7 +33,10 @@ _SHM_DIR = "/dev/shm"
 def list_segments() -> list[str]:
     """Names of the ringflow segments present in ``/dev/shm`` now."""
     try:
-        return sorted(n for n in os.listdir(_SHM_DIR) if n.startswith(PREFIX))
+        # sm_ringflow-<pid>-info: an engine's record (engine/core/discovery.py),
+        # named by shared-memory-dict, which puts sm_ before the name.
+        return sorted(n for n in os.listdir(_SHM_DIR)
+                      if n.startswith(PREFIX) or n.startswith("sm_" + PREFIX))
     except FileNotFoundError:
         return []
 

@@ -162,7 +162,7 @@ def _remove_segments_of(pid: int) -> None:
     """The /dev/shm segments of a SIGKILLed engine (process pid, which
     this test started): nobody else will unlink them."""
     for name in engine.list_segments():
-        if name.startswith(f"ringflow-{pid}-"):
+        if name.removeprefix("sm_").startswith(f"ringflow-{pid}-"):  # sm_: the info record
             try:
                 os.unlink(f"/dev/shm/{name}")
             except FileNotFoundError:

@@ -63,7 +63,7 @@ def _kill(srv: Server, workers_too: bool) -> None:
     srv.proc.wait(10)
     srv._reader.join(10)
     for name in engine.list_segments():
-        if name.startswith(f"ringflow-{srv.pid}-"):
+        if name.removeprefix("sm_").startswith(f"ringflow-{srv.pid}-"):  # sm_: the info record
             try:
                 os.unlink(f"/dev/shm/{name}")
             except FileNotFoundError:
