@@ -75,7 +75,7 @@ HEADER = struct.Struct(struct_format("FrameHeader"))
 TYPE_EVENTS = FRAME_EVENTS   #: body: count x 32-byte EVENT_DTYPE records
 TYPE_JSON = FRAME_JSON       #: body: count bytes of UTF-8 JSON lines
 TYPE_LOOKUP = FRAME_LOOKUP   #: query endpoint, body: count x 16-byte LOOKUP_DTYPE (key, metric)
-TYPE_ROWS = FRAME_ROWS       #: reply to a lookup, body: count x 256-byte STATE_DTYPE rows
+TYPE_ROWS = FRAME_ROWS       #: reply to a lookup, body: count x STATE_DTYPE rows (384 bytes each)
 
 #: One (key, metric) pair of a binary lookup: 16 bytes, little-endian.
 LOOKUP_DTYPE = numpy_dtype("LookupRecord")
