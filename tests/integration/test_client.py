@@ -406,6 +406,9 @@ def test_async_alerts():
                          key=lambda a: a["entity"])
             assert [(a["topic"], a["entity"]) for a in got] == [
                 ("WARN", "web-09"), ("CRIT", "web-17")]
+            # The feed had them from the log, maybe before the gateway
+            # published them: a subscription made before that would get them.
+            wait_for(lambda: eng.gateway.stats()["alerts_published"] >= 2)
             async with c.alerts(timeout=0.3) as quiet:
                 assert [a async for a in quiet] == []
             assert quiet.closed
