@@ -174,6 +174,10 @@ config file (TOML); every key is optional, flags win over the file:
   ack_timeout = 5.0           # --ack-timeout (seconds)
   hwm = 1000                  # --hwm (messages)
   max_queued_bytes = 268435456  # bytes one connection may queue (lowers hwm)
+  curve_secret = "keys/server.key_secret"  # --curve-secret (paths relative
+  curve_clients = "clients"   # --curve-clients          to this file)
+  curve_admins = "admins"     # --curve-admins
+  insecure = false            # --insecure
 
   [serve]
   quiet = false               # --quiet

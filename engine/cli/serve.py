@@ -829,10 +829,11 @@ def run(settings: Settings, console=None) -> int:
     except (WorkerDied, GatewayDown) as exc:
         raise ServeError(f"{exc}; stopping") from None
     finally:
-        logs.teardown()
         if metrics is not None:
             metrics.close()
         if eng is not None:
             eng.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
+        # Last: what closing says is still logged in serve's format.
+        logs.teardown()

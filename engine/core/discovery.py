@@ -16,6 +16,7 @@ read that meets a write in progress fails to parse and is retried.
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import threading
@@ -70,10 +71,20 @@ class EngineInfo:
         # The engine's threads (start, serve, the supervisor's state
         # changes) write rarely; one at a time, so no update is lost.
         self._lock = threading.Lock()
-        self._dict = SharedMemoryDict(info_name(self._pid), _INFO_BYTES,
+        # Sized from the first record (it grows later by the endpoints only):
+        # 256 workers name 256 table segments.
+        size = max(_INFO_BYTES, 2 * len(json.dumps(record)) + 4096)
+        self._dict = SharedMemoryDict(info_name(self._pid), size,
                                       serializer=JSONSerializer())
         self.name = self._dict.shm.name
-        self.update(record)
+        try:
+            self.update(record)
+        except BaseException:
+            shm = self._dict.shm
+            self._dict = None
+            shm.close()
+            shm.unlink()
+            raise
 
     def update(self, fields: dict) -> None:
         """Merge ``fields`` into the record (one write of the whole dict)."""
@@ -104,7 +115,8 @@ def read_info(pid: int, retries: int = 20) -> dict | None:
     for _ in range(retries):
         try:
             fd = os.open(_path(pid), os.O_RDONLY)
-        except FileNotFoundError:
+        except OSError:
+            # Gone, or another user's engine (its record is 0600).
             return None
         try:
             size = os.fstat(fd).st_size

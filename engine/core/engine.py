@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -441,7 +442,7 @@ class Engine:
         from .. import __version__
         from .discovery import RECORD_VERSION, EngineInfo
 
-        self._info = EngineInfo({
+        record = {
             "pid": self._pid, "version": __version__, "record": RECORD_VERSION,
             "started": time.time(), "state": "ok", "workers": cfg.workers,
             "name": _program_name(),
@@ -450,7 +451,13 @@ class Engine:
             "control": self._control_segment.name,
             "table_bytes": cfg.table_bytes(), "state_itemsize": STATE_DTYPE.itemsize,
             "window_ns": cfg.window_ns, "views": list(cfg.views), "endpoints": None,
-        })
+        }
+        try:
+            self._info = EngineInfo(record)
+        except Exception as exc:  # noqa: BLE001 - the record serves ls/attach, not the engine
+            logging.getLogger("ringflow").warning(
+                "engine record for `ringflow ls` / engine.attach not published: %s", exc)
+            return
         shm = self._info.shm
         self._segments.append(Segment(shm.name, shm.size, shm.buf, True, shm))
 
@@ -1139,7 +1146,10 @@ class Engine:
         gateway = Gateway(self, GatewayConfig(endpoints, **settings))
         self._gateway = gateway
         if self._info is not None:
-            self._info.update({"endpoints": gateway.endpoints})
+            try:
+                self._info.update({"endpoints": gateway.endpoints})
+            except Exception as exc:  # noqa: BLE001 - informative only, as in _publish
+                logging.getLogger("ringflow").warning("engine record not updated: %s", exc)
         return gateway
 
     @property

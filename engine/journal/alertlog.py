@@ -162,7 +162,8 @@ class AlertLogFile:
             if self._records >= self.capacity:
                 self._rotate()
             at = os.lseek(self._fd, 0, os.SEEK_END)
-            os.write(self._fd, frame)
+            if os.write(self._fd, frame) != len(frame):
+                raise OSError(28, "short write (disk full?)")
             if self.fsync:
                 os.fdatasync(self._fd)
             self._records += records
@@ -184,7 +185,10 @@ class AlertLogFile:
                     os.ftruncate(self._fd, at)
             except OSError:
                 pass
-            os.close(self._fd)
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
             self._fd = -1
         try:
             (self.dir / _ID).unlink(missing_ok=True)

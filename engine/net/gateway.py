@@ -526,9 +526,12 @@ class Gateway:
         sock = (ctx or self._ctx).socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, self.config.rcvhwm)
-        # Exactly the protocol's limit: a larger message is dropped by
-        # libzmq from its size prefix, before any allocation.
-        sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+        # The protocol's limit: a larger message is dropped by libzmq from
+        # its size prefix, before any allocation.  Under CURVE libzmq checks
+        # the encrypted message, up to 33 bytes longer (box overhead and
+        # nonce): the margin keeps a valid frame of the limit's size.
+        margin = 64 if self.config.curve is not None else 0
+        sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + margin)
         if self.config.curve is not None:
             self.config.curve.configure(sock)
         try:

@@ -259,7 +259,9 @@ class _ClientBase:
                 f"{endpoint}: could not queue a message for {self.timeout:g}s "
                 f"(send high-water mark {self.hwm} reached; is the gateway running?)"
             )
-        return GatewayTimeout(f"{endpoint}: no reply within {self.timeout:g}s" + self._curve_hint())
+        return GatewayTimeout(f"{endpoint}: no reply within {self.timeout:g}s" + self._curve_hint()
+                              + "; a message over the server's max_message_bytes is dropped "
+                              "with its connection, unanswered")
 
     def _curve_hint(self) -> str:
         # A failed CURVE handshake is silent: the client only sees no reply.

@@ -249,6 +249,16 @@ def create_keys(directory, name: str, force: bool = False) -> tuple[str, str]:
     if there and not force:
         raise SecurityError(f"{' and '.join(there)} exist already; --force overwrites "
                             "(clients and servers holding the old key lose access)")
-    public, secret = zmq.auth.create_certificates(os.fspath(directory), name)
+    if os.path.exists(secret):
+        # Rewritten in place, the old file's mode would decide who reads it.
+        os.unlink(secret)
+    # The secret file is created under this umask: never readable by others,
+    # not even between its creation and the chmod.
+    old_umask = os.umask(0o077)
+    try:
+        public, secret = zmq.auth.create_certificates(os.fspath(directory), name)
+    finally:
+        os.umask(old_umask)
+    os.chmod(public, 0o644)
     os.chmod(secret, 0o600)
     return public, secret

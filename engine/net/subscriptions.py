@@ -94,6 +94,13 @@ class _Gaps:
         #: Times the engine's log changed under this subscription (a
         #: restart without a data dir): numbering started over.
         self.restarts = 0
+        #: Logs given up for a newer one: their messages still queued in
+        #: the socket are skipped, never taken for the new log's numbers.
+        self.retired: set[str] = set()
+
+    def current(self, msg: dict | None) -> bool:
+        """Whether a message belongs to the log now followed."""
+        return msg is None or msg.get("log") not in self.retired
 
     def baseline(self, reply: dict) -> None:
         """Start from the log's newest alert (an ``alerts`` reply)."""
@@ -105,11 +112,13 @@ class _Gaps:
         """Check a message's or reply's log id; on a new log (the engine
         restarted and numbers from 1 again) start over from its first
         alert and return False."""
-        if not isinstance(log_id, str) or log_id == self.log:
+        if not isinstance(log_id, str) or log_id == self.log or log_id in self.retired:
+            # (An old log's straggler is skipped: see current().)
             return True
         if self.log is None:
             self.log = log_id
             return True
+        self.retired.add(self.log)
         self.log = log_id
         self.restarts += 1
         self.last = 0
@@ -124,6 +133,8 @@ class _Gaps:
         if not isinstance(seq, int):
             return "ok"
         self.same_log(msg.get("log"))
+        if not self.current(msg):
+            return "dup"
         if self.last is None:
             return "ok"
         if seq <= self.last:
@@ -154,6 +165,8 @@ class _Gaps:
         shows the gap in its ``topic_seq``, and :meth:`finish` reports
         the exact count of that topic's loss."""
         self.same_log(msg.get("log"))
+        if not self.current(msg):
+            return False
         to = msg.get("to")
         if isinstance(to, int):
             self.last = to if self.last is None else max(self.last, to)
@@ -414,21 +427,25 @@ class AlertSubscription(_SubscriptionBase):
                 continue
             if route == "fill":
                 self._fill(msg)
-            self._gaps.take(msg)
-            self._ready.append(msg)
+            if self._gaps.current(msg):
+                self._gaps.take(msg)
+                self._ready.append(msg)
         return self._ready.popleft()
 
     def _fill(self, trigger: dict | None) -> None:
+        gaps = self._gaps
         try:
             for _ in range(1 << 20):
-                got, more = self._gaps.page(self._client.query(self._gaps.request(trigger)),
-                                            trigger)
+                # A trigger of a log given up meanwhile (the engine
+                # restarted): fill the new log to its newest instead.
+                trigger = trigger if gaps.current(trigger) else None
+                got, more = gaps.page(self._client.query(gaps.request(trigger)), trigger)
                 self._ready.extend(got)
                 if not more:
                     break
         except EngineError:
             self.fill_errors += 1
-        self._ready.extend(self._gaps.finish(trigger))
+        self._ready.extend(gaps.finish(trigger if gaps.current(trigger) else None))
 
     def wait_connected(self, timeout: float | None = None) -> bool:
         """Wait until the SUB socket has connected to the gateway.
@@ -498,21 +515,23 @@ class AsyncAlertSubscription(_SubscriptionBase):
                 continue
             if route == "fill":
                 await self._fill(msg)
-            self._gaps.take(msg)
-            self._ready.append(msg)
+            if self._gaps.current(msg):
+                self._gaps.take(msg)
+                self._ready.append(msg)
         return self._ready.popleft()
 
     async def _fill(self, trigger: dict | None) -> None:
+        gaps = self._gaps
         try:
             for _ in range(1 << 20):
-                got, more = self._gaps.page(
-                    await self._client.query(self._gaps.request(trigger)), trigger)
+                trigger = trigger if gaps.current(trigger) else None   # as in the sync one
+                got, more = gaps.page(await self._client.query(gaps.request(trigger)), trigger)
                 self._ready.extend(got)
                 if not more:
                     break
         except EngineError:
             self.fill_errors += 1
-        self._ready.extend(self._gaps.finish(trigger))
+        self._ready.extend(gaps.finish(trigger if gaps.current(trigger) else None))
 
     async def wait_connected(self, timeout: float | None = None) -> bool:
         """Wait until the SUB socket has connected; see

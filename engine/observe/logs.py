@@ -120,6 +120,10 @@ def setup(fmt: str | None = None, level: str = "info", stream=None) -> logging.L
     log = logging.getLogger(LOGGER)
     for old in list(log.handlers):
         log.removeHandler(old)
+    if not hasattr(log, "_ringflow_saved"):
+        # Put back by teardown(): an in-process caller's logging (a test's
+        # caplog, an application's root handlers) must work again after.
+        log._ringflow_saved = (log.level, log.propagate)
     log.addHandler(handler)
     log.setLevel(level.upper())
     # Serve's events go to its own handler only, never twice via the root.
@@ -134,6 +138,11 @@ def teardown() -> None:
     for old in list(log.handlers):
         log.removeHandler(old)
         old.close()
+    saved = getattr(log, "_ringflow_saved", None)
+    if saved is not None:
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
+        del log._ringflow_saved
 
 
 class _RichFieldsFormatter(logging.Formatter):

@@ -87,13 +87,11 @@ def test_send_acked_counts_accepted_and_invalid():
 @pytest.mark.timeout(30)
 def test_rejected_carries_reason_accepted_and_handled():
     with live(max_message_bytes=1024) as (eng, ports):
-        with Client(ports=ports) as c:
-            # 100 events = 3208 bytes: over the limit (but under libzmq's 4x cut-off).
-            with pytest.raises(Rejected) as info:
+        with Client(ports=ports, timeout=0.3) as c:
+            # 100 events = 3208 bytes: over the limit, dropped by libzmq
+            # (MAXMSGSIZE) before it is read: no reply, and the error says why.
+            with pytest.raises(GatewayTimeout, match="max_message_bytes"):
                 c.send(events(100), ack=True)
-            assert info.value.reason == "too_large"
-            assert info.value.accepted == 0 and info.value.handled == 0
-            assert info.value.reply["ok"] is False
         with Client(ports=ports, max_frame_records=2) as c:
             good = {"entity": "web-01", "metric": "cpu", "value": 1.0}
             records = [good, good, good, {"entity": "web-01", "metric": "cpu", "value": "x"}]
@@ -106,7 +104,7 @@ def test_rejected_carries_reason_accepted_and_handled():
             assert info.value.reason == "bad_field" and "colour" in str(info.value)
             assert isinstance(info.value, EngineError)
         assert eng.gateway.stats()["rejected"]["bad_field"] == 2
-        assert eng.gateway.stats()["rejected"]["too_large"] == 1
+        assert eng.gateway.stats()["rejected"]["too_large"] == 0
 
 
 @pytest.mark.timeout(30)

@@ -71,3 +71,26 @@ def test_a_filtered_subscriber_counts_only_its_topics_loss():
     assert out == [] and not more
     assert g.finish(trigger) == [{"topic": "MISSED", "missed": 2, "topics": ["CRIT"]}]
     assert g.missed == 2
+
+
+def test_an_old_logs_messages_still_queued_after_a_restart_are_skipped():
+    # A slow subscriber still holds old-log messages when the engine
+    # restarts without a data dir: the fill switches to the new log, and
+    # nothing of the old one is taken for the new log's numbers after that.
+    A, B = "a" * 16, "b" * 16
+    g = _Gaps([b""])
+    g.baseline({"head": 500, "topic_heads": HEADS, "log": A})
+    g.take(alert(501, log=A))
+    trigger = alert(505, log=A)
+    assert g.seen(trigger) == "gap"
+    # The new engine answers the fill: the log changed, ask again from 0.
+    out, more = g.page({"alerts": [], "next": 0, "missed": 0, "head": 3, "log": B}, trigger)
+    assert out == [] and more and g.log == B and A in g.retired
+    assert not g.current(trigger)
+    assert g.request(None) == {"op": "alerts", "since": 0, "limit": 100_000}
+    out, more = g.page({"alerts": [alert(k, log=B) for k in (1, 2, 3)], "next": 3,
+                        "missed": 0, "head": 3, "log": B}, None)
+    assert [m["seq"] for m in out] == [1, 2, 3] and not more
+    assert g.seen(alert(506, log=A)) == "dup"          # a straggler of the old log
+    assert not g.missed_notice({"missed": 9, "from": 1, "to": 9, "log": A})
+    assert g.seen(alert(4, log=B)) == "ok" and g.restarts == 1 and g.log == B
