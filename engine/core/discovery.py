@@ -44,7 +44,8 @@ def _path(pid: int) -> str:
     return os.path.join(_SHM_DIR, _SMD_PREFIX + info_name(pid))
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -153,7 +154,7 @@ def running_engines() -> list[dict]:
             pid = int(n[len(INFO_PREFIX):-len("-info")])
         except ValueError:
             continue
-        if not _alive(pid):
+        if not pid_alive(pid):
             continue
         rec = read_info(pid)
         if rec is not None and rec.get("state") != "closed":

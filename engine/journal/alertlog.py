@@ -39,6 +39,7 @@ import crc32c as _crc
 import numpy as np
 
 from ..core.records import ALERT_DTYPE
+from .wal import fsync_dir
 
 __all__ = ["AlertLogFile", "ALERTS_DIR"]
 
@@ -129,7 +130,7 @@ class AlertLogFile:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _sync_dir(self.dir)
+        fsync_dir(self.dir)
         return new
 
     # --- writing --------------------------------------------------------
@@ -192,7 +193,7 @@ class AlertLogFile:
             self._fd = -1
         try:
             (self.dir / _ID).unlink(missing_ok=True)
-            _sync_dir(self.dir)
+            fsync_dir(self.dir)
         except OSError:
             pass
 
@@ -203,7 +204,7 @@ class AlertLogFile:
         os.replace(self.dir / _CURRENT, self.dir / _PREVIOUS)
         self.open()
         self._records = 0
-        _sync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def close(self) -> None:
         """Sync and close the current file."""
@@ -216,14 +217,6 @@ class AlertLogFile:
             self.error = f"{type(exc).__name__}: {exc}"
         os.close(self._fd)
         self._fd = -1
-
-
-def _sync_dir(path: Path) -> None:
-    dirfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
 
 
 def _parse(data: bytes) -> Iterator[tuple]:

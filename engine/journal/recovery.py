@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.discovery import pid_alive
 from ..errors import ConfigError, CorruptState, EngineError, raise_for_status
 from .wal import pruned_below, repair, replay, scan
 
@@ -201,13 +202,7 @@ def _alive(pid: int) -> bool:
     if pid == os.getpid():
         # This process: another engine of it holds the data dir.
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def recover_shard(directory, shard: int, table, settings, alert_scratch: np.ndarray,

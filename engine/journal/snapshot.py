@@ -52,6 +52,7 @@ import zstandard
 
 from ..core.records import STATE_DTYPE
 from ..errors import EngineError
+from .wal import fsync_dir
 
 __all__ = ["Snapshot", "SnapshotError", "SnapshotLayoutError", "list_snapshots", "load_newest",
            "write_snapshot"]
@@ -130,14 +131,6 @@ def list_snapshots(root) -> list[Path]:
                   if p.name[len(PREFIX):-len(SUFFIX)].isdigit())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_snapshot(root, snap: Snapshot) -> Path:
     """Write ``snap`` into the data dir ``root`` atomically; returns its
     path.  Older snapshots beyond the newest :data:`KEEP` are deleted."""
@@ -177,7 +170,7 @@ def write_snapshot(root, snap: Snapshot) -> Path:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     for old in list_snapshots(root)[:-KEEP]:
         old.unlink(missing_ok=True)
     return final

@@ -135,7 +135,7 @@ class SegmentWriter:
         self._size = len(header)
         self.bytes_written += len(header)
         # The new name must survive a crash as well as its bytes.
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def append(self, base: int, events: np.ndarray) -> int:
         """Write one frame; returns its size in bytes.  Raises
@@ -176,7 +176,9 @@ class SegmentWriter:
         self.close()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable (the journal, the
+    snapshots and the alert log use it)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -339,10 +341,10 @@ def prune(directory, below: int) -> list[str]:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, directory / PRUNED_NAME)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     for path in doomed:
         path.unlink(missing_ok=True)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return [str(p) for p in doomed]
 
 
@@ -383,7 +385,7 @@ def repair_tail(directory, shard: int | None = None) -> dict | None:
             path.unlink()
         else:
             os.truncate(path, bad.offset)
-        _fsync_dir(Path(directory))
+        fsync_dir(Path(directory))
         return cut
     return None
 
@@ -419,7 +421,7 @@ def repair(directory, shard: int | None = None) -> dict:
                 os.truncate(path, bad.offset)
             for p in paths[i + 1:]:
                 p.unlink()
-            _fsync_dir(directory)
+            fsync_dir(directory)
             return {"cut": cut, "removed": removed, "frames": kept_frames,
                     "events": kept_events}
     return {"cut": None, "removed": [], "frames": kept_frames, "events": kept_events}

@@ -35,7 +35,8 @@ def _fields(record: logging.LogRecord) -> dict:
 def _one_line(text: str) -> str:
     """JSON text with its unprintable characters escaped: NEL, U+2028 and
     the like break lines for some readers even though JSON allows them raw
-    (only inside strings, where ``\\uXXXX`` means the same)."""
+    (only inside strings, where a ``\\u`` escape of four hex digits means the
+    same)."""
     if text.isprintable():
         return text
     # json.dumps escapes them as ensure_ascii would (surrogate pairs past

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from ..core.discovery import RECORD_VERSION, _alive, _path, read_info, running_engines
+from ..core.discovery import RECORD_VERSION, _path, pid_alive, read_info, running_engines
 from ..core.records import STATE_DTYPE
 from ..core.shm import Segment
 from ..errors import AttachError
@@ -67,7 +67,7 @@ def attach(pid_or_name) -> AttachedEngine:
     ...     view.get("web-01", "cpu")["last"]
     """
     pid = _find(pid_or_name)
-    if not _alive(pid):
+    if not pid_alive(pid):
         raise AttachError(f"no process {pid}: the engine has exited")
     rec = read_info(pid)
     if rec is None:
@@ -170,7 +170,7 @@ class AttachedEngine:
     @property
     def alive(self) -> bool:
         """Whether the engine still runs and has not closed."""
-        return not self._closed and os.path.exists(self._info_path) and _alive(self.pid)
+        return not self._closed and os.path.exists(self._info_path) and pid_alive(self.pid)
 
     def _release(self) -> None:
         for seg in self._segments:

@@ -10,15 +10,13 @@ import urllib.request
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import engine
 from engine.net.client import Client
 from engine.observe.metrics import MetricsError, MetricsServer, check_bind
 from tests.helpers import served_engine, wait_for
 from tests.integration.test_cli import ringflow, serve  # noqa: F401 - fixture
-
-pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 TS = 1_732_300_000_000_000_000
 
