@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -123,6 +124,45 @@ def test_serve_cli_refuses_a_public_host_without_curve(tmp_path):
         capture_output=True, text=True, timeout=30, cwd=os.getcwd())
     assert proc.returncode != 0
     assert "CURVE" in proc.stderr and "--insecure" in proc.stderr
+
+
+@pytest.mark.timeout(90)
+def test_serve_cli_with_insecure_in_its_config_starts_and_warns(tmp_path):
+    """``insecure = true`` under [gateway] of the config file: serve binds
+    every interface, says so, and still serves (connected on loopback)."""
+    base = free_ports(4)[0]
+    conf = tmp_path / "serve.toml"
+    conf.write_text(f'[gateway]\nhost = "tcp://0.0.0.0"\nports = {base}\ninsecure = true\n'
+                    '[engine]\nworkers = 1\ndata_dir = "none"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--config", str(conf),
+                             "--log-format", "logfmt"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out.append(line)
+            if "ringflow serving on" in line:
+                break
+        text = "".join(out)
+        assert "ringflow serving on" in text, text
+        assert "WARNING" in text and "--insecure" in text
+        with Client(ports={"ingest": base, "acked": base + 1, "query": base + 2,
+                           "alerts": base + 3}, timeout=5.0) as c:
+            assert c.ping() >= 0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == 0
 
 
 def test_keys_command_writes_a_pair_and_refuses_to_overwrite(tmp_path):
